@@ -1,0 +1,5 @@
+import sys
+
+from mlic_pipe.cli import main
+
+sys.exit(main())

@@ -1,0 +1,83 @@
+"""`load`: one entry point that tells which reader a path (or the word "demo") needs."""
+from __future__ import annotations
+
+import glob
+import os
+
+from mlic_pipe.datasets.coco import load_coco
+from mlic_pipe.datasets.csv import load_csv
+from mlic_pipe.datasets.demo import load_demo
+from mlic_pipe.datasets.index import LabelIndex
+from mlic_pipe.datasets.nuswide import load_nuswide
+from mlic_pipe.datasets.voc import load_voc
+from mlic_pipe.errors import MLICDataError
+
+__all__ = ["load", "detect_format"]
+
+FORMATS = ("demo", "coco", "voc", "nuswide", "csv")
+
+
+def _coco_image_dir(annotation_file: str) -> str | None:
+    """COCO's own layout: annotations/instances_train2017.json -> ../train2017."""
+    name = os.path.splitext(os.path.basename(annotation_file))[0]
+    split = name.split("_", 1)[1] if "_" in name else name
+    candidate = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(annotation_file))), split)
+    return candidate if os.path.isdir(candidate) else None
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """Name the format of `path`: one of FORMATS. Raises MLICDataError when it is none of them."""
+    path = os.fspath(path)
+    if path == "demo" or path.startswith("demo:"):
+        return "demo"
+    if os.path.isfile(path):
+        lowered = path.lower()
+        if lowered.endswith(".json"):
+            return "coco"
+        if lowered.endswith(".csv"):
+            return "csv"
+        raise MLICDataError(path, "is neither a COCO .json annotation file nor a .csv label list")
+    if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, "Concepts81.txt")):
+            return "nuswide"
+        if os.path.isdir(os.path.join(path, "ImageSets", "Main")) or glob.glob(os.path.join(path, "VOC*", "ImageSets", "Main")):
+            return "voc"
+        if glob.glob(os.path.join(path, "annotations", "instances_*.json")):
+            return "coco"
+        raise MLICDataError(path, "is not a dataset layout mlic-pipe knows",
+                            "expected a COCO root (annotations/instances_*.json), a VOCdevkit, a NUS-WIDE root "
+                            "(Concepts81.txt) or a .json/.csv file")
+    raise MLICDataError(path, "no such file or directory")
+
+
+def load(path_or_spec: str | os.PathLike, **kw) -> LabelIndex:
+    """Load any supported dataset into a `LabelIndex`.
+
+    Args:
+        path_or_spec: "demo" or "demo:<split>"; a COCO annotation ``.json`` (images in
+            ``image_dir=``, or in COCO's sibling ``<split>/`` directory); a COCO root with
+            ``annotations/`` (pass ``split=``, default "train"); a VOCdevkit (``year=``, ``split=``);
+            a NUS-WIDE root (``split=``); or a ``.csv``.
+        **kw: passed to the reader (see `load_coco`, `load_voc`, `load_nuswide`, `load_csv`).
+    """
+    path = os.fspath(path_or_spec)
+    kind = detect_format(path)
+    if kind == "demo":
+        split = path.split(":", 1)[1] if ":" in path else kw.pop("split", "train")
+        return load_demo(split, **kw)
+    if kind == "csv":
+        return load_csv(path, **kw)
+    if kind == "voc":
+        return load_voc(path, **kw)
+    if kind == "nuswide":
+        return load_nuswide(path, **kw)
+    if os.path.isdir(path):  # a COCO root
+        split = kw.pop("split", "train")
+        matches = sorted(glob.glob(os.path.join(path, "annotations", f"instances_{split}*.json")))
+        if not matches:
+            raise MLICDataError(path, f"has no annotations/instances_{split}*.json", "pass split= or the .json itself")
+        path = matches[0]
+    image_dir = kw.pop("image_dir", None) or _coco_image_dir(path)
+    if image_dir is None:
+        raise MLICDataError(path, "cannot tell where its images are", "pass image_dir=")
+    return load_coco(path, image_dir, **kw)

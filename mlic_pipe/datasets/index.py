@@ -1,0 +1,101 @@
+"""`LabelIndex`: the one in-memory form every annotation format is read into."""
+from __future__ import annotations
+
+import os
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+
+from mlic_pipe.errors import MLICDataError
+
+__all__ = ["LabelIndex", "MissingPolicy", "check_present"]
+
+MissingPolicy = Literal["raise", "drop"]
+
+
+@dataclass
+class LabelIndex:
+    """Image files and their multi-hot labels.
+
+    Attributes:
+        files: absolute image paths, one per row.
+        targets: (N, C) uint8 in {0, 1}.
+        ignore: (N, C) bool, True where a label is unknown (VOC 'difficult'); such entries are
+            excluded from metrics. None when the format has no such notion.
+        classes: the C column names, in column order.
+    """
+
+    files: list[str]
+    targets: np.ndarray
+    ignore: np.ndarray | None
+    classes: list[str]
+
+    def __post_init__(self) -> None:
+        self.targets = np.ascontiguousarray(self.targets, dtype=np.uint8)
+        n, c = len(self.files), len(self.classes)
+        if self.targets.shape != (n, c):
+            raise ValueError(f"targets has shape {self.targets.shape}, expected ({n}, {c}) "
+                             "= (len(files), len(classes))")
+        if self.ignore is not None:
+            self.ignore = np.ascontiguousarray(self.ignore, dtype=bool)
+            if self.ignore.shape != (n, c):
+                raise ValueError(f"ignore has shape {self.ignore.shape}, expected ({n}, {c})")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def subset(self, keep: np.ndarray | Sequence[bool]) -> "LabelIndex":
+        """The rows where `keep` is True (a boolean mask over rows), in the same order."""
+        keep = np.asarray(keep, dtype=bool)
+        return LabelIndex(
+            files=[f for f, k in zip(self.files, keep) if k],
+            targets=self.targets[keep],
+            ignore=None if self.ignore is None else self.ignore[keep],
+            classes=list(self.classes),
+        )
+
+
+def check_present(files: Sequence[str], source: str | os.PathLike, missing: MissingPolicy) -> np.ndarray:
+    """Which of `files` exist on disk; raise or warn about the others.
+
+    Lists each directory once instead of stat-ing every file, so checking COCO's 118k images
+    costs tens of milliseconds rather than seconds.
+
+    Args:
+        files: absolute paths.
+        source: the annotation file the paths came from, named in the error.
+        missing: "raise" to fail on any missing file, "drop" to return a mask that drops them
+            (with a warning that counts them).
+
+    Returns:
+        (N,) bool mask, True where the file exists.
+    """
+    if missing not in ("raise", "drop"):
+        raise ValueError(f"missing must be 'raise' or 'drop', got {missing!r}")
+    by_dir: dict[str, list[int]] = defaultdict(list)
+    for row, path in enumerate(files):
+        by_dir[os.path.dirname(path)].append(row)
+    present = np.zeros(len(files), dtype=bool)
+    for directory, rows in by_dir.items():
+        try:
+            listing = set(os.listdir(directory))
+        except OSError:
+            continue
+        for row in rows:
+            present[row] = os.path.basename(files[row]) in listing
+    num_missing = int((~present).sum())
+    if num_missing:
+        first = [files[i] for i in np.flatnonzero(~present)[:5]]
+        what = f"{num_missing} of {len(files)} image files are missing on disk, e.g. " + ", ".join(first)
+        if missing == "raise":
+            raise MLICDataError(source, what, "check the image directory, or pass missing='drop' "
+                                "to train on the images that are there")
+        warnings.warn(f"{os.fspath(source)}: dropping {what}", stacklevel=3)
+    return present
