@@ -1,0 +1,103 @@
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from builders import write_image
+from mlic_pipe.check import check_index, inspect_image
+from mlic_pipe.cli import main
+from mlic_pipe.datasets import LabelIndex
+
+
+def _jpeg_bytes(size=(128, 96), mode="RGB"):
+    """A noisy JPEG: most of its bytes are entropy-coded data, after the headers."""
+    noise = np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).convert(mode).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def odd_files(tmp_path):
+    """Each file and the problems `inspect_image` must find in it, written out by hand."""
+    d = tmp_path / "img"
+    d.mkdir()
+    cases = {}
+
+    def put(name, data, problems):
+        (d / name).write_bytes(data)
+        cases[str(d / name)] = problems
+
+    good = _jpeg_bytes()
+    put("good.jpg", good, [])
+    put("zero.jpg", b"", ["zero bytes"])
+    put("text.jpg", b"this is not an image at all\n", ["not an image"])
+    put("cut_header.jpg", good[:12], ["truncated header"])
+    put("cut_data.jpg", good[: len(good) * 2 // 3], ["truncated data"])
+    put("cmyk.jpg", _jpeg_bytes(mode="CMYK"), ["CMYK"])
+    write_image(d / "gray.png", size=(40, 40), mode="L"); cases[str(d / "gray.png")] = ["grayscale"]
+    write_image(d / "rgba.png", size=(40, 40), mode="RGBA", color=(1, 2, 3, 4)); cases[str(d / "rgba.png")] = ["alpha"]
+    Image.new("P", (40, 40)).save(d / "palette.png"); cases[str(d / "palette.png")] = ["palette"]
+    write_image(d / "tiny.png", size=(1, 1)); cases[str(d / "tiny.png")] = ["tiny"]
+    cases[str(d / "missing.jpg")] = ["missing"]
+    return cases
+
+
+def test_inspect_image_finds_each_problem(odd_files):
+    for path, problems in odd_files.items():
+        assert inspect_image(path) == problems, path
+
+
+def test_check_index_summarises_labels_and_files(odd_files):
+    files = list(odd_files)
+    targets = np.zeros((len(files), 3), np.uint8)
+    targets[0, [0, 2]] = 1
+    targets[1, 2] = 1
+    report = check_index(LabelIndex(files, targets, None, ["a", "b", "c"]), progress=False)
+    assert report.class_counts.tolist() == [1, 0, 2]
+    assert report.num_unusable == 5  # zero, text, cut header, cut data, missing
+    assert report.files_by_problem["CMYK"] == [f for f in files if f.endswith("cmyk.jpg")]
+    text = report.format()
+    for problem in ("zero bytes", "not an image", "truncated header", "truncated data", "CMYK", "grayscale",
+                    "alpha", "palette", "tiny", "missing"):
+        assert problem in text
+
+
+def test_cli_check_exit_codes(odd_files, tmp_path, capsys):
+    ok = tmp_path / "ok.csv"
+    write_image(tmp_path / "ok.jpg", size=(64, 64))
+    ok.write_text("path,labels\nok.jpg,a\n")
+    assert main(["check", str(ok), "-q"]) == 0
+    assert "nothing odd" in capsys.readouterr().out
+
+    rows = "".join(f"{os.path.relpath(p, tmp_path)},a\n" for p in odd_files if not p.endswith("missing.jpg"))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,labels\n" + rows)
+    assert main(["check", str(bad), "-q"]) == 1
+    captured = capsys.readouterr()
+    assert "zero.jpg" in captured.out and "cannot be decoded" in captured.err
+
+
+def test_cli_reports_data_errors_without_a_traceback(tmp_path, capsys):
+    assert main(["check", str(tmp_path / "nothing.csv")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_console_script_help_lists_subcommands():
+    out = subprocess.run([sys.executable, "-m", "mlic_pipe", "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("profile", "check", "demo-data"):
+        assert command in out
+
+
+def test_profile_runs_on_the_demo_data(demo_root, capsys):
+    assert main(["profile"]) == 0
+    assert "400 images, 11 classes" in capsys.readouterr().out
+
+
+def test_check_on_the_demo_data_is_clean(demo_root, capsys):
+    assert main(["check", "demo", "-q"]) == 0
+    assert "images          400" in capsys.readouterr().out
