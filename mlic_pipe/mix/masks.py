@@ -1,0 +1,182 @@
+"""Mask mixes: CutMix (box), FMix (low-frequency dense mask) and MixUp (constant weight).
+
+Each pairs a primary input with a partner and blends them with a weight map. Two layouts:
+``append=False`` mixes in place (the standard B outputs, each input the primary of one output);
+``append=True`` keeps the B regular images and appends M = int(B * mix_ratio) mixed ones, like
+SpliceMix, so the sources stay in the batch for SUMix and consistency losses. ``lam`` in the plan
+is always the *realized* fraction of the primary source (what the pixels show), not the sampled one.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mlic_pipe.mix.plan import MASK_BOX, MASK_CONSTANT, MASK_DENSE, MixPlan
+
+__all__ = ["CutMix", "FMix", "MixUp", "fmix_masks"]
+
+
+class _PairMix:
+    """Shared pairing and layout of the mask mixes; subclasses draw the weight maps."""
+
+    def __init__(self, alpha: float, *, append: bool = False, mix_ratio: float = 0.25, prob: float = 1.0):
+        if alpha <= 0:
+            raise ValueError(f"alpha must be positive (lambda ~ Beta(alpha, alpha)), got {alpha}")
+        if not 0.0 < mix_ratio <= 1.0:
+            raise ValueError(f"mix_ratio must be in (0, 1] (mixed images per regular image), got {mix_ratio}")
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"prob must be a probability in [0, 1], got {prob}")
+        self.alpha, self.append, self.mix_ratio, self.prob = alpha, append, mix_ratio, prob
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(alpha={self.alpha}, append={self.append}, mix_ratio={self.mix_ratio})"
+
+    def _pairs(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(primary, partner) input rows of the mixed outputs; a partner never equals its primary when B > 1."""
+        if not self.append:
+            primary = np.arange(batch_size)
+            order = rng.permutation(batch_size)  # a random cycle: each input is one output's partner
+            partner = np.empty(batch_size, dtype=np.int64)
+            partner[order] = np.roll(order, -1)
+            return primary, partner
+        count = int(batch_size * self.mix_ratio)
+        primary = np.concatenate([rng.permutation(batch_size) for _ in range(-(-count // batch_size))])[:count]
+        offset = rng.integers(1, batch_size, size=count) if batch_size > 1 else np.zeros(count, dtype=np.int64)
+        return primary, (primary + offset) % batch_size
+
+    def _weights(self, lam: np.ndarray, image_size: int, rng: np.random.Generator, device) -> dict:
+        raise NotImplementedError
+
+    def plan(self, batch_size: int, image_size: int, rng: np.random.Generator, device=None) -> MixPlan:
+        """Draw the plan of one batch of `batch_size` decoded `image_size` x `image_size` images."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if image_size < 1:
+            raise ValueError(f"image_size must be at least 1, got {image_size}")
+        if rng.random() >= self.prob:
+            return MixPlan.identity(batch_size)
+        primary, partner = self._pairs(batch_size, rng)
+        if len(primary) == 0:
+            return MixPlan.identity(batch_size)
+        weights = self._weights(rng.beta(self.alpha, self.alpha, size=len(primary)), image_size, rng, device)
+        num_regular = batch_size if self.append else 0
+        n = num_regular + len(primary)
+
+        def full(mixed, fill):
+            """Regular rows get `fill`, mixed rows `mixed`."""
+            mixed = np.asarray(mixed)
+            out = np.full((n, *mixed.shape[1:]), fill, dtype=mixed.dtype)
+            out[num_regular:] = mixed
+            return out
+
+        lam = weights.pop("lam")
+        masks = weights.pop("masks", None)
+        plan = MixPlan.build(
+            num_regular=num_regular,
+            cells=np.concatenate([np.arange(num_regular), primary]).reshape(-1, 1),
+            grid=np.ones((n, 2)),
+            partner=full(partner, -1),
+            mask_mode=full(weights["mask_mode"], 0),
+            box=full(weights.get("box", np.zeros((len(primary), 4), dtype=np.int64)), 0),
+            mask_index=full(weights.get("mask_index", np.full(len(primary), -1)), -1),
+            masks=masks,
+        )
+        if isinstance(lam, torch.Tensor):  # realized on the device (FMix): keep it there, no sync
+            plan.lam = torch.cat([torch.ones(num_regular, device=lam.device), lam.float()])
+        else:
+            plan.lam = torch.as_tensor(full(lam.astype(np.float32), 1.0), dtype=torch.float32)
+        return plan
+
+
+class CutMix(_PairMix):
+    """CutMix (Yun et al.): the partner fills a box of area (1 - lambda) * S^2 at a uniform centre, clipped.
+
+    Args:
+        alpha: lambda ~ Beta(alpha, alpha); 1.0 as in the paper.
+        append, mix_ratio, prob: layout (see the module docstring) and per-batch probability.
+    """
+
+    def __init__(self, alpha: float = 1.0, **kw):
+        super().__init__(alpha, **kw)
+
+    def _weights(self, lam, image_size, rng, device):
+        side = (image_size * np.sqrt(1.0 - lam)).astype(np.int64)
+        cy = rng.integers(0, image_size, size=len(lam))
+        cx = rng.integers(0, image_size, size=len(lam))
+        y0, x0 = cy - side // 2, cx - side // 2
+        box = np.clip(np.stack([y0, x0, y0 + side, x0 + side], axis=1), 0, image_size)
+        area = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
+        return {"mask_mode": np.full(len(lam), MASK_BOX), "box": box, "lam": 1.0 - area / image_size**2}
+
+
+class MixUp(_PairMix):
+    """MixUp (Zhang et al.): a constant blend lambda * primary + (1 - lambda) * partner.
+
+    Args:
+        alpha: lambda ~ Beta(alpha, alpha); 0.8 as timm's default.
+    """
+
+    def __init__(self, alpha: float = 0.8, **kw):
+        super().__init__(alpha, **kw)
+
+    def _weights(self, lam, image_size, rng, device):
+        return {"mask_mode": np.full(len(lam), MASK_CONSTANT), "lam": lam.astype(np.float32)}
+
+
+def fmix_masks(lam, image_size: int, *, decay: float = 3.0, max_soft: float = 0.0, seed: int = 0,
+               device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample FMix masks, generated on `device`.
+
+    For each lambda: a random complex spectrum over the *full* 2D frequency plane scaled by
+    1 / f^decay, an inverse FFT, and the top round(lambda * S^2) pixels set to 1 (the primary's
+    share). The public FMix code builds a degenerate one-row spectrum; this follows the paper.
+    With ``max_soft > 0`` the edge is a linear ramp over the ranks within +- soft * S^2 of the
+    threshold (soft = min(max_soft, lambda, 1 - lambda)), as in the paper.
+
+    Returns:
+        masks: (K, S, S) float16 in [0, 1]; realized: (K,) float32, each mask's mean.
+    """
+    device = torch.device(device or "cpu")
+    lam = torch.as_tensor(np.asarray(lam, dtype=np.float64), device=device)
+    count, pixels = lam.numel(), image_size * image_size
+    generator = torch.Generator(device=device).manual_seed(int(seed))
+    freqs = torch.fft.fftfreq(image_size, device=device, dtype=torch.float64)
+    magnitude = torch.sqrt(freqs[:, None] ** 2 + freqs[None, :] ** 2).clamp_min(1.0 / image_size)
+    spectrum = torch.randn((count, image_size, image_size, 2), generator=generator, device=device,
+                           dtype=torch.float64)
+    spectrum = torch.view_as_complex(spectrum) / magnitude**decay
+    grey = torch.fft.ifft2(spectrum).real.reshape(count, pixels)
+
+    order = torch.argsort(grey, dim=1, descending=True)  # rank 0 = largest value
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(pixels, device=device).expand(count, pixels))
+    keep = torch.round(lam * pixels)
+    soft = torch.minimum(torch.full_like(lam, max_soft), torch.minimum(lam, 1.0 - lam)).clamp_min(0.0)
+    low = torch.floor(keep - soft * pixels)
+    high = torch.floor(keep + soft * pixels)
+    ramp = (high[:, None] - ranks) / (high - low).clamp_min(1.0)[:, None]
+    masks = ramp.clamp(0.0, 1.0).to(torch.float16).reshape(count, image_size, image_size)
+    return masks, masks.float().mean(dim=(1, 2))
+
+
+class FMix(_PairMix):
+    """FMix (Harris et al.): the primary keeps a random low-frequency region of lambda of the image.
+
+    Args:
+        alpha: lambda ~ Beta(alpha, alpha); 1.0 as in the paper.
+        decay: spectrum decay exponent delta (3 in the paper).
+        max_soft: soft-edge width as a fraction of the pixels (0: hard masks).
+    """
+
+    def __init__(self, alpha: float = 1.0, *, decay: float = 3.0, max_soft: float = 0.0, **kw):
+        super().__init__(alpha, **kw)
+        if not 0.0 <= max_soft <= 0.5:
+            raise ValueError(f"max_soft must be in [0, 0.5], got {max_soft}")
+        self.decay, self.max_soft = decay, max_soft
+
+    def _weights(self, lam, image_size, rng, device):
+        seed = int(rng.integers(0, 2**63 - 1))  # the masks' randomness comes from the plan's generator
+        masks, realized = fmix_masks(lam, image_size, decay=self.decay, max_soft=self.max_soft, seed=seed,
+                                     device=device)
+        return {"mask_mode": np.full(len(lam), MASK_DENSE), "mask_index": np.arange(len(lam)), "masks": masks,
+                "lam": realized}

@@ -1,0 +1,137 @@
+"""`MixPlan`: every random decision of one mixed batch, as a few small tensors.
+
+Augmentation is split in two, as torchvision v2 and kornia do: a *plan* drawn on the host from a
+seeded generator (cheap, reproducible, one small host-to-device copy) and a *render* that executes
+it on the device in one pass. The same plan drives the Triton kernel, the torch reference
+renderer, the label mixing and the SpliceMix-CL loss, so they can never disagree.
+
+Output n is built as follows. Its R x C grid (``grid[n]``) partitions the S x S image exactly:
+cell row r spans ``[floor(r*S/R), floor((r+1)*S/R))``, likewise columns. Cell k (row-major) shows
+input image ``cells[n, k]`` resized to the cell, or zeros (the normalized mean) where it is -1.
+Then, if ``mask_mode[n] != 0``, the result is blended with input image ``partner[n]``:
+``w * primary + (1 - w) * partner`` with w = 0 inside ``box[n]`` (mode 1), w = ``masks[mask_index[n]]``
+(mode 2) or w = ``lam[n]`` (mode 3). A regular output is a 1 x 1 grid with no partner.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+import torch
+
+__all__ = ["MASK_NONE", "MASK_BOX", "MASK_DENSE", "MASK_CONSTANT", "MixPlan"]
+
+MASK_NONE, MASK_BOX, MASK_DENSE, MASK_CONSTANT = 0, 1, 2, 3
+
+
+@dataclass
+class MixPlan:
+    """All decisions of one mixed batch; outputs are ``num_regular`` regular images first, then mixed ones.
+
+    Attributes:
+        num_regular: how many leading outputs are unmixed copies of an input.
+        cells: (N_out, K) int32, source input row per grid cell (row-major), -1 = dropped or unused slot.
+        grid: (N_out, 2) int32, rows and columns of each output's grid; (1, 1) when not spliced.
+        partner: (N_out,) int32, the second source of a mask mix, -1 = none.
+        mask_mode: (N_out,) int8, 0 none, 1 box, 2 dense mask, 3 constant (MixUp).
+        box: (N_out, 4) int32, y0, x0, y1, x1 (end-exclusive) of the partner region (mode 1).
+        mask_index: (N_out,) int32, row of `masks` (mode 2), -1 otherwise.
+        masks: (Km, S, S) float16 in [0, 1], weight of the primary source (mode 2), or None.
+        lam: (N_out,) float32, realized fraction of the primary source (1 for unmasked outputs).
+        indices: (num_regular,) dataset rows of the regular images, set by the loader; else None.
+    """
+
+    num_regular: int
+    cells: torch.Tensor
+    grid: torch.Tensor
+    partner: torch.Tensor
+    mask_mode: torch.Tensor
+    box: torch.Tensor
+    mask_index: torch.Tensor
+    masks: torch.Tensor | None
+    lam: torch.Tensor
+    indices: torch.Tensor | None = None
+
+    @property
+    def num_outputs(self) -> int:
+        return int(self.cells.shape[0])
+
+    @property
+    def num_mixed(self) -> int:
+        return self.num_outputs - self.num_regular
+
+    @property
+    def device(self) -> torch.device:
+        return self.cells.device
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "MixPlan":
+        """The same plan with every tensor on `device`."""
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, value in moved.items():
+            if isinstance(value, torch.Tensor):
+                moved[name] = value.to(device, non_blocking=non_blocking)
+        return MixPlan(**moved)
+
+    @classmethod
+    def identity(cls, batch_size: int) -> "MixPlan":
+        """The plan that returns the batch unmixed."""
+        return cls.build(num_regular=batch_size, cells=np.arange(batch_size).reshape(-1, 1),
+                         grid=np.ones((batch_size, 2)))
+
+    @classmethod
+    def build(cls, *, num_regular: int, cells, grid, partner=None, mask_mode=None, box=None, mask_index=None,
+              masks: torch.Tensor | None = None, lam=None) -> "MixPlan":
+        """Assemble a plan from numpy arrays (or tensors), filling the defaults of unmasked outputs."""
+        n = len(cells)
+
+        def tensor(value, default, dtype):
+            value = default if value is None else value
+            return torch.as_tensor(np.asarray(value), dtype=dtype).contiguous()
+
+        return cls(
+            num_regular=int(num_regular),
+            cells=tensor(cells, None, torch.int32).reshape(n, -1),
+            grid=tensor(grid, None, torch.int32).reshape(n, 2),
+            partner=tensor(partner, np.full(n, -1), torch.int32),
+            mask_mode=tensor(mask_mode, np.zeros(n), torch.int8),
+            box=tensor(box, np.zeros((n, 4)), torch.int32).reshape(n, 4),
+            mask_index=tensor(mask_index, np.full(n, -1), torch.int32),
+            masks=masks,
+            lam=tensor(lam, np.ones(n), torch.float32),
+        )
+
+    def validate(self, num_inputs: int, image_size: int) -> None:
+        """Raise ValueError if the plan cannot be rendered from `num_inputs` images of size `image_size`.
+
+        Runs on the host copy of the plan (the loader calls it before the one host-to-device copy),
+        so a bad plan is an error message, never an out-of-bounds read in a kernel.
+        """
+        n = self.num_outputs
+        if self.cells.ndim != 2 or self.grid.shape != (n, 2):
+            raise ValueError(f"plan tensors disagree: cells {tuple(self.cells.shape)}, grid {tuple(self.grid.shape)}")
+        if not 0 <= self.num_regular <= n:
+            raise ValueError(f"num_regular={self.num_regular} is outside 0..{n}")
+        cells, grid = self.cells.cpu(), self.grid.cpu()
+        if (grid < 1).any() or (grid > image_size).any():
+            raise ValueError(f"grid sizes must be within 1..{image_size} (the image size)")
+        if (grid.prod(1) > cells.shape[1]).any():
+            raise ValueError("a grid has more cells than the plan's cells tensor has columns")
+        for name, value in (("cells", cells), ("partner", self.partner.cpu())):
+            if ((value < -1) | (value >= num_inputs)).any():
+                raise ValueError(f"{name} refers to input rows outside 0..{num_inputs - 1}")
+        modes = self.mask_mode.cpu()
+        if ((modes < 0) | (modes > MASK_CONSTANT)).any():
+            raise ValueError("mask_mode must be 0 (none), 1 (box), 2 (dense) or 3 (constant)")
+        if ((modes != MASK_NONE) & (self.partner.cpu() < 0)).any():
+            raise ValueError("a masked output needs a partner")
+        dense = modes == MASK_DENSE
+        if dense.any():
+            if self.masks is None or self.masks.shape[-2:] != (image_size, image_size):
+                raise ValueError(f"dense-mask outputs need masks of shape (Km, {image_size}, {image_size})")
+            index = self.mask_index.cpu()[dense]
+            if ((index < 0) | (index >= self.masks.shape[0])).any():
+                raise ValueError("mask_index refers to rows outside masks")
+
+    def with_indices(self, indices: torch.Tensor) -> "MixPlan":
+        """A copy with the dataset rows of the regular images set."""
+        return replace(self, indices=indices)

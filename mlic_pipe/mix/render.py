@@ -1,0 +1,195 @@
+"""`render`: execute a `MixPlan` on a decoded batch; the torch reference renderer is the specification.
+
+The Triton kernel (``mlic_pipe.kernels``) must reproduce these numbers, so the arithmetic here is
+spelled out to match it and PyTorch: normalization is ``(x / 255 - mean) / std`` per channel;
+bilinear sampling follows ``F.interpolate`` (source index ``dst * (S-1)/(h-1)`` with
+align_corners, else ``max(0, (dst + 0.5) * S/h - 0.5)``, index clamped to S-1); ``area`` is
+``F.interpolate(mode="area")``, i.e. adaptive average pooling over ``[floor(i*S/h), ceil((i+1)*S/h))``;
+blending is ``w * primary + (1 - w) * partner`` for every mask mode.
+
+Everything is vectorized over the batch: one gather per filter tap over all spliced outputs,
+one indexed copy for the regular ones, one blend for the masked ones. No per-sample Python loop.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from mlic_pipe.mix.plan import MASK_BOX, MASK_CONSTANT, MASK_DENSE, MASK_NONE, MixPlan
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "normalize", "render", "render_reference"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RESAMPLE_MODES = ("bilinear", "area")
+BACKENDS = ("auto", "reference", "triton")
+
+
+def _image_size(images: torch.Tensor) -> int:
+    if images.dtype == torch.uint8:
+        if images.ndim != 4 or images.shape[3] != 3 or images.shape[1] != images.shape[2]:
+            raise ValueError(f"uint8 images must be (N, S, S, 3) NHWC, got {tuple(images.shape)}")
+        return int(images.shape[1])
+    if images.is_floating_point():
+        if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
+            raise ValueError(f"float images must be (N, 3, S, S) NCHW, got {tuple(images.shape)}")
+        return int(images.shape[2])
+    raise ValueError(f"images must be uint8 (N, S, S, 3) or float (N, 3, S, S), got dtype {images.dtype}")
+
+
+def normalize(images: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
+              std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+    """float32 NCHW ``(x - mean) / std`` with x = uint8 / 255 (NHWC input) or the float input itself (NCHW)."""
+    _image_size(images)
+    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=images.device).reshape(1, 3, 1, 1)
+    std_t = torch.as_tensor(std, dtype=torch.float32, device=images.device).reshape(1, 3, 1, 1)
+    x = images.permute(0, 3, 1, 2).float() / 255 if images.dtype == torch.uint8 else images.float()
+    return (x - mean_t) / std_t
+
+
+def _axis_taps(parts: torch.Tensor, size: int, resample: str, align_corners: bool):
+    """Per output coordinate along one axis: which cell it is in, and the source taps and weights.
+
+    Args:
+        parts: (Ns,) number of cells along this axis for each spliced output.
+
+    Returns:
+        cell (Ns, S) long; index (Ns, S, T) long source coordinates; weight (Ns, S, T) float32.
+    """
+    pos = torch.arange(size, device=parts.device)
+    n = parts.long()[:, None]
+    cell = ((pos + 1) * n - 1) // size  # the r with floor(r*S/n) <= pos < floor((r+1)*S/n)
+    start = cell * size // n
+    extent = (cell + 1) * size // n - start
+    local = pos - start
+    if resample == "bilinear":
+        if align_corners:
+            scale = torch.where(extent > 1, (size - 1) / (extent - 1).clamp_min(1), torch.zeros((), device=pos.device))
+            src = scale.float() * local.float()
+        else:
+            scale = (size / extent).float()
+            src = (scale * (local.float() + 0.5) - 0.5).clamp_min(0.0)
+        lower = src.floor().long().clamp_max(size - 1)
+        frac = (src - lower.float()).clamp(0.0, 1.0)
+        upper = (lower + 1).clamp_max(size - 1)
+        return cell, torch.stack([lower, upper], -1), torch.stack([1.0 - frac, frac], -1)
+    lo = local * size // extent
+    hi = ((local + 1) * size + extent - 1) // extent
+    taps = int((hi - lo).max())  # host sync: fine for the reference renderer
+    index = lo[..., None] + torch.arange(taps, device=pos.device)
+    weight = (index < hi[..., None]).float() / (hi - lo)[..., None].float()
+    return cell, index.clamp_max(size - 1), weight
+
+
+def _splice(source_hwc: torch.Tensor, cells: torch.Tensor, grid: torch.Tensor, size: int, resample: str,
+            align_corners: bool) -> torch.Tensor:
+    """(Ns, S, S, 3) spliced images from the normalized inputs laid out as (N*S*S, 3) rows."""
+    cell_y, index_y, weight_y = _axis_taps(grid[:, 0], size, resample, align_corners)
+    cell_x, index_x, weight_x = _axis_taps(grid[:, 1], size, resample, align_corners)
+    slot = cell_y[:, :, None] * grid[:, 1].long()[:, None, None] + cell_x[:, None, :]
+    image = cells.long().gather(1, slot.reshape(len(cells), -1)).reshape(len(cells), size, size)
+    base = image.clamp_min(0) * (size * size)
+    result = torch.zeros((*image.shape, 3), dtype=torch.float32, device=source_hwc.device)
+    for ty in range(index_y.shape[-1]):
+        row = base + index_y[:, :, None, ty] * size
+        for tx in range(index_x.shape[-1]):
+            weight = weight_y[:, :, None, ty] * weight_x[:, None, :, tx]
+            result += weight[..., None] * source_hwc[row + index_x[:, None, :, tx]]
+    return torch.where((image >= 0)[..., None], result, torch.zeros((), device=result.device))
+
+
+def render_reference(images: torch.Tensor, plan: MixPlan, *, mean: Sequence[float] = IMAGENET_MEAN,
+                     std: Sequence[float] = IMAGENET_STD, out_dtype: torch.dtype = torch.float32,
+                     resample: str = "bilinear", align_corners: bool = True, channels_last: bool = False,
+                     out: torch.Tensor | None = None) -> torch.Tensor:
+    """The torch reference renderer: same arguments and numbers as `render`, on any device."""
+    size = _image_size(images)
+    if resample not in RESAMPLE_MODES:
+        raise ValueError(f"resample must be one of {RESAMPLE_MODES}, got {resample!r}")
+    if plan.device.type == "cpu":
+        plan.validate(len(images), size)
+    plan = plan.to(images.device)
+    source = normalize(images, mean, std)
+    count = plan.num_outputs
+    result = torch.empty((count, 3, size, size), dtype=torch.float32, device=images.device)
+
+    spliced = (plan.grid[:, 0] * plan.grid[:, 1]) > 1
+    single = torch.nonzero(~spliced).flatten()
+    if len(single):
+        first = plan.cells[single, 0].long()
+        picked = source[first.clamp_min(0)]
+        result[single] = torch.where((first >= 0)[:, None, None, None], picked, torch.zeros((), device=picked.device))
+    multi = torch.nonzero(spliced).flatten()
+    if len(multi):
+        source_hwc = source.permute(0, 2, 3, 1).reshape(-1, 3)
+        result[multi] = _splice(source_hwc, plan.cells[multi], plan.grid[multi], size, resample,
+                                align_corners).permute(0, 3, 1, 2)
+
+    masked = torch.nonzero(plan.mask_mode != MASK_NONE).flatten()
+    if len(masked):
+        mode = plan.mask_mode[masked].long()[:, None, None]
+        pos = torch.arange(size, device=images.device)
+        y0, x0, y1, x1 = plan.box[masked].long().unbind(1)
+        inside = ((pos >= y0[:, None]) & (pos < y1[:, None]))[:, :, None] & \
+                 ((pos >= x0[:, None]) & (pos < x1[:, None]))[:, None, :]
+        weight = torch.ones((len(masked), size, size), device=images.device)
+        weight = torch.where((mode == MASK_BOX) & inside, torch.zeros((), device=weight.device), weight)
+        weight = torch.where(mode == MASK_CONSTANT, plan.lam[masked][:, None, None].float(), weight)
+        if plan.masks is not None:
+            dense = plan.masks[plan.mask_index[masked].long().clamp_min(0)].float()
+            weight = torch.where(mode == MASK_DENSE, dense, weight)
+        weight = weight[:, None]
+        partner = source[plan.partner[masked].long()]
+        result[masked] = weight * result[masked] + (1.0 - weight) * partner
+
+    result = result.to(out_dtype)
+    if channels_last:
+        result = result.contiguous(memory_format=torch.channels_last)
+    if out is not None:
+        if out.shape != result.shape or out.dtype != out_dtype or out.device != result.device:
+            raise ValueError(f"out must be {tuple(result.shape)} {out_dtype} on {result.device}, got "
+                             f"{tuple(out.shape)} {out.dtype} on {out.device}")
+        out.copy_(result)
+        return out
+    return result
+
+
+def _triton_render():
+    try:
+        from mlic_pipe.kernels import render as kernel_render  # lands with the kernel issue
+    except ImportError:
+        return None
+    return kernel_render
+
+
+def render(images: torch.Tensor, plan: MixPlan, *, mean: Sequence[float] = IMAGENET_MEAN,
+           std: Sequence[float] = IMAGENET_STD, out_dtype: torch.dtype = torch.float32, resample: str = "bilinear",
+           align_corners: bool = True, channels_last: bool = False, out: torch.Tensor | None = None,
+           backend: str = "auto") -> torch.Tensor:
+    """Render the (N_out, 3, S, S) batch that `plan` describes from decoded `images`.
+
+    Args:
+        images: uint8 (N, S, S, 3) straight from the decoder, or float (N, 3, S, S) in [0, 1]
+            (pass mean=(0, 0, 0), std=(1, 1, 1) for an already-normalized float batch).
+        plan: from a mixer's ``plan(N, S, rng)``.
+        mean, std: per-channel normalization in the [0, 1] scale.
+        out_dtype: float32, float16 or bfloat16.
+        resample: "bilinear" (the papers' choice, no antialiasing) or "area" (box filter).
+        align_corners: bilinear sampling convention; True as SpliceMix.
+        channels_last: return a channels_last tensor.
+        out: a preallocated output to write into (reused across batches by the loader).
+        backend: "auto" (the Triton kernel for CUDA tensors when available, else the reference),
+            "reference" to force the torch reference, or "triton".
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if out_dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"out_dtype must be torch.float32, float16 or bfloat16, got {out_dtype}")
+    kernel = _triton_render() if backend != "reference" and images.is_cuda else None
+    if backend == "triton" and kernel is None:
+        raise RuntimeError("the Triton render kernel needs CUDA tensors and mlic_pipe.kernels.render; "
+                           "use backend='reference' or 'auto'")
+    chosen = kernel if kernel is not None else render_reference
+    return chosen(images, plan, mean=mean, std=std, out_dtype=out_dtype, resample=resample,
+                  align_corners=align_corners, channels_last=channels_last, out=out)
