@@ -64,12 +64,16 @@ def _axis_taps(parts: torch.Tensor, size: int, resample: str, align_corners: boo
     extent = (cell + 1) * size // n - start
     local = pos - start
     if resample == "bilinear":
+        # tensor / tensor division: `int / tensor` is a reciprocal-multiply in torch, which is
+        # not correctly rounded (97 / 97 gives 0.99999994) and so drifts from F.interpolate
         if align_corners:
-            scale = torch.where(extent > 1, (size - 1) / (extent - 1).clamp_min(1), torch.zeros((), device=pos.device))
-            src = scale.float() * local.float()
+            scale = torch.full_like(local, size - 1, dtype=torch.float32) / (extent - 1).clamp_min(1).float()
+            src = torch.where(extent > 1, scale, torch.zeros_like(scale)) * local.float()
         else:
-            scale = (size / extent).float()
-            src = (scale * (local.float() + 0.5) - 0.5).clamp_min(0.0)
+            scale = torch.full_like(local, size, dtype=torch.float32) / extent.float()
+            # PyTorch's kernels evaluate scale * (dst + 0.5) - 0.5 as one fused multiply-add (one
+            # rounding); a float32 product is exact in float64, so this rounds exactly as the FMA does
+            src = (scale.double() * (local.float() + 0.5).double() - 0.5).float().clamp_min(0.0)
         lower = src.floor().long().clamp_max(size - 1)
         frac = (src - lower.float()).clamp(0.0, 1.0)
         upper = (lower + 1).clamp_max(size - 1)
