@@ -123,16 +123,18 @@ class SpliceMix:
         """Draw the plan of one batch of `batch_size` decoded `image_size` x `image_size` images."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        groups = self._groups(batch_size, rng)
-        if rng.random() >= self.prob or sum(c for _, c in groups) == 0:
-            return MixPlan.identity(batch_size)
-        for spec, count in groups:
-            if count and batch_size < spec.num_cells:
+        # checked against every grid this mixer may draw, so a bad setting fails on the first batch
+        possible = [GridSpec(*grid) for grid, _, _ in DEFAULT_GRIDS] if self.default else self.specs
+        for spec in possible:
+            if batch_size < spec.num_cells:
                 raise ValueError(f"a {spec.rows}x{spec.cols} grid needs {spec.num_cells} distinct images but the "
                                  f"batch has {batch_size}: use a batch of at least {spec.num_cells} or a smaller grid")
             if max(spec.rows, spec.cols) > image_size:
                 raise ValueError(f"a {spec.rows}x{spec.cols} grid does not fit a {image_size}-pixel image: "
                                  "every cell needs at least one pixel")
+        groups = self._groups(batch_size, rng)
+        if rng.random() >= self.prob or sum(c for _, c in groups) == 0:
+            return MixPlan.identity(batch_size)
         num_mixed = sum(count for _, count in groups)
         if self.fixed_batch and num_mixed > batch_size:
             raise ValueError(f"fixed_batch replaces regular outputs, but {num_mixed} mixed images exceed the batch "
