@@ -38,14 +38,22 @@ def _image_size(images: torch.Tensor) -> int:
     raise ValueError(f"images must be uint8 (N, S, S, 3) or float (N, 3, S, S), got dtype {images.dtype}")
 
 
-def normalize(images: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
-              std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
-    """float32 NCHW ``(x - mean) / std`` with x = uint8 / 255 (NHWC input) or the float input itself (NCHW)."""
+def normalize(images: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+              out: torch.Tensor | None = None) -> torch.Tensor:
+    """float32 NCHW ``(x - mean) / std`` with x = uint8 / 255 (NHWC input) or the float input itself (NCHW).
+
+    Args:
+        out: a float32 (N, 3, S, S) destination to write into (saves an allocation and a copy).
+    """
     _image_size(images)
     mean_t = torch.as_tensor(mean, dtype=torch.float32, device=images.device).reshape(1, 3, 1, 1)
     std_t = torch.as_tensor(std, dtype=torch.float32, device=images.device).reshape(1, 3, 1, 1)
-    x = images.permute(0, 3, 1, 2).float() / 255 if images.dtype == torch.uint8 else images.float()
-    return (x - mean_t) / std_t
+    x = images.permute(0, 3, 1, 2) if images.dtype == torch.uint8 else images
+    dst = torch.empty(x.shape, dtype=torch.float32, device=images.device) if out is None else out
+    dst.copy_(x)
+    if images.dtype == torch.uint8:
+        dst.div_(255)
+    return dst.sub_(mean_t).div_(std_t)
 
 
 def _axis_taps(parts: torch.Tensor, size: int, resample: str, align_corners: bool):
@@ -86,21 +94,24 @@ def _axis_taps(parts: torch.Tensor, size: int, resample: str, align_corners: boo
     return cell, index.clamp_max(size - 1), weight
 
 
-def _splice(source_hwc: torch.Tensor, cells: torch.Tensor, grid: torch.Tensor, size: int, resample: str,
+def _splice(source: torch.Tensor, cells: torch.Tensor, grid: torch.Tensor, resample: str,
             align_corners: bool) -> torch.Tensor:
-    """(Ns, S, S, 3) spliced images from the normalized inputs laid out as (N*S*S, 3) rows."""
+    """(Ns, 3, S, S) spliced images gathered from the normalized (N, 3, S, S) inputs."""
+    size = source.shape[-1]
     cell_y, index_y, weight_y = _axis_taps(grid[:, 0], size, resample, align_corners)
     cell_x, index_x, weight_x = _axis_taps(grid[:, 1], size, resample, align_corners)
     slot = cell_y[:, :, None] * grid[:, 1].long()[:, None, None] + cell_x[:, None, :]
     image = cells.long().gather(1, slot.reshape(len(cells), -1)).reshape(len(cells), size, size)
-    base = image.clamp_min(0) * (size * size)
-    result = torch.zeros((*image.shape, 3), dtype=torch.float32, device=source_hwc.device)
+    channel = (torch.arange(3, device=source.device) * size * size).view(1, 3, 1, 1)
+    base = (image.clamp_min(0) * (3 * size * size))[:, None] + channel  # flat offset of each (n, c) plane
+    flat = source.reshape(-1)
+    result = torch.zeros((len(cells), 3, size, size), dtype=torch.float32, device=source.device)
     for ty in range(index_y.shape[-1]):
-        row = base + index_y[:, :, None, ty] * size
+        row = base + (index_y[:, None, :, None, ty] * size)
         for tx in range(index_x.shape[-1]):
-            weight = weight_y[:, :, None, ty] * weight_x[:, None, :, tx]
-            result += weight[..., None] * source_hwc[row + index_x[:, None, :, tx]]
-    return torch.where((image >= 0)[..., None], result, torch.zeros((), device=result.device))
+            weight = (weight_y[:, :, None, ty] * weight_x[:, None, :, tx])[:, None]
+            result += weight * flat[row + index_x[:, None, None, :, tx]]
+    return result.masked_fill_((image < 0)[:, None], 0.0)
 
 
 def render_reference(images: torch.Tensor, plan: MixPlan, *, mean: Sequence[float] = IMAGENET_MEAN,
@@ -113,22 +124,34 @@ def render_reference(images: torch.Tensor, plan: MixPlan, *, mean: Sequence[floa
         raise ValueError(f"resample must be one of {RESAMPLE_MODES}, got {resample!r}")
     if plan.device.type == "cpu":
         plan.validate(len(images), size)
+    host_plan = plan if plan.device.type == "cpu" else None
     plan = plan.to(images.device)
-    source = normalize(images, mean, std)
-    count = plan.num_outputs
-    result = torch.empty((count, 3, size, size), dtype=torch.float32, device=images.device)
+    count, num_inputs = plan.num_outputs, len(images)
+    shape = (count, 3, size, size)
+    if out is not None and (out.shape != shape or out.dtype != out_dtype or out.device != images.device):
+        raise ValueError(f"out must be {shape} {out_dtype} on {images.device}, got "
+                         f"{tuple(out.shape)} {out.dtype} on {out.device}")
+    # write in place when the caller's buffer is float32; otherwise render in float32 and cast once
+    result = out if out is not None and out.dtype == torch.float32 else torch.empty(shape, device=images.device)
 
-    spliced = (plan.grid[:, 0] * plan.grid[:, 1]) > 1
-    single = torch.nonzero(~spliced).flatten()
-    if len(single):
-        first = plan.cells[single, 0].long()
-        picked = source[first.clamp_min(0)]
-        result[single] = torch.where((first >= 0)[:, None, None, None], picked, torch.zeros((), device=picked.device))
-    multi = torch.nonzero(spliced).flatten()
-    if len(multi):
-        source_hwc = source.permute(0, 2, 3, 1).reshape(-1, 3)
-        result[multi] = _splice(source_hwc, plan.cells[multi], plan.grid[multi], size, resample,
-                                align_corners).permute(0, 3, 1, 2)
+    single = (plan.grid[:, 0] * plan.grid[:, 1]) == 1
+    # The usual layout (SpliceMix, appended mask mixes): outputs 0..N-1 are the inputs in order.
+    # Then normalize straight into them and let the mixed outputs read from there.
+    in_order = host_plan is not None and count >= num_inputs and bool(
+        (host_plan.cells[:num_inputs, 0] == torch.arange(num_inputs, dtype=torch.int32)).all()
+        and (host_plan.grid[:num_inputs] == 1).all())
+    if in_order:
+        source = normalize(images, mean, std, out=result[:num_inputs])
+        single[:num_inputs] = False
+    else:
+        source = normalize(images, mean, std)
+    rows = torch.nonzero(single).flatten()
+    if len(rows):
+        first = plan.cells[rows, 0].long()
+        result[rows] = source[first.clamp_min(0)].masked_fill_((first < 0)[:, None, None, None], 0.0)
+    spliced = torch.nonzero((plan.grid[:, 0] * plan.grid[:, 1]) > 1).flatten()
+    if len(spliced):
+        result[spliced] = _splice(source, plan.cells[spliced], plan.grid[spliced], resample, align_corners)
 
     masked = torch.nonzero(plan.mask_mode != MASK_NONE).flatten()
     if len(masked):
@@ -147,15 +170,13 @@ def render_reference(images: torch.Tensor, plan: MixPlan, *, mean: Sequence[floa
         partner = source[plan.partner[masked].long()]
         result[masked] = weight * result[masked] + (1.0 - weight) * partner
 
+    if result is out:
+        return out
     result = result.to(out_dtype)
     if channels_last:
         result = result.contiguous(memory_format=torch.channels_last)
     if out is not None:
-        if out.shape != result.shape or out.dtype != out_dtype or out.device != result.device:
-            raise ValueError(f"out must be {tuple(result.shape)} {out_dtype} on {result.device}, got "
-                             f"{tuple(out.shape)} {out.dtype} on {out.device}")
-        out.copy_(result)
-        return out
+        return out.copy_(result)
     return result
 
 
