@@ -1,4 +1,4 @@
-"""The `mlic-pipe` command: profile | check | demo-data."""
+"""The `mlic-pipe` command: profile | check | preview | demo-data."""
 from __future__ import annotations
 
 import argparse
@@ -37,6 +37,17 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_preview(args: argparse.Namespace) -> int:
+    from mlic_pipe.preview import write_preview
+
+    index = _load(args.data, args.split)
+    mix = None if args.mix == "none" else args.mix
+    write_preview(index, args.out, mix=mix, batch_size=args.batch_size, image_size=args.size, seed=args.seed)
+    print(f"wrote {args.out}: {args.batch_size} regular images of {args.data} and their {args.mix} outputs "
+          f"(mixed tiles outlined)")
+    return 0
+
+
 def _cmd_demo_data(args: argparse.Namespace) -> int:
     from mlic_pipe.datasets.demo import build_demo, ensure_demo
 
@@ -64,6 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--split", help="split to read (train, val, trainval, test; reader-dependent)")
     check.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     check.set_defaults(run=_cmd_check)
+
+    preview = commands.add_parser("preview", help="render one mixed batch as a captioned PNG grid")
+    preview.add_argument("data", nargs="?", default="demo", help=data_help)
+    preview.add_argument("--split", help="split to read (train, val, trainval, test; reader-dependent)")
+    preview.add_argument("--mix", default="splicemix", choices=["splicemix", "cutmix", "fmix", "mixup", "none"],
+                         help="augmentation (default splicemix, the paper's default mode)")
+    preview.add_argument("--out", default="batch.png", help="PNG to write (default batch.png)")
+    preview.add_argument("--batch-size", type=int, default=16, help="regular images in the batch (default 16)")
+    preview.add_argument("--size", type=int, default=224, help="image size S (default 224)")
+    preview.add_argument("--seed", type=int, default=0, help="seed of the images picked and of the plan")
+    preview.set_defaults(run=_cmd_preview)
 
     demo = commands.add_parser("demo-data", help="build the built-in demo dataset (COCO format)")
     demo.add_argument("dir", nargs="?", help="where to write it (default: the user cache, reused by every command)")

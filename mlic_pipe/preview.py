@@ -1,0 +1,104 @@
+"""`mlic-pipe preview`: render one mixed batch as a captioned PNG grid, to look at before trusting it.
+
+Decoding here uses PIL (resize the short side, centre crop): it is for looking, not for training,
+so it does not depend on the DALI loader. The pixels come from the same `render` and the captions
+from the same `mix_targets` as training batches.
+"""
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from mlic_pipe.datasets.index import LabelIndex
+from mlic_pipe.errors import MLICDataError
+from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD, MixPlan, create_mixer, mix_targets, render
+
+__all__ = ["decode_batch", "preview_grid", "write_preview"]
+
+MIXED_OUTLINE = (255, 64, 32)
+CAPTION_LINES = 4
+
+
+def decode_batch(files: list[str], image_size: int) -> torch.Tensor:
+    """uint8 (N, S, S, 3): each file's short side resized to S, then centre-cropped."""
+    batch = np.empty((len(files), image_size, image_size, 3), dtype=np.uint8)
+    for i, path in enumerate(files):
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB")
+                scale = image_size / min(image.size)
+                width, height = max(image_size, round(image.width * scale)), max(image_size, round(image.height * scale))
+                image = image.resize((width, height), Image.BILINEAR)
+                left, top = (width - image_size) // 2, (height - image_size) // 2
+                batch[i] = np.asarray(image.crop((left, top, left + image_size, top + image_size)))
+        except OSError as error:
+            raise MLICDataError(path, f"cannot be decoded ({error})", "run `mlic-pipe check` on the dataset") from None
+    return torch.from_numpy(batch)
+
+
+def _describe(plan: MixPlan, n: int) -> str:
+    rows, cols = plan.grid[n].tolist()
+    mode = int(plan.mask_mode[n])
+    parts = []
+    if rows * cols > 1:
+        dropped = int((plan.cells[n, : rows * cols] < 0).sum())
+        parts.append(f"splice {rows}x{cols}" + (f", {dropped} dropped" if dropped else ""))
+    if mode:
+        parts.append(f"{('box', 'fmix', 'mixup')[mode - 1]} lam={float(plan.lam[n]):.2f}")
+    return "; ".join(parts)
+
+
+def preview_grid(images: torch.Tensor, plan: MixPlan, targets: torch.Tensor, classes: list[str], *,
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD, columns: int = 6) -> Image.Image:
+    """A PIL image of the rendered batch: tiles captioned with class names, mixed tiles outlined."""
+    count, _, size, _ = images.shape
+    mean_t = torch.tensor(mean).view(1, 3, 1, 1)
+    std_t = torch.tensor(std).view(1, 3, 1, 1)
+    pixels = ((images.float().cpu() * std_t + mean_t).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    try:
+        font = ImageFont.load_default(size=max(10, size // 18))
+    except TypeError:  # Pillow < 10.1 has only the fixed bitmap font
+        font = ImageFont.load_default()
+    line_height = font.getbbox("Ag")[3] + 2
+    caption = line_height * CAPTION_LINES + 6
+    columns = min(columns, count)
+    rows = -(-count // columns)
+    pad = 6
+    sheet = Image.new("RGB", (columns * (size + pad) + pad, rows * (size + caption + pad) + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    chars = max(8, int(size / (font.getlength("x") or 6)))
+    for n in range(count):
+        x = pad + (n % columns) * (size + pad)
+        y = pad + (n // columns) * (size + caption + pad)
+        sheet.paste(Image.fromarray(pixels[n]), (x, y))
+        names = [classes[c] for c in torch.nonzero(targets[n] > 0).flatten().tolist()]
+        kind = "regular" if n < plan.num_regular else _describe(plan, n) or "mixed"
+        if n >= plan.num_regular:
+            draw.rectangle([x - 3, y - 3, x + size + 2, y + size + 2], outline=MIXED_OUTLINE, width=3)
+        lines = [kind] + textwrap.wrap(", ".join(names) or "(no label)", chars)
+        if len(lines) > CAPTION_LINES:
+            lines = lines[:CAPTION_LINES - 1] + [lines[CAPTION_LINES - 1].rstrip(",") + " ..."]
+        for k, line in enumerate(lines[:CAPTION_LINES]):
+            draw.text((x, y + size + 3 + k * line_height), line, fill=MIXED_OUTLINE if k == 0 and n >= plan.num_regular
+                      else (0, 0, 0), font=font)
+    return sheet
+
+
+def write_preview(index: LabelIndex, out: str, *, mix="splicemix", batch_size: int = 16, image_size: int = 224,
+                  seed: int = 0) -> Image.Image:
+    """Render one mixed batch of `index` and save the grid PNG at `out`."""
+    if batch_size > len(index):
+        raise ValueError(f"batch_size {batch_size} exceeds the {len(index)} images of the dataset")
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(index), size=batch_size, replace=False))
+    images = decode_batch([index.files[r] for r in rows], image_size)
+    mixer = create_mixer(mix)
+    plan = mixer.plan(batch_size, image_size, rng) if mixer is not None else MixPlan.identity(batch_size)
+    rendered = render(images, plan)
+    targets = mix_targets(torch.from_numpy(index.targets[rows]), plan)
+    sheet = preview_grid(rendered, plan, targets, index.classes)
+    sheet.save(out)
+    return sheet
