@@ -117,3 +117,8 @@ def test_parse_grid_and_create_mixer():
     assert isinstance(create_mixer("SpliceMix"), SpliceMix) and create_mixer(None) is None
     mixer = CutMix()
     assert create_mixer(mixer) is mixer
+
+
+def test_appended_mask_mix_with_no_mixed_image_is_the_identity():
+    plan = CutMix(append=True).plan(3, 32, np.random.default_rng(0))  # int(3 * 0.25) = 0 mixed images
+    assert plan.num_outputs == 3 and plan.num_regular == 3 and (plan.partner == -1).all()

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from mlic_pipe.mix.plan import MASK_BOX, MASK_CONSTANT, MASK_DENSE, MixPlan
+from mlic_pipe.mix.sampling import check_mix_ratio, check_probability, concatenated_permutations
 
 __all__ = ["CutMix", "FMix", "MixUp", "fmix_masks"]
 
@@ -22,10 +23,8 @@ class _PairMix:
     def __init__(self, alpha: float, *, append: bool = False, mix_ratio: float = 0.25, prob: float = 1.0):
         if alpha <= 0:
             raise ValueError(f"alpha must be positive (lambda ~ Beta(alpha, alpha)), got {alpha}")
-        if not 0.0 < mix_ratio <= 1.0:
-            raise ValueError(f"mix_ratio must be in (0, 1] (mixed images per regular image), got {mix_ratio}")
-        if not 0.0 <= prob <= 1.0:
-            raise ValueError(f"prob must be a probability in [0, 1], got {prob}")
+        check_mix_ratio(mix_ratio)
+        check_probability("prob", prob)
         self.alpha, self.append, self.mix_ratio, self.prob = alpha, append, mix_ratio, prob
 
     def __repr__(self) -> str:
@@ -40,7 +39,7 @@ class _PairMix:
             partner[order] = np.roll(order, -1)
             return primary, partner
         count = int(batch_size * self.mix_ratio)
-        primary = np.concatenate([rng.permutation(batch_size) for _ in range(-(-count // batch_size))])[:count]
+        primary = concatenated_permutations(batch_size, count, rng)
         offset = rng.integers(1, batch_size, size=count) if batch_size > 1 else np.zeros(count, dtype=np.int64)
         return primary, (primary + offset) % batch_size
 

@@ -134,7 +134,8 @@ def render_reference(images: torch.Tensor, plan: MixPlan, *, mean: Sequence[floa
     # write in place when the caller's buffer is float32; otherwise render in float32 and cast once
     result = out if out is not None and out.dtype == torch.float32 else torch.empty(shape, device=images.device)
 
-    single = (plan.grid[:, 0] * plan.grid[:, 1]) == 1
+    cells_per_output = plan.grid[:, 0] * plan.grid[:, 1]
+    single = cells_per_output == 1
     # The usual layout (SpliceMix, appended mask mixes): outputs 0..N-1 are the inputs in order.
     # Then normalize straight into them and let the mixed outputs read from there.
     in_order = host_plan is not None and count >= num_inputs and bool(
@@ -149,7 +150,7 @@ def render_reference(images: torch.Tensor, plan: MixPlan, *, mean: Sequence[floa
     if len(rows):
         first = plan.cells[rows, 0].long()
         result[rows] = source[first.clamp_min(0)].masked_fill_((first < 0)[:, None, None, None], 0.0)
-    spliced = torch.nonzero((plan.grid[:, 0] * plan.grid[:, 1]) > 1).flatten()
+    spliced = torch.nonzero(cells_per_output > 1).flatten()
     if len(spliced):
         result[spliced] = _splice(source, plan.cells[spliced], plan.grid[spliced], resample, align_corners)
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from mlic_pipe.mix.plan import MixPlan
+from mlic_pipe.mix.sampling import check_mix_ratio, check_probability, concatenated_permutations
 
 __all__ = ["GridSpec", "SpliceMix", "parse_grid"]
 
@@ -67,11 +68,9 @@ class SpliceMix:
     def __init__(self, grids: str | Sequence[str] = "default", counts: Sequence[int] | None = None, *,
                  mix_ratio: float = 0.25, fixed_batch: bool = False, prob: float = 1.0, drop_prob: float = 0.3,
                  transpose_prob: float = 0.5):
-        if not 0.0 < mix_ratio <= 1.0:
-            raise ValueError(f"mix_ratio must be in (0, 1] (mixed images per regular image), got {mix_ratio}")
+        check_mix_ratio(mix_ratio)
         for name, value in (("prob", prob), ("drop_prob", drop_prob), ("transpose_prob", transpose_prob)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
+            check_probability(name, value)
         self.default = isinstance(grids, str) and grids == "default"
         if self.default:
             if counts is not None:
@@ -140,9 +139,7 @@ class SpliceMix:
             raise ValueError(f"fixed_batch replaces regular outputs, but {num_mixed} mixed images exceed the batch "
                              f"of {batch_size}")
         needed = sum(spec.num_cells * count for spec, count in groups)
-        # concatenated permutations: an image is reused only after every image was used once
-        permutations = -(-needed // batch_size)
-        sources = np.concatenate([rng.permutation(batch_size) for _ in range(permutations)])[:needed]
+        sources = concatenated_permutations(batch_size, needed, rng)
 
         width = max(spec.num_cells for spec, _ in groups)
         num_regular = batch_size - num_mixed if self.fixed_batch else batch_size
