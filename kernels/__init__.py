@@ -1,6 +1,8 @@
-"""Triton kernels of mlic-pipe, installed as `mlic_pipe.kernels` (setup.py maps this directory).
+"""Triton kernels of mlic-pipe, installed as ``mlic_pipe.kernels``.
 
-The fused SpliceMix render kernel lands here with its own issue; until then `mlic_pipe.mix.render`
-uses the torch reference renderer on every device.
+`render` executes a `MixPlan` in one launch; `mlic_pipe.mix.render` dispatches to it for CUDA
+tensors. Import cost: triton only; nothing compiles until the first call.
 """
-__all__: list[str] = []
+from mlic_pipe.kernels.render import INTERPRETED, area_taps, index_bits, pack_plan, render
+
+__all__ = ["INTERPRETED", "area_taps", "index_bits", "pack_plan", "render"]

@@ -3,13 +3,17 @@ import tempfile
 
 import pytest
 
+import torch
+
 # Keep the demo data and annotation caches of a test run out of the user's cache directory.
 os.environ.setdefault("MLIC_PIPE_CACHE_DIR", tempfile.mkdtemp(prefix="mlic-pipe-test-cache-"))
+# Without a GPU the Triton kernels run in Triton's interpreter, on CPU tensors. Triton reads this
+# when a kernel is defined, so it must be set before mlic_pipe.kernels is first imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def pytest_collection_modifyitems(config, items):
-    import torch
-
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device (run `pytest -m gpu` on a GPU machine)")

@@ -90,7 +90,7 @@ class MixPlan:
 
         return cls(
             num_regular=int(num_regular),
-            cells=tensor(cells, None, torch.int32).reshape(n, -1),
+            cells=tensor(cells, None, torch.int32).reshape(n, -1 if n else max(1, np.shape(cells)[-1])),
             grid=tensor(grid, None, torch.int32).reshape(n, 2),
             partner=tensor(partner, np.full(n, -1), torch.int32),
             mask_mode=tensor(mask_mode, np.zeros(n), torch.int8),

@@ -181,12 +181,13 @@ def render_reference(images: torch.Tensor, plan: MixPlan, *, mean: Sequence[floa
     return result
 
 
-def _triton_render():
+def _triton_render(images: torch.Tensor):
+    """The kernel's `render` if it can run on `images` (CUDA, or CPU under TRITON_INTERPRET=1), else None."""
     try:
-        from mlic_pipe.kernels import render as kernel_render  # lands with the kernel issue
-    except ImportError:
+        from mlic_pipe.kernels import INTERPRETED, render as kernel_render
+    except ImportError:  # triton missing or broken: the reference still works
         return None
-    return kernel_render
+    return kernel_render if images.is_cuda or INTERPRETED else None
 
 
 def render(images: torch.Tensor, plan: MixPlan, *, mean: Sequence[float] = IMAGENET_MEAN,
@@ -206,16 +207,19 @@ def render(images: torch.Tensor, plan: MixPlan, *, mean: Sequence[float] = IMAGE
         channels_last: return a channels_last tensor.
         out: a preallocated output to write into (reused across batches by the loader).
         backend: "auto" (the Triton kernel for CUDA tensors when available, else the reference),
-            "reference" to force the torch reference, or "triton".
+            "reference" to force the torch reference, or "triton" (also runs CPU tensors when
+            ``TRITON_INTERPRET=1``, which is how the tests check the kernel without a GPU).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if out_dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"out_dtype must be torch.float32, float16 or bfloat16, got {out_dtype}")
-    kernel = _triton_render() if backend != "reference" and images.is_cuda else None
+    kernel = None
+    if backend == "triton" or (backend == "auto" and images.is_cuda):
+        kernel = _triton_render(images)
     if backend == "triton" and kernel is None:
-        raise RuntimeError("the Triton render kernel needs CUDA tensors and mlic_pipe.kernels.render; "
-                           "use backend='reference' or 'auto'")
+        raise RuntimeError("the Triton render kernel needs CUDA tensors (or TRITON_INTERPRET=1) and an "
+                           "importable triton; use backend='reference' or 'auto'")
     chosen = kernel if kernel is not None else render_reference
     return chosen(images, plan, mean=mean, std=std, out_dtype=out_dtype, resample=resample,
                   align_corners=align_corners, channels_last=channels_last, out=out)

@@ -1,0 +1,327 @@
+"""The fused render kernel: one Triton launch turns a decoded uint8 batch into the mixed, normalized batch.
+
+Each program renders one BLOCK_Y x BLOCK_X tile of one output image, all three channels. It looks
+up the tile's grid cells in the packed plan, resamples the source of each cell (bilinear with
+either corner convention, or area), zeroes dropped cells, blends a mask mix's partner (box,
+dense mask or constant), normalizes and casts, and writes the tile once. A regular output reads
+its input once; a spliced output reads a downsampled copy of each of its sources; so the bytes
+moved are about one read of the batch plus one write of the result, the minimum.
+
+The numbers are those of `mlic_pipe.mix.render_reference` (the specification), which follows
+``F.interpolate``: the same scale (a correctly rounded division), the same fused source index
+for ``align_corners=False``, the same index clamping and tap order. Normalization is one
+fused multiply-add with ``1 / (255 * std)`` and ``-mean / std``, within 1e-6 of the reference's
+``(x / 255 - mean) / std``.
+
+The plan travels as one int32 table (`pack_plan`), a row per output, so a batch costs one small
+host-to-device copy. Offsets are int32 unless a tensor is too large for that, in which case the
+kernel is compiled with int64 offsets (`index_bits` decides, on the host).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import numpy as np
+
+import torch
+import triton
+import triton.language as tl
+from triton.runtime.interpreter import InterpretedFunction
+
+from mlic_pipe.mix.plan import MixPlan
+from mlic_pipe.mix.render import IMAGENET_MEAN, IMAGENET_STD, RESAMPLE_MODES, _image_size
+
+__all__ = ["INTERPRETED", "MAX_IMAGE_SIZE", "area_taps", "index_bits", "pack_plan", "render"]
+
+# Column layout of the packed plan table (int32, one row per output); the cells follow.
+_R, _C, _PARTNER, _MODE, _Y0, _X0, _Y1, _X1, _MASK_INDEX, _LAM = range(10)
+_HEAD = 10
+_INT32_MAX = 2**31 - 1
+MAX_IMAGE_SIZE = 16384  # keeps every in-image product (e.g. local * S in area resampling) inside int32
+
+
+@triton.jit
+def _axis_cells(pos, parts, size):
+    """Per coordinate along one axis: its cell, and the cell's start and extent (exact partition)."""
+    cell = ((pos + 1) * parts - 1) // size
+    start = cell * size // parts
+    extent = (cell + 1) * size // parts - start
+    return cell, pos - start, extent
+
+
+@triton.jit
+def _bilinear_taps(local, extent, size, ALIGN_CORNERS: tl.constexpr):
+    """Lower and upper source coordinate and the upper tap's weight, as F.interpolate computes them."""
+    if ALIGN_CORNERS:
+        scale = tl.math.div_rn(tl.zeros_like(local).to(tl.float32) + (size - 1),
+                               tl.maximum(extent - 1, 1).to(tl.float32))
+        src = tl.where(extent > 1, scale, 0.0) * local.to(tl.float32)
+    else:
+        scale = tl.math.div_rn(tl.zeros_like(local).to(tl.float32) + size, extent.to(tl.float32))
+        # PyTorch computes scale * (dst + 0.5) - 0.5 as one fused multiply-add; the float32 product is
+        # exact in float64, so rounding once from float64 gives the same value (also when interpreted)
+        src = (scale.to(tl.float64) * (local.to(tl.float64) + 0.5) - 0.5).to(tl.float32)
+        src = tl.maximum(src, 0.0)
+    lower = tl.minimum(tl.floor(src).to(local.dtype), size - 1)
+    frac = tl.minimum(tl.maximum(src - lower.to(tl.float32), 0.0), 1.0)
+    upper = tl.minimum(lower + 1, size - 1)
+    return lower, upper, frac
+
+
+@triton.jit
+def _area_bounds(local, extent, size):
+    """First and one-past-last source coordinate averaged into each destination (adaptive pooling)."""
+    return local * size // extent, ((local + 1) * size + extent - 1) // extent
+
+
+@triton.jit
+def _render_kernel(
+    src_ptr, table_ptr, masks_ptr, out_ptr,
+    size, table_width,
+    s_n, s_c, s_y, s_x,
+    o_n, o_c, o_y, o_x,
+    m_n, m_y, m_x,
+    scale0, scale1, scale2, shift0, shift1, shift2,
+    BLOCK_Y: tl.constexpr, BLOCK_X: tl.constexpr, AREA: tl.constexpr, ALIGN_CORNERS: tl.constexpr,
+    TAPS_Y: tl.constexpr, TAPS_X: tl.constexpr, HAS_MASKS: tl.constexpr, INDEX_64: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    tiles_x = tl.cdiv(size, BLOCK_X)
+    tiles = tl.cdiv(size, BLOCK_Y) * tiles_x
+    n = pid // tiles
+    tile = pid % tiles
+    ys = (tile // tiles_x) * BLOCK_Y + tl.arange(0, BLOCK_Y)
+    xs = (tile % tiles_x) * BLOCK_X + tl.arange(0, BLOCK_X)
+    inside = (ys < size)[:, None] & (xs < size)[None, :]
+
+    row = table_ptr + n * table_width
+    rows = tl.load(row + 0)
+    cols = tl.load(row + 1)
+    partner = tl.load(row + 2)
+    mode = tl.load(row + 3)
+    spliced = rows * cols > 1
+    first = tl.load(row + 10)
+    if INDEX_64:
+        n = n.to(tl.int64)
+        ys = ys.to(tl.int64)
+        xs = xs.to(tl.int64)
+        first = first.to(tl.int64)
+        partner = partner.to(tl.int64)
+
+    # Weight of the primary source (1 = no mix); it does not depend on the channel.
+    weight = tl.full((BLOCK_Y, BLOCK_X), 1.0, tl.float32)
+    in_box = ((ys >= tl.load(row + 4)) & (ys < tl.load(row + 6)))[:, None] & \
+             ((xs >= tl.load(row + 5)) & (xs < tl.load(row + 7)))[None, :]
+    weight = tl.where((mode == 1) & in_box, 0.0, weight)
+    weight = tl.where(mode == 3, tl.load(row + 9).to(tl.float32, bitcast=True), weight)
+    if HAS_MASKS:
+        mask_row = tl.maximum(tl.load(row + 8), 0)
+        if INDEX_64:
+            mask_row = mask_row.to(tl.int64)
+        dense = tl.load(masks_ptr + mask_row * m_n + ys[:, None] * m_y + xs[None, :] * m_x,
+                        mask=inside & (mode == 2), other=1.0)
+        weight = tl.where(mode == 2, dense.to(tl.float32), weight)
+    mixed = mode != 0
+    pixel = ys[:, None] * s_y + xs[None, :] * s_x
+    partner_at = tl.maximum(partner, 0) * s_n + pixel
+    first_at = tl.maximum(first, 0) * s_n + pixel
+
+    # Where each destination pixel of a spliced output samples (1-D per axis, cheap).
+    cell_y, local_y, extent_y = _axis_cells(ys, rows, size)
+    cell_x, local_x, extent_x = _axis_cells(xs, cols, size)
+    if AREA:
+        lo_y, hi_y = _area_bounds(local_y, extent_y, size)
+        lo_x, hi_x = _area_bounds(local_x, extent_x, size)
+    else:
+        low_y, up_y, frac_y = _bilinear_taps(local_y, extent_y, size, ALIGN_CORNERS)
+        low_x, up_x, frac_x = _bilinear_taps(local_x, extent_x, size, ALIGN_CORNERS)
+
+    out_at = n * o_n + ys[:, None] * o_y + xs[None, :] * o_x
+    for c in tl.static_range(3):
+        scale = scale0 if c == 0 else (scale1 if c == 1 else scale2)
+        shift = shift0 if c == 0 else (shift1 if c == 1 else shift2)
+        if spliced:
+            image = tl.load(row + 10 + cell_y[:, None] * cols + cell_x[None, :], mask=inside, other=-1)
+            kept = inside & (image >= 0)
+            if INDEX_64:
+                image = image.to(tl.int64)
+            base = tl.maximum(image, 0) * s_n + c * s_c
+            value = tl.zeros((BLOCK_Y, BLOCK_X), tl.float32)
+            if AREA:
+                for ty in tl.static_range(TAPS_Y):
+                    iy = lo_y + ty
+                    wy = tl.where(iy < hi_y, 1.0 / (hi_y - lo_y).to(tl.float32), 0.0)
+                    iy = tl.minimum(iy, size - 1)
+                    for tx in tl.static_range(TAPS_X):
+                        ix = lo_x + tx
+                        wx = tl.where(ix < hi_x, 1.0 / (hi_x - lo_x).to(tl.float32), 0.0)
+                        ix = tl.minimum(ix, size - 1)
+                        tap = tl.load(src_ptr + base + iy[:, None] * s_y + ix[None, :] * s_x, mask=kept, other=0)
+                        value += (wy[:, None] * wx[None, :]) * (tap.to(tl.float32) * scale + shift)
+            else:
+                row_lo = low_y[:, None] * s_y
+                row_up = up_y[:, None] * s_y
+                col_lo = low_x[None, :] * s_x
+                col_up = up_x[None, :] * s_x
+                wy0 = (1.0 - frac_y)[:, None]
+                wy1 = frac_y[:, None]
+                wx0 = (1.0 - frac_x)[None, :]
+                wx1 = frac_x[None, :]
+                v00 = tl.load(src_ptr + base + row_lo + col_lo, mask=kept, other=0).to(tl.float32)
+                v01 = tl.load(src_ptr + base + row_lo + col_up, mask=kept, other=0).to(tl.float32)
+                v10 = tl.load(src_ptr + base + row_up + col_lo, mask=kept, other=0).to(tl.float32)
+                v11 = tl.load(src_ptr + base + row_up + col_up, mask=kept, other=0).to(tl.float32)
+                value += (wy0 * wx0) * (v00 * scale + shift)
+                value += (wy0 * wx1) * (v01 * scale + shift)
+                value += (wy1 * wx0) * (v10 * scale + shift)
+                value += (wy1 * wx1) * (v11 * scale + shift)
+            value = tl.where(image >= 0, value, 0.0)
+        else:
+            source = tl.load(src_ptr + first_at + c * s_c, mask=inside & (first >= 0), other=0)
+            value = tl.where(first >= 0, source.to(tl.float32) * scale + shift, 0.0)
+        other = tl.load(src_ptr + partner_at + c * s_c, mask=inside & mixed, other=0)
+        other = other.to(tl.float32) * scale + shift
+        value = tl.where(mixed, weight * value + (1.0 - weight) * other, value)
+        tl.store(out_ptr + out_at + c * o_c, value.to(out_ptr.dtype.element_ty), mask=inside)
+
+
+
+INTERPRETED = isinstance(_render_kernel, InterpretedFunction)
+"""True under ``TRITON_INTERPRET=1``: the kernel then runs on CPU tensors (slowly), for tests."""
+
+_CONFIGS = [
+    triton.Config({"BLOCK_Y": by, "BLOCK_X": bx}, num_warps=warps)
+    for by, bx, warps in [(8, 64, 4), (16, 64, 4), (8, 128, 4), (16, 128, 8), (32, 64, 8), (32, 32, 4),
+                          (4, 256, 4), (32, 128, 8)]
+]
+_render_tuned = triton.autotune(configs=_CONFIGS, key=["size", "AREA", "TAPS_Y", "TAPS_X"])(_render_kernel)
+
+
+def pack_plan(plan: MixPlan, device: torch.device | str | None = None) -> torch.Tensor:
+    """The plan as one (N_out, 10 + K) int32 table on `device`: the kernel's only per-batch input.
+
+    Columns: rows, cols, partner, mask_mode, y0, x0, y1, x1, mask_index, lam (float32 bits), then
+    the K cells. Built where the plan lives (the host, normally) and copied in one transfer; a
+    `lam` already on the device (FMix) is written there, without a sync.
+    """
+    device = torch.device(device) if device is not None else plan.device
+    host = plan.cells.device
+    lam = plan.lam.to(torch.float32)
+    lam_here = lam.device == host
+    head = torch.stack([
+        plan.grid[:, 0].int(), plan.grid[:, 1].int(), plan.partner.int(), plan.mask_mode.int(),
+        *plan.box.int().unbind(1), plan.mask_index.int(),
+        lam.contiguous().view(torch.int32) if lam_here else torch.zeros_like(plan.partner, dtype=torch.int32),
+    ], 1)
+    table = torch.cat([head, plan.cells.int()], 1)
+    table = table.to(device, non_blocking=True) if table.device != device else table.contiguous()
+    if not lam_here:
+        table[:, _LAM].copy_(lam.to(device).contiguous().view(torch.int32))
+    return table
+
+
+@functools.lru_cache(maxsize=64)
+def area_taps(size: int, parts: int) -> int:
+    """The most source pixels one destination pixel averages along an axis cut into `parts` cells.
+
+    The kernel unrolls this many taps per axis (masking the unused ones), so it must be exact.
+    """
+    most = 1
+    for cell in range(parts):
+        extent = (cell + 1) * size // parts - cell * size // parts
+        if extent == 0:  # more parts than pixels: not a valid plan, nothing to sample
+            continue
+        local = np.arange(extent)
+        lo, hi = local * size // extent, ((local + 1) * size + extent - 1) // extent
+        most = max(most, int((hi - lo).max()))
+    return most
+
+
+def index_bits(*tensors: torch.Tensor) -> int:
+    """32 when every element offset of every tensor fits int32, else 64 (the kernel then uses int64)."""
+    for tensor in tensors:
+        last = sum((dim - 1) * abs(step) for dim, step in zip(tensor.shape, tensor.stride()) if dim > 0)
+        if last > _INT32_MAX:
+            return 64
+    return 32
+
+
+def render(images: torch.Tensor, plan: MixPlan, *, mean: Sequence[float] = IMAGENET_MEAN,
+           std: Sequence[float] = IMAGENET_STD, out_dtype: torch.dtype = torch.float32, resample: str = "bilinear",
+           align_corners: bool = True, channels_last: bool = False, out: torch.Tensor | None = None,
+           _block: tuple[int, int] | None = None, _index_bits: int | None = None) -> torch.Tensor:
+    """Render `plan` from `images` in one kernel launch; the arguments are those of `mlic_pipe.mix.render`.
+
+    `images` are uint8 (N, S, S, 3) or float (N, 3, S, S) with any strides (a DALI buffer, a
+    channels_last tensor, a slice). `out`, when given, may have any strides too and is written in
+    place. The first call per image size autotunes the block shape (a sync, once).
+
+    Raises:
+        ValueError: bad arguments or a plan that does not fit the batch (checked on the host).
+        RuntimeError: CPU tensors without ``TRITON_INTERPRET=1``.
+    """
+    size = _image_size(images)
+    if resample not in RESAMPLE_MODES:
+        raise ValueError(f"resample must be one of {RESAMPLE_MODES}, got {resample!r}")
+    if out_dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"out_dtype must be torch.float32, float16 or bfloat16, got {out_dtype}")
+    if size > MAX_IMAGE_SIZE:
+        raise ValueError(f"image size {size} exceeds the kernel's limit of {MAX_IMAGE_SIZE}; "
+                         "use backend='reference' or a smaller image_size")
+    if not images.is_cuda and not INTERPRETED:
+        raise RuntimeError("the Triton render kernel needs CUDA tensors (or TRITON_INTERPRET=1 for tests); "
+                           "use mlic_pipe.mix.render(..., backend='reference') on the CPU")
+    if len(mean) != 3 or len(std) != 3 or any(s == 0 for s in std):
+        raise ValueError(f"mean and std need three values each and std no zeros, got {mean}, {std}")
+    device = images.device
+    host_grid = None
+    if plan.device.type == "cpu":
+        plan.validate(len(images), size)
+        host_grid = plan.grid
+    count = plan.num_outputs
+    shape = (count, 3, size, size)
+    if out is None:
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        out = torch.empty(shape, dtype=out_dtype, device=device, memory_format=layout)
+    elif out.shape != shape or out.dtype != out_dtype or out.device != device:
+        raise ValueError(f"out must be {shape} {out_dtype} on {device}, got {tuple(out.shape)} {out.dtype} on {out.device}")
+    if count == 0:
+        return out
+
+    table = pack_plan(plan, device)
+    area = resample == "area"
+    taps_y = taps_x = 1
+    if area:
+        grid = host_grid if host_grid is not None else plan.grid.cpu()  # a sync only for a device-resident plan
+        taps_y = max(area_taps(size, int(p)) for p in grid[:, 0].unique())
+        taps_x = max(area_taps(size, int(p)) for p in grid[:, 1].unique())
+    has_masks = plan.masks is not None and bool(plan.masks.numel())
+    masks = plan.masks.to(device, non_blocking=True) if has_masks else out
+    if has_masks and masks.shape[-2:] != (size, size):
+        raise ValueError(f"plan.masks must be (Km, {size}, {size}), got {tuple(masks.shape)}")
+    bits = _index_bits or index_bits(images, out, masks)
+
+    if images.dtype == torch.uint8:
+        s_n, s_y, s_x, s_c = images.stride()
+        scales = [1.0 / (255.0 * s) for s in std]
+    else:
+        s_n, s_c, s_y, s_x = images.stride()
+        scales = [1.0 / s for s in std]
+    shifts = [-m / s for m, s in zip(mean, std)]
+    m_n, m_y, m_x = masks.stride() if has_masks else (0, 0, 0)
+    args = (images, table, masks, out, size, table.shape[1], s_n, s_c, s_y, s_x, *out.stride(), m_n, m_y, m_x,
+            *scales, *shifts)
+    flags = dict(AREA=area, ALIGN_CORNERS=bool(align_corners), TAPS_Y=taps_y, TAPS_X=taps_x,
+                 HAS_MASKS=has_masks, INDEX_64=bits == 64)
+
+    def launch_grid(meta):
+        return (count * triton.cdiv(size, meta["BLOCK_Y"]) * triton.cdiv(size, meta["BLOCK_X"]),)
+
+    if _block is not None or INTERPRETED:
+        # the interpreter pays per program: one tile per image keeps the test suite fast
+        block_y, block_x = _block or (triton.next_power_of_2(size),) * 2
+        _render_kernel[launch_grid](*args, BLOCK_Y=block_y, BLOCK_X=block_x, **flags)
+    else:
+        _render_tuned[launch_grid](*args, **flags)
+    return out
