@@ -46,6 +46,8 @@ def case(request):
 
 
 def _record(benchmark, grid, device, plan):
+    if benchmark.stats is None:  # --benchmark-disable: the code ran once, nothing was timed
+        return
     stats = benchmark.stats.stats
     benchmark.extra_info.update(grid=grid, device=device, batch=BATCH, image_size=SIZE, outputs=plan.num_outputs,
                                 images_per_s=round(plan.num_outputs / stats.mean, 1))

@@ -1,0 +1,107 @@
+"""GPU render: the fused Triton kernel vs a device copy of the same bytes and the alternatives a user has.
+
+Every contender does the same job on the same uint8 NHWC batch already on the GPU: produce the
+normalized, mixed float16 NCHW batch. Contenders, in one run per case:
+
+- ``copy``: ``dst.copy_(src)`` of half the bytes the kernel moves (so it moves the same total):
+  the physical reference. Its GB/s is the "copy bandwidth" the kernel is a fraction of.
+- ``published``: the published SpliceMix op sequence (normalize, gather, F.interpolate, tile, cat).
+- ``reference``: mlic-pipe's torch reference renderer on the GPU.
+- ``timm-cutmix``: normalize + timm ``Mixup(cutmix_alpha=1, mode="batch")`` (B outputs, not B+M).
+- ``tv2-cutmix``: normalize + torchvision.transforms.v2 ``CutMix`` (B outputs).
+- ``kernel``: ``mlic_pipe.kernels.render`` from the host plan (includes packing it and its copy).
+
+Bytes moved by the kernel = one read of a source pixel per output pixel (3 bytes) + the float16
+write (6 bytes per pixel). extra_info records images/s, GB/s, the ratio to ``published`` and,
+for ``kernel``, the fraction of ``copy`` bandwidth. Targets (issue 4): >= 70% of copy bandwidth,
+>= 10x published, >= 3x the fastest other contender.
+
+Run on a GPU: pytest benchmarks/test_bench_kernel.py --benchmark-only --benchmark-json out.json
+Skipped without CUDA (the kernel's numbers are tested in tests/test_kernel.py).
+"""
+import numpy as np
+import pytest
+import torch
+
+from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD, SpliceMix, render, render_reference
+
+from benchmarks.test_bench_render import published_op_sequence
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU render benchmarks need CUDA")
+
+CASES = [(64, 448), (256, 224)]  # (B, S); SpliceMix default: M = B // 4 mixed outputs
+CONTENDERS = ["copy", "published", "reference", "timm-cutmix", "tv2-cutmix", "kernel"]
+DEVICE = "cuda"
+_means: dict[tuple, float] = {}  # (case, contender) -> mean seconds, for ratios within this run
+
+
+def _normalize_half(images):
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    return ((images.permute(0, 3, 1, 2).float() / 255 - mean) / std).half()
+
+
+def _contender(name, images, plan, size):
+    """A zero-argument callable doing the contender's whole job once (caller syncs)."""
+    count = plan.num_outputs
+    if name == "kernel":
+        out = torch.empty((count, 3, size, size), dtype=torch.float16, device=DEVICE)
+        return lambda: render(images, plan, out_dtype=torch.float16, out=out, backend="triton")
+    if name == "reference":
+        return lambda: render_reference(images, plan, out_dtype=torch.float16)
+    if name == "published":
+        return lambda: published_op_sequence(images, plan).half()
+    if name == "copy":
+        moved = count * size * size * (3 + 6)
+        src = torch.empty(moved // 2, dtype=torch.uint8, device=DEVICE)
+        dst = torch.empty_like(src)
+        return lambda: dst.copy_(src)
+    labels = torch.randint(0, 80, (len(images),), device=DEVICE)
+    if name == "timm-cutmix":
+        from timm.data import Mixup
+
+        mixer = Mixup(mixup_alpha=0.0, cutmix_alpha=1.0, mode="batch", num_classes=80, label_smoothing=0.0)
+        return lambda: mixer(_normalize_half(images), labels)
+    if name == "tv2-cutmix":
+        from torchvision.transforms import v2
+
+        mixer = v2.CutMix(num_classes=80)
+        return lambda: mixer(_normalize_half(images), labels)
+    raise ValueError(name)
+
+
+@pytest.mark.parametrize("batch, size, name", [(b, s, n) for b, s in CASES for n in CONTENDERS],
+                         ids=[f"B{b}-S{s}-{n}" for b, s in CASES for n in CONTENDERS])
+def test_gpu_render(benchmark, batch, size, name):
+    benchmark.group = f"gpu render B={batch} S={size} uint8->fp16"
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8, generator=generator).to(DEVICE)
+    plan = SpliceMix().plan(batch, size, np.random.default_rng(0))
+    run = _contender(name, images, plan, size)
+    run()  # compile / autotune outside the timing
+    torch.cuda.synchronize()
+    if name == "kernel":  # the figure is only worth something if the numbers are right
+        torch.testing.assert_close(run().float(), render_reference(images, plan), atol=1e-5, rtol=2.0**-10)
+    benchmark.pedantic(lambda: (run(), torch.cuda.synchronize()), rounds=30, warmup_rounds=3, iterations=1)
+
+    if benchmark.stats is None:  # --benchmark-disable: ran once untimed
+        return
+    mean = benchmark.stats.stats.mean
+    _means[(batch, size, name)] = mean
+    outputs = plan.num_outputs if name not in ("timm-cutmix", "tv2-cutmix") else batch
+    info = dict(device=torch.cuda.get_device_name(), batch=batch, image_size=size, outputs=outputs,
+                dtype="uint8->float16", images_per_s=round(outputs / mean, 1))
+    moved = plan.num_outputs * size * size * (3 + 6)
+    if name in ("kernel", "copy"):
+        info["gb_per_s"] = round(moved / mean / 1e9, 1)
+    baseline = _means.get((batch, size, "published"))
+    if baseline:
+        info["speedup_vs_published"] = round(baseline / mean, 2)
+    if name == "kernel":
+        copy = _means.get((batch, size, "copy"))
+        if copy:
+            info["fraction_of_copy_bandwidth"] = round(copy / mean, 3)
+        others = [_means[(batch, size, n)] for n in ("reference", "timm-cutmix", "tv2-cutmix") if (batch, size, n) in _means]
+        if others:
+            info["speedup_vs_fastest_other"] = round(min(others) / mean, 2)
+    benchmark.extra_info.update(info)
