@@ -118,6 +118,12 @@ class SpliceMix:
             groups.append((spec, count))
         return groups
 
+    @property
+    def min_batch_size(self) -> int:
+        """The smallest batch every grid this mixer may draw can be filled from (distinct images per grid)."""
+        possible = [GridSpec(*grid) for grid, _, _ in DEFAULT_GRIDS] if self.default else self.specs
+        return max(spec.num_cells for spec in possible)
+
     def plan(self, batch_size: int, image_size: int, rng: np.random.Generator, device=None) -> MixPlan:
         """Draw the plan of one batch of `batch_size` decoded `image_size` x `image_size` images."""
         if batch_size < 1:

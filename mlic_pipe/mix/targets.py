@@ -1,6 +1,8 @@
 """`mix_targets`: the labels of a mixed batch, derived from the same plan as its pixels."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from mlic_pipe.mix.plan import MixPlan
@@ -23,7 +25,7 @@ def mix_targets(targets: torch.Tensor, plan: MixPlan, rule: str = "union") -> to
         raise ValueError(f"rule must be one of {TARGET_RULES}, got {rule!r}")
     if targets.ndim != 2:
         raise ValueError(f"targets must be (N, C), got {tuple(targets.shape)}")
-    plan = plan.to(targets.device)
+    plan = replace(plan, masks=None, indices=None).to(targets.device)  # the pixels' masks are not needed here
     labels = targets.float()
     cells = plan.cells.long()
     kept = (cells >= 0)[..., None]
