@@ -243,8 +243,12 @@ class MLICLoader:
                               seed=self._seed(epoch, 2, restarts))
 
     def _handle_failure(self, error: RuntimeError, rows: np.ndarray, position: int) -> np.ndarray:
-        """Find the undecodable files of the failed batch; raise, or drop them from `rows` and go on."""
-        batch = rows[position:position + self.batch_size]
+        """Find the undecodable files behind a DALI failure; raise, or drop them from `rows` and go on.
+
+        DALI reads and decodes `prefetch` batches ahead, so the failure may come from any batch in
+        flight, not only the one requested: every file of those batches is probed on its own.
+        """
+        batch = rows[position:position + self.batch_size * (self.settings.prefetch + 1)]
         bad = {}
         for row in batch:
             path = self.index.files[row]
@@ -253,7 +257,7 @@ class MLICLoader:
                 bad[int(row)] = reason
         if not bad:
             first = self.index.files[batch[0]]
-            raise MLICDataError(first, f"DALI failed on the batch starting with this file ({len(batch)} files): "
+            raise MLICDataError(first, f"DALI failed on the batches starting with this file ({len(batch)} files): "
                                        f"{dali_reason(error)}",
                                 "each file decodes on its own; run `mlic-pipe check` on the dataset") from error
         if self.on_error == "raise":
@@ -266,7 +270,7 @@ class MLICLoader:
             warnings.warn(f"mlic-pipe skipped {path}: {reason} ({len(self.skipped)} image(s) skipped so far; "
                           "see loader.skipped)", stacklevel=3)
         keep = np.ones(len(rows), dtype=bool)
-        keep[position:position + len(batch)] = ~np.isin(batch, list(bad))
+        keep[position:position + len(batch)] = ~np.isin(batch, list(bad))  # the rest are read again
         return rows[keep]
 
     def _lap(self, stage: str, start: float, tensor: torch.Tensor | None = None) -> None:
