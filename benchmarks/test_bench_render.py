@@ -20,14 +20,18 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 def published_op_sequence(images: torch.Tensor, plan) -> torch.Tensor:
     """Normalize, then per group: gather + drop + F.interpolate + tile (+ resize back) + cat."""
-    size = images.shape[1]
     mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
-    batch = (images.permute(0, 3, 1, 2).float() / 255 - mean) / std
+    return published_splice((images.permute(0, 3, 1, 2).float() / 255 - mean) / std, plan)
+
+
+def published_splice(batch: torch.Tensor, plan) -> torch.Tensor:
+    """The published mixing step on an already normalized float NCHW batch (as a DataLoader gives it)."""
+    size = batch.shape[-1]
     outputs = [batch]
     mixed = plan.grid[plan.num_regular:]
     rows, cols = (int(v) for v in mixed[0])
-    cells = plan.cells[plan.num_regular:, : rows * cols].to(images.device).long()
+    cells = plan.cells[plan.num_regular:, : rows * cols].to(batch.device).long()
     sources = batch[cells.clamp_min(0).flatten()] * (cells >= 0).flatten().view(-1, 1, 1, 1)
     small = F.interpolate(sources, (size // rows, size // cols), mode="bilinear", align_corners=True)
     count, h, w = len(cells), size // rows, size // cols

@@ -7,9 +7,12 @@ dense mask or constant), normalizes and casts, and writes the tile once. A regul
 its input once; a spliced output reads a downsampled copy of each of its sources; so the bytes
 moved are about one read of the batch plus one write of the result, the minimum.
 
-The numbers are those of `mlic_pipe.mix.render_reference` (the specification), which follows
-``F.interpolate``: the same scale (a correctly rounded division), the same fused source index
-for ``align_corners=False``, the same index clamping and tap order. Normalization is one
+The numbers are those of `mlic_pipe.mix.render_reference`, i.e. of ``F.interpolate`` per cell,
+so the kernel repeats PyTorch's arithmetic: scale = (S-1)/(h-1) with align_corners (0 when h=1),
+else S/h, each a correctly rounded float32 division; source index ``scale * dst`` or
+``max(0, scale * (dst + 0.5) - 0.5)``, the latter rounded once as PyTorch's fused multiply-add
+does; lower tap ``min(floor(src), S-1)``, upper ``min(lower+1, S-1)``, weight clamped to [0, 1];
+area = the mean over ``[floor(i*S/h), ceil((i+1)*S/h))``. Normalization is one
 fused multiply-add with ``1 / (255 * std)`` and ``-mean / std``, within 1e-6 of the reference's
 ``(x / 255 - mean) / std``.
 

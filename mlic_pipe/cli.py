@@ -16,10 +16,19 @@ def _load(data: str, split: str | None):
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
+    import torch
+
+    from mlic_pipe.profile import profile_pipeline
+
     index = _load(args.data, args.split)
-    print(f"data: {args.data} -- {len(index)} images, {index.num_classes} classes")
-    print("profiling is not yet available: it needs MLICLoader (DALI + the render kernel), which has not "
-          "landed yet. `mlic-pipe check` inspects the data meanwhile.")
+    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
+    report = profile_pipeline(index, data=args.data, batch_size=args.batch_size, image_size=args.image_size,
+                              mix=args.mix, device=args.device, steps=args.steps, warmup=args.warmup,
+                              model=args.model, dtype=dtype, num_threads=args.threads, progress=not args.quiet)
+    print(report.format())
+    if args.json:
+        Path(args.json).write_text(report.to_json())
+        print(f"\nwrote {args.json}")
     return 0
 
 
@@ -68,6 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
     profile = commands.add_parser("profile", help="time the data pipeline end to end (the main job)")
     profile.add_argument("data", nargs="?", default="demo", help=data_help)
     profile.add_argument("--split", help="split to read (train, val, trainval, test; reader-dependent)")
+    profile.add_argument("--data", dest="data_option", metavar="DATA", help="same as the positional DATA")
+    profile.add_argument("--batch-size", type=int, default=32, help="images read per step, B (default 32)")
+    profile.add_argument("--image-size", type=int, default=448, help="image size S (default 448)")
+    profile.add_argument("--mix", default="splicemix", choices=["splicemix", "cutmix", "fmix", "mixup", "none"],
+                         help="augmentation (default splicemix, the paper's default mode)")
+    profile.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
+    profile.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                         help="output image dtype (default float32)")
+    profile.add_argument("--steps", type=int, default=20, help="steps timed (default 20)")
+    profile.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    profile.add_argument("--model", help="also time a timm model's forward + backward, e.g. resnet50 (random init)")
+    profile.add_argument("--threads", type=int, help="DALI CPU threads (default: CPU count, at most 8)")
+    profile.add_argument("--json", help="also write the numbers to this JSON file")
+    profile.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     profile.set_defaults(run=_cmd_profile)
 
     check = commands.add_parser("check", help="inspect a dataset: labels, class frequencies, unusable or odd files")
@@ -98,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     from mlic_pipe.errors import MLICDataError
 
     args = build_parser().parse_args(argv)
+    if getattr(args, "data_option", None):
+        args.data = args.data_option
     try:
         return args.run(args)
     except MLICDataError as error:

@@ -1,4 +1,5 @@
 import io
+import json
 import os
 import subprocess
 import sys
@@ -93,9 +94,20 @@ def test_console_script_help_lists_subcommands():
         assert command in out
 
 
-def test_profile_runs_on_the_demo_data(demo_root, capsys):
-    assert main(["profile"]) == 0
-    assert "400 images, 11 classes" in capsys.readouterr().out
+def test_profile_times_every_stage_and_the_model(demo_root, capsys, tmp_path):
+    out = tmp_path / "profile.json"
+    assert main(["profile", "--steps", "3", "--warmup", "1", "--batch-size", "8", "--image-size", "32",
+                 "--model", "resnet18", "-q", "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "400 images, 11 classes" in table and "B=8 (+2 mixed)" in table
+    for stage in ("read + decode + crop", "plan", "render", "targets", "model forward + backward (resnet18)"):
+        assert stage in table
+    numbers = json.loads(out.read_text())
+    assert set(numbers["stage_ms"]) == {"dali", "plan", "render", "targets", "model"}
+    assert all(ms > 0 for ms in numbers["stage_ms"].values())
+    assert numbers["images_per_s"] == pytest.approx(3 * 8 / numbers["seconds"])
+    assert numbers["augmentation_ms"] == pytest.approx(sum(numbers["stage_ms"][s] for s in ("plan", "render", "targets")))
+    assert numbers["outputs_per_step"] == 10
 
 
 def test_check_on_the_demo_data_is_clean(demo_root, capsys):

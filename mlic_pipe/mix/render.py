@@ -1,20 +1,21 @@
 """`render`: execute a `MixPlan` on a decoded batch; the torch reference renderer is the specification.
 
-The Triton kernel (``mlic_pipe.kernels``) must reproduce these numbers, so the arithmetic here is
-spelled out to match it and PyTorch: normalization is ``(x / 255 - mean) / std`` per channel;
-bilinear sampling follows ``F.interpolate`` (source index ``dst * (S-1)/(h-1)`` with
-align_corners, else ``max(0, (dst + 0.5) * S/h - 0.5)``, index clamped to S-1); ``area`` is
-``F.interpolate(mode="area")``, i.e. adaptive average pooling over ``[floor(i*S/h), ceil((i+1)*S/h))``;
-blending is ``w * primary + (1 - w) * partner`` for every mask mode.
+A spliced cell *is* ``F.interpolate`` of its source (bilinear with the given corner convention,
+no antialiasing; or ``area``, i.e. adaptive average pooling) to the cell's exact extent, and the
+reference computes it so: one batched call per grid shape and cell position. Normalization is
+``(x / 255 - mean) / std`` per channel; blending is ``w * primary + (1 - w) * partner`` for
+every mask mode. The Triton kernel (``mlic_pipe.kernels``) reproduces these numbers pixel by
+pixel; its docstring lists the rounding details of ``F.interpolate`` it has to match.
 
-Everything is vectorized over the batch: one gather per filter tap over all spliced outputs,
-one indexed copy for the regular ones, one blend for the masked ones. No per-sample Python loop.
+Everything is vectorized over the batch: loops run over cell positions of a grid shape, never
+over samples.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from mlic_pipe.mix.plan import MASK_BOX, MASK_CONSTANT, MASK_DENSE, MASK_NONE, MixPlan
 
@@ -56,62 +57,32 @@ def normalize(images: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: 
     return dst.sub_(mean_t).div_(std_t)
 
 
-def _axis_taps(parts: torch.Tensor, size: int, resample: str, align_corners: bool):
-    """Per output coordinate along one axis: which cell it is in, and the source taps and weights.
-
-    Args:
-        parts: (Ns,) number of cells along this axis for each spliced output.
-
-    Returns:
-        cell (Ns, S) long; index (Ns, S, T) long source coordinates; weight (Ns, S, T) float32.
-    """
-    pos = torch.arange(size, device=parts.device)
-    n = parts.long()[:, None]
-    cell = ((pos + 1) * n - 1) // size  # the r with floor(r*S/n) <= pos < floor((r+1)*S/n)
-    start = cell * size // n
-    extent = (cell + 1) * size // n - start
-    local = pos - start
-    if resample == "bilinear":
-        # tensor / tensor division: `int / tensor` is a reciprocal-multiply in torch, which is
-        # not correctly rounded (97 / 97 gives 0.99999994) and so drifts from F.interpolate
-        if align_corners:
-            scale = torch.full_like(local, size - 1, dtype=torch.float32) / (extent - 1).clamp_min(1).float()
-            src = torch.where(extent > 1, scale, torch.zeros_like(scale)) * local.float()
-        else:
-            scale = torch.full_like(local, size, dtype=torch.float32) / extent.float()
-            # PyTorch's kernels evaluate scale * (dst + 0.5) - 0.5 as one fused multiply-add (one
-            # rounding); a float32 product is exact in float64, so this rounds exactly as the FMA does
-            src = (scale.double() * (local.float() + 0.5).double() - 0.5).float().clamp_min(0.0)
-        lower = src.floor().long().clamp_max(size - 1)
-        frac = (src - lower.float()).clamp(0.0, 1.0)
-        upper = (lower + 1).clamp_max(size - 1)
-        return cell, torch.stack([lower, upper], -1), torch.stack([1.0 - frac, frac], -1)
-    lo = local * size // extent
-    hi = ((local + 1) * size + extent - 1) // extent
-    taps = int((hi - lo).max())  # host sync: fine for the reference renderer
-    index = lo[..., None] + torch.arange(taps, device=pos.device)
-    weight = (index < hi[..., None]).float() / (hi - lo)[..., None].float()
-    return cell, index.clamp_max(size - 1), weight
-
-
 def _splice(source: torch.Tensor, cells: torch.Tensor, grid: torch.Tensor, resample: str,
             align_corners: bool) -> torch.Tensor:
-    """(Ns, 3, S, S) spliced images gathered from the normalized (N, 3, S, S) inputs."""
+    """(Ns, 3, S, S) spliced images from the normalized (N, 3, S, S) inputs.
+
+    One batched ``F.interpolate`` per grid shape and cell position: every output with that grid
+    has the same cell extent there, so the loop runs over cell positions (at most R * C per grid
+    shape), never over samples. ``F.interpolate`` *is* the specification of a cell.
+    """
     size = source.shape[-1]
-    cell_y, index_y, weight_y = _axis_taps(grid[:, 0], size, resample, align_corners)
-    cell_x, index_x, weight_x = _axis_taps(grid[:, 1], size, resample, align_corners)
-    slot = cell_y[:, :, None] * grid[:, 1].long()[:, None, None] + cell_x[:, None, :]
-    image = cells.long().gather(1, slot.reshape(len(cells), -1)).reshape(len(cells), size, size)
-    channel = (torch.arange(3, device=source.device) * size * size).view(1, 3, 1, 1)
-    base = (image.clamp_min(0) * (3 * size * size))[:, None] + channel  # flat offset of each (n, c) plane
-    flat = source.reshape(-1)
     result = torch.zeros((len(cells), 3, size, size), dtype=torch.float32, device=source.device)
-    for ty in range(index_y.shape[-1]):
-        row = base + (index_y[:, None, :, None, ty] * size)
-        for tx in range(index_x.shape[-1]):
-            weight = (weight_y[:, :, None, ty] * weight_x[:, None, :, tx])[:, None]
-            result += weight * flat[row + index_x[:, None, None, :, tx]]
-    return result.masked_fill_((image < 0)[:, None], 0.0)
+    shapes = grid.cpu()
+    for rows, cols in {tuple(shape) for shape in shapes.tolist()}:
+        members = torch.nonzero((shapes[:, 0] == rows) & (shapes[:, 1] == cols)).flatten().to(source.device)
+        y_edges = [(i * size) // rows for i in range(rows + 1)]
+        x_edges = [(i * size) // cols for i in range(cols + 1)]
+        for r in range(rows):
+            for c in range(cols):
+                sources = cells[members, r * cols + c].long()
+                kept = sources >= 0  # dropped cells stay zero
+                if not bool(kept.any()):
+                    continue
+                height, width = y_edges[r + 1] - y_edges[r], x_edges[c + 1] - x_edges[c]
+                kwargs = {"align_corners": align_corners} if resample == "bilinear" else {}
+                small = F.interpolate(source[sources[kept]], (height, width), mode=resample, **kwargs)
+                result[members[kept], :, y_edges[r]:y_edges[r + 1], x_edges[c]:x_edges[c + 1]] = small
+    return result
 
 
 def render_reference(images: torch.Tensor, plan: MixPlan, *, mean: Sequence[float] = IMAGENET_MEAN,

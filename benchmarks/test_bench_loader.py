@@ -1,0 +1,129 @@
+"""Loader: one epoch of the demo data through MLICLoader vs the alternatives, same images, B=32, S=448.
+
+Contenders (group per device):
+
+- ``mlic-pipe``: MLICLoader with SpliceMix (DALI decode + crop + resize + flip, then the render:
+  the torch reference on the CPU, the Triton kernel on a GPU) and the mixed targets.
+- ``dali-bare``: the same DALI pipeline with no mixing, no normalization (uint8 out): the
+  ceiling, and on a GPU the measure of mixing's overhead.
+- ``torch-dataloader``: ``torch.utils.data.DataLoader`` with PIL decode + RandomResizedCrop
+  (scale 0.7-1.0) + flip + ToTensor + Normalize in worker processes (2 on the CPU, 16 with a
+  GPU), then the published SpliceMix op sequence on the batch: what the papers' code does.
+
+Each round is a whole epoch (12 batches of 32: 384 images), pipeline start-up included; the
+DataLoader keeps its workers between rounds (``persistent_workers``), which favours it.
+extra_info: images/s (images read) and the speed-up over ``torch-dataloader``.
+
+Run: pytest benchmarks/test_bench_loader.py --benchmark-only
+"""
+import numpy as np
+import pytest
+import torch
+
+from mlic_pipe.datasets import load
+from mlic_pipe.loader import MLICLoader, as_torch
+from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD, SpliceMix, mix_targets
+from mlic_pipe.pipeline import DecodeSettings, build_pipeline
+
+from benchmarks.test_bench_render import published_splice
+
+BATCH, SIZE = 32, 448
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+CONTENDERS = ["torch-dataloader", "dali-bare", "mlic-pipe"]
+_rates: dict[tuple, float] = {}
+
+
+class PILDataset(torch.utils.data.Dataset):
+    """The usual PyTorch dataset of the published code: PIL decode and torchvision transforms, per sample."""
+
+    def __init__(self, index, size):
+        from torchvision import transforms
+
+        self.files, self.targets = index.files, torch.from_numpy(index.targets).float()
+        self.transform = transforms.Compose([
+            transforms.RandomResizedCrop(size, scale=(0.7, 1.0)), transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, row):
+        from PIL import Image
+
+        with Image.open(self.files[row]) as image:
+            return self.transform(image.convert("RGB")), self.targets[row]
+
+
+def _epoch_runner(name, index, device):
+    """A zero-argument callable that runs one epoch and returns the number of images read."""
+    threads = 2 if device == "cpu" else 8
+    if name == "mlic-pipe":
+        loader = MLICLoader(index, BATCH, image_size=SIZE, mix="splicemix", device=device, num_threads=threads)
+
+        def run():
+            count = 0
+            for images, targets in loader:
+                count += BATCH
+            return count
+        return run
+    if name == "dali-bare":
+        device_id = None if device == "cpu" else 0
+        settings = DecodeSettings(image_size=SIZE, num_threads=threads)
+        steps = len(index.files) // BATCH
+
+        def run():
+            order = np.random.default_rng().permutation(len(index.files))[: steps * BATCH]
+            pipe = build_pipeline([index.files[i] for i in order], order.tolist(), BATCH, settings,
+                                  device_id=device_id, seed=0)
+            for _ in range(steps):
+                images, _ = pipe.run()
+                as_torch(images)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            return steps * BATCH
+        return run
+    workers = 2 if device == "cpu" else 16
+    loader = torch.utils.data.DataLoader(PILDataset(index, SIZE), batch_size=BATCH, shuffle=True, drop_last=True,
+                                         num_workers=workers, persistent_workers=True,
+                                         pin_memory=device == "cuda")
+    mixer, rng = SpliceMix(), np.random.default_rng(0)
+
+    def run():
+        count = 0
+        for images, targets in loader:
+            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            plan = mixer.plan(len(images), SIZE, rng)
+            published_splice(images, plan)
+            mix_targets(targets, plan)
+            count += len(images)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return count
+    return run
+
+
+@pytest.fixture(scope="module")
+def demo_index():
+    return load("demo")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", CONTENDERS)
+def test_loader_epoch(benchmark, demo_index, device, name):
+    benchmark.group = f"loader epoch demo B={BATCH} S={SIZE} {device}"
+    run = _epoch_runner(name, demo_index, device)
+    images = run()  # warm-up: workers, pipeline, kernels
+    benchmark.pedantic(run, rounds=3, warmup_rounds=0, iterations=1)
+    if benchmark.stats is None:  # --benchmark-disable
+        return
+    rate = images / benchmark.stats.stats.mean
+    _rates[(device, name)] = rate
+    info = dict(device=torch.cuda.get_device_name() if device == "cuda" else "cpu", batch=BATCH, image_size=SIZE,
+                images_per_epoch=images, images_per_s=round(rate, 1))
+    baseline = _rates.get((device, "torch-dataloader"))
+    if baseline and name != "torch-dataloader":
+        info["speedup_vs_torch_dataloader"] = round(rate / baseline, 2)
+    bare = _rates.get((device, "dali-bare"))
+    if bare and name == "mlic-pipe":
+        info["overhead_vs_dali_bare"] = round(bare / rate - 1, 3)
+    benchmark.extra_info.update(info)

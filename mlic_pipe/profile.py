@@ -1,0 +1,160 @@
+"""`mlic-pipe profile`: what one training step costs, stage by stage, and augmentation's share of it.
+
+Runs `MLICLoader` for a number of steps with per-stage timing on (each stage ends with a device
+sync, so on a GPU the stages do not overlap as they would in training: the split is exact, the
+end-to-end rate is a slight underestimate). With a model, each step also runs its forward and
+backward pass and an SGD step on the batch, so "augmentation's share of a step" is a measured
+number rather than a claim.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from mlic_pipe.datasets.index import LabelIndex
+from mlic_pipe.loader import STAGES, MLICLoader
+
+__all__ = ["ProfileReport", "profile_pipeline"]
+
+STAGE_NAMES = {"dali": "read + decode + crop (DALI)", "plan": "plan (host)", "render": "render",
+               "targets": "targets", "model": "model forward + backward"}
+
+
+@dataclass
+class ProfileReport:
+    """Timings of a profile run; `format()` gives the table, `to_json()` the numbers."""
+
+    data: str
+    images: int
+    classes: int
+    device: str
+    mix: str
+    batch_size: int
+    outputs_per_step: float
+    image_size: int
+    dtype: str
+    steps: int
+    warmup: int
+    seconds: float
+    model: str | None = None
+    stage_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.steps * self.batch_size / self.seconds
+
+    @property
+    def augmentation_ms(self) -> float:
+        return sum(self.stage_ms.get(stage, 0.0) for stage in ("plan", "render", "targets"))
+
+    @property
+    def step_ms(self) -> float:
+        return sum(self.stage_ms.values())
+
+    def format(self) -> str:
+        mixed = self.outputs_per_step - self.batch_size
+        lines = [f"mlic-pipe profile: {self.data} ({self.images} images, {self.classes} classes)",
+                 f"  {self.mix}, B={self.batch_size} (+{mixed:g} mixed), S={self.image_size}, {self.dtype}, "
+                 f"device {self.device}; {self.steps} steps timed after {self.warmup} warm-up",
+                 "",
+                 f"  {'stage':<30}{'ms/step':>10}{'share':>9}"]
+        for stage, ms in self.stage_ms.items():
+            name = STAGE_NAMES[stage] + (f" ({self.model})" if stage == "model" else "")
+            lines.append(f"  {name:<30}{ms:>10.1f}{100 * ms / self.step_ms:>8.1f}%")
+        lines.append(f"  {'total':<30}{self.step_ms:>10.1f}{100.0:>8.1f}%")
+        lines += ["  (DALI reads and decodes ahead in its own threads: its row is the time a step waited for it)",
+                  "",
+                  f"  end to end: {self.images_per_s:.1f} images/s read "
+                  f"({self.images_per_s * self.outputs_per_step / self.batch_size:.1f} outputs/s)",
+                  f"  augmentation (plan + render + targets): {self.augmentation_ms:.1f} ms/step = "
+                  f"{100 * self.augmentation_ms / self.step_ms:.1f}% of a "
+                  + ("training step" if self.model else "data step (add --model resnet50 to include the model)")]
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        numbers = asdict(self)
+        numbers.update(images_per_s=self.images_per_s, augmentation_ms=self.augmentation_ms, step_ms=self.step_ms)
+        return json.dumps(numbers, indent=2)
+
+
+def _model_step(name: str, num_classes: int, device: torch.device):
+    """A function running forward + backward + SGD step of a randomly initialised timm model."""
+    import timm
+
+    model = timm.create_model(name, pretrained=False, num_classes=num_classes).to(device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def step(images: torch.Tensor, targets: torch.Tensor) -> None:
+        with autocast:
+            loss = loss_fn(model(images).float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def profile_pipeline(index: LabelIndex, *, data: str = "demo", batch_size: int = 32, image_size: int = 448,
+                     mix="splicemix", device="auto", steps: int = 20, warmup: int = 2, model: str | None = None,
+                     dtype: torch.dtype = torch.float32, num_threads: int | None = None, seed: int = 0,
+                     progress: bool = True) -> ProfileReport:
+    """Time `steps` training steps (after `warmup` untimed ones) of the loader, optionally with a model.
+
+    The loader cycles over epochs until enough steps ran, so small datasets work with any `steps`.
+    """
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"steps must be >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
+    loader = MLICLoader(index, batch_size, image_size=image_size, mix=None if mix == "none" else mix,
+                        device=device, dtype=dtype, num_threads=num_threads, seed=seed)
+    if len(loader) == 0:
+        raise ValueError(f"the dataset has {len(index)} images, fewer than one batch of {batch_size}")
+    train_step = _model_step(model, index.num_classes, loader.device) if model else None
+    sync = torch.cuda.synchronize if loader.device.type == "cuda" else (lambda: None)
+
+    def batches():
+        while True:
+            yield from loader
+
+    stream = batches()
+    for _ in range(warmup):  # pipeline build, kernel autotuning, allocator warm-up
+        images, targets = next(stream)
+        if train_step:
+            train_step(images, targets)
+    sync()
+    loader.profile = True
+    for stage in STAGES:
+        loader.timings[stage].clear()
+    model_seconds, outputs = [], []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps, desc="profiling", unit="step")
+    start = time.perf_counter()
+    for _ in range(steps):
+        images, targets = next(stream)
+        outputs.append(len(images))
+        if train_step:
+            begin = time.perf_counter()
+            train_step(images, targets)
+            sync()
+            model_seconds.append(time.perf_counter() - begin)
+        if bar:
+            bar.update()
+    seconds = time.perf_counter() - start
+    if bar:
+        bar.close()
+    stage_ms = {stage: 1000 * float(np.mean(loader.timings[stage][-steps:])) for stage in STAGES}
+    if train_step:
+        stage_ms["model"] = 1000 * float(np.mean(model_seconds))
+    mixer = loader.mixer
+    return ProfileReport(data=data, images=len(index), classes=index.num_classes, device=str(loader.device),
+                         mix=repr(mixer) if mixer is not None else "no mixing", batch_size=batch_size,
+                         outputs_per_step=float(np.mean(outputs)), image_size=image_size,
+                         dtype=str(dtype).replace("torch.", ""), steps=steps, warmup=warmup, seconds=seconds,
+                         model=model, stage_ms=stage_ms)
