@@ -38,7 +38,9 @@ class MixPlan:
         mask_index: (N_out,) int32, row of `masks` (mode 2), -1 otherwise.
         masks: (Km, S, S) float16 in [0, 1], weight of the primary source (mode 2), or None.
         lam: (N_out,) float32, realized fraction of the primary source (1 for unmasked outputs).
-        indices: (num_regular,) dataset rows of the regular images, set by the loader; else None.
+        indices: (N_in,) dataset rows of the input images the plan refers to, set by the loader; else None.
+            For SpliceMix and appended mask mixes the regular outputs are these inputs in order; for
+            in-place mask mixes (num_regular = 0) they are the primary sources.
     """
 
     num_regular: int
@@ -133,5 +135,5 @@ class MixPlan:
                 raise ValueError("mask_index refers to rows outside masks")
 
     def with_indices(self, indices: torch.Tensor) -> "MixPlan":
-        """A copy with the dataset rows of the regular images set."""
+        """A copy with the dataset rows of the input images set."""
         return replace(self, indices=indices)
