@@ -37,9 +37,9 @@ from mlic_pipe.mix.render import IMAGENET_MEAN, IMAGENET_STD, RESAMPLE_MODES, _i
 
 __all__ = ["INTERPRETED", "MAX_IMAGE_SIZE", "area_taps", "index_bits", "pack_plan", "render"]
 
-# Column layout of the packed plan table (int32, one row per output); the cells follow.
-_R, _C, _PARTNER, _MODE, _Y0, _X0, _Y1, _X1, _MASK_INDEX, _LAM = range(10)
-_HEAD = 10
+# The packed plan table (int32, one row per output): rows, cols, partner, mask_mode, y0, x0, y1, x1,
+# mask_index, lam (float32 bits), then the cells from column 10 on. The kernel reads these columns.
+_LAM = 9
 _INT32_MAX = 2**31 - 1
 MAX_IMAGE_SIZE = 16384  # keeps every in-image product (e.g. local * S in area resampling) inside int32
 
