@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD, SpliceMix, render, render_reference
+from mlic_pipe.mix import SpliceMix, normalize, render, render_reference
 
 from benchmarks.test_bench_render import published_op_sequence
 
@@ -33,12 +33,6 @@ CASES = [(64, 448), (256, 224)]  # (B, S); SpliceMix default: M = B // 4 mixed o
 CONTENDERS = ["copy", "published", "reference", "timm-cutmix", "tv2-cutmix", "kernel"]
 DEVICE = "cuda"
 _means: dict[tuple, float] = {}  # (case, contender) -> mean seconds, for ratios within this run
-
-
-def _normalize_half(images):
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
-    return ((images.permute(0, 3, 1, 2).float() / 255 - mean) / std).half()
 
 
 def _contender(name, images, plan, size):
@@ -61,12 +55,12 @@ def _contender(name, images, plan, size):
         from timm.data import Mixup
 
         mixer = Mixup(mixup_alpha=0.0, cutmix_alpha=1.0, mode="batch", num_classes=80, label_smoothing=0.0)
-        return lambda: mixer(_normalize_half(images), labels)
+        return lambda: mixer(normalize(images).half(), labels)
     if name == "tv2-cutmix":
         from torchvision.transforms import v2
 
         mixer = v2.CutMix(num_classes=80)
-        return lambda: mixer(_normalize_half(images), labels)
+        return lambda: mixer(normalize(images).half(), labels)
     raise ValueError(name)
 
 

@@ -33,7 +33,7 @@ import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
 from mlic_pipe.mix.plan import MixPlan
-from mlic_pipe.mix.render import IMAGENET_MEAN, IMAGENET_STD, RESAMPLE_MODES, _image_size
+from mlic_pipe.mix.render import IMAGENET_MEAN, IMAGENET_STD, _check_render_args
 
 __all__ = ["INTERPRETED", "MAX_IMAGE_SIZE", "area_taps", "index_bits", "pack_plan", "render"]
 
@@ -264,9 +264,7 @@ def render(images: torch.Tensor, plan: MixPlan, *, mean: Sequence[float] = IMAGE
         ValueError: bad arguments or a plan that does not fit the batch (checked on the host).
         RuntimeError: CPU tensors without ``TRITON_INTERPRET=1``.
     """
-    size = _image_size(images)
-    if resample not in RESAMPLE_MODES:
-        raise ValueError(f"resample must be one of {RESAMPLE_MODES}, got {resample!r}")
+    size, shape = _check_render_args(images, plan, resample, out, out_dtype)
     if out_dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"out_dtype must be torch.float32, float16 or bfloat16, got {out_dtype}")
     if size > MAX_IMAGE_SIZE:
@@ -278,17 +276,10 @@ def render(images: torch.Tensor, plan: MixPlan, *, mean: Sequence[float] = IMAGE
     if len(mean) != 3 or len(std) != 3 or any(s == 0 for s in std):
         raise ValueError(f"mean and std need three values each and std no zeros, got {mean}, {std}")
     device = images.device
-    host_grid = None
-    if plan.device.type == "cpu":
-        plan.validate(len(images), size)
-        host_grid = plan.grid
     count = plan.num_outputs
-    shape = (count, 3, size, size)
     if out is None:
         layout = torch.channels_last if channels_last else torch.contiguous_format
         out = torch.empty(shape, dtype=out_dtype, device=device, memory_format=layout)
-    elif out.shape != shape or out.dtype != out_dtype or out.device != device:
-        raise ValueError(f"out must be {shape} {out_dtype} on {device}, got {tuple(out.shape)} {out.dtype} on {out.device}")
     if count == 0:
         return out
 
@@ -296,7 +287,7 @@ def render(images: torch.Tensor, plan: MixPlan, *, mean: Sequence[float] = IMAGE
     area = resample == "area"
     taps_y = taps_x = 1
     if area:
-        grid = host_grid if host_grid is not None else plan.grid.cpu()  # a sync only for a device-resident plan
+        grid = plan.grid.cpu()  # a no-op for a host plan; a sync only for a device-resident one
         taps_y = max(area_taps(size, int(p)) for p in grid[:, 0].unique())
         taps_x = max(area_taps(size, int(p)) for p in grid[:, 1].unique())
     has_masks = plan.masks is not None and bool(plan.masks.numel())

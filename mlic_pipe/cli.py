@@ -20,9 +20,10 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
     from mlic_pipe.profile import profile_pipeline
 
-    index = _load(args.data, args.split)
+    data = args.data_option or args.data
+    index = _load(data, args.split)
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
-    report = profile_pipeline(index, data=args.data, batch_size=args.batch_size, image_size=args.image_size,
+    report = profile_pipeline(index, data=data, batch_size=args.batch_size, image_size=args.image_size,
                               mix=args.mix, device=args.device, steps=args.steps, warmup=args.warmup,
                               model=args.model, dtype=dtype, num_threads=args.threads, progress=not args.quiet)
     print(report.format())
@@ -121,8 +122,6 @@ def main(argv: list[str] | None = None) -> int:
     from mlic_pipe.errors import MLICDataError
 
     args = build_parser().parse_args(argv)
-    if getattr(args, "data_option", None):
-        args.data = args.data_option
     try:
         return args.run(args)
     except MLICDataError as error:

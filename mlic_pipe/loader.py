@@ -211,28 +211,25 @@ class MLICLoader:
         device_id = None if self.device.type == "cpu" else (self.device.index or 0)
         position, restarts = 0, 0
         pipe = self._pipeline(rows, position, epoch, restarts, device_id)
-        try:
-            while position < len(rows):
-                count = min(self.batch_size, len(rows) - position)
-                if self._consumed is not None:  # DALI may reuse the buffer the last render read
-                    self._consumed.synchronize()
-                start = time.perf_counter()
-                try:
-                    decoded, labels = pipe.run()
-                except RuntimeError as error:
-                    rows = self._handle_failure(error, rows, position)
-                    restarts += 1
-                    pipe = None
-                    pipe = self._pipeline(rows, position, epoch, restarts, device_id)
-                    continue
-                images = as_torch(decoded)[:count]
-                batch_rows = as_torch(labels).reshape(-1)[:count].to(torch.int64)
-                self._lap("dali", start, images)
-                yield self._assemble(images, batch_rows, plan_rng)
-                position += count
-            self.epoch = epoch + 1
-        finally:
-            pipe = None
+        while position < len(rows):
+            count = min(self.batch_size, len(rows) - position)
+            if self._consumed is not None:  # DALI may reuse the buffer the last render read
+                self._consumed.synchronize()
+            start = time.perf_counter()
+            try:
+                decoded, labels = pipe.run()
+            except RuntimeError as error:
+                rows = self._handle_failure(error, rows, position)
+                restarts += 1
+                pipe = None  # release the failed pipeline's threads and buffers before building the next
+                pipe = self._pipeline(rows, position, epoch, restarts, device_id)
+                continue
+            images = as_torch(decoded)[:count]
+            batch_rows = as_torch(labels).reshape(-1)[:count].to(torch.int64)
+            self._lap("dali", start, images)
+            yield self._assemble(images, batch_rows, plan_rng)
+            position += count
+        self.epoch = epoch + 1
 
     def _pipeline(self, rows: np.ndarray, position: int, epoch: int, restarts: int, device_id):
         remaining = rows[position:]

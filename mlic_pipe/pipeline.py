@@ -12,6 +12,7 @@ re-partition the data between epochs, so neither is used.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import nvidia.dali.fn as fn
@@ -124,15 +125,11 @@ def probe_decode(path: str) -> str | None:
         pipe.run()
     except RuntimeError as error:
         return f"cannot be decoded ({dali_reason(error)})"
-    finally:
-        pipe = None
     return None
 
 
 def dali_reason(error: BaseException) -> str:
     """The informative line of a DALI error (its messages start with a banner and carry ANSI colours)."""
-    import re
-
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     lines = [line for line in lines if not line.startswith(("Critical error", "Current pipeline object", "Error in thread"))]

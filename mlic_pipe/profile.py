@@ -149,7 +149,7 @@ def profile_pipeline(index: LabelIndex, *, data: str = "demo", batch_size: int =
     seconds = time.perf_counter() - start
     if bar:
         bar.close()
-    stage_ms = {stage: 1000 * float(np.mean(loader.timings[stage][-steps:])) for stage in STAGES}
+    stage_ms = {stage: 1000 * float(np.mean(loader.timings[stage])) for stage in STAGES}
     if train_step:
         stage_ms["model"] = 1000 * float(np.mean(model_seconds))
     mixer = loader.mixer

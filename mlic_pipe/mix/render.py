@@ -39,6 +39,21 @@ def _image_size(images: torch.Tensor) -> int:
     raise ValueError(f"images must be uint8 (N, S, S, 3) or float (N, 3, S, S), got dtype {images.dtype}")
 
 
+def _check_render_args(images: torch.Tensor, plan: MixPlan, resample: str, out: torch.Tensor | None,
+                       out_dtype: torch.dtype) -> tuple[int, tuple[int, int, int, int]]:
+    """The checks both renderers share; returns S and the output shape. A host plan is validated here."""
+    size = _image_size(images)
+    if resample not in RESAMPLE_MODES:
+        raise ValueError(f"resample must be one of {RESAMPLE_MODES}, got {resample!r}")
+    if plan.device.type == "cpu":
+        plan.validate(len(images), size)
+    shape = (plan.num_outputs, 3, size, size)
+    if out is not None and (out.shape != shape or out.dtype != out_dtype or out.device != images.device):
+        raise ValueError(f"out must be {shape} {out_dtype} on {images.device}, got "
+                         f"{tuple(out.shape)} {out.dtype} on {out.device}")
+    return size, shape
+
+
 def normalize(images: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
               out: torch.Tensor | None = None) -> torch.Tensor:
     """float32 NCHW ``(x - mean) / std`` with x = uint8 / 255 (NHWC input) or the float input itself (NCHW).
@@ -90,18 +105,10 @@ def render_reference(images: torch.Tensor, plan: MixPlan, *, mean: Sequence[floa
                      resample: str = "bilinear", align_corners: bool = True, channels_last: bool = False,
                      out: torch.Tensor | None = None) -> torch.Tensor:
     """The torch reference renderer: same arguments and numbers as `render`, on any device."""
-    size = _image_size(images)
-    if resample not in RESAMPLE_MODES:
-        raise ValueError(f"resample must be one of {RESAMPLE_MODES}, got {resample!r}")
-    if plan.device.type == "cpu":
-        plan.validate(len(images), size)
+    size, shape = _check_render_args(images, plan, resample, out, out_dtype)
     host_plan = plan if plan.device.type == "cpu" else None
     plan = plan.to(images.device)
     count, num_inputs = plan.num_outputs, len(images)
-    shape = (count, 3, size, size)
-    if out is not None and (out.shape != shape or out.dtype != out_dtype or out.device != images.device):
-        raise ValueError(f"out must be {shape} {out_dtype} on {images.device}, got "
-                         f"{tuple(out.shape)} {out.dtype} on {out.device}")
     # write in place when the caller's buffer is float32; otherwise render in float32 and cast once
     result = out if out is not None and out.dtype == torch.float32 else torch.empty(shape, device=images.device)
 
