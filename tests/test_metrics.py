@@ -1,0 +1,143 @@
+"""Metrics against scikit-learn (the independent reference) and hand-computed cases."""
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score
+
+from mlic_pipe.metrics import (MetricAccumulator, average_precision, f1_optimal_thresholds, mean_average_precision,
+                               multilabel_metrics, precision_recall_f1)
+
+
+def random_case(seed, n=60, c=7, ties=True, ignore_rate=0.0):
+    rng = np.random.default_rng(seed)
+    targets = (rng.random((n, c)) < 0.3).astype(np.uint8)
+    targets[:, -1] = 0  # one class without positives
+    scores = rng.random((n, c))
+    if ties:  # coarse scores: many ties, also across positives and negatives
+        scores = np.round(scores * 6) / 6
+    ignore = rng.random((n, c)) < ignore_rate
+    return scores, targets, ignore
+
+
+def sklearn_ap(scores, targets, ignore):
+    out = []
+    for c in range(targets.shape[1]):
+        keep = ~ignore[:, c]
+        y = targets[keep, c]
+        out.append(average_precision_score(y, scores[keep, c]) if y.sum() else np.nan)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("ignore_rate", [0.0, 0.2])
+def test_average_precision_equals_sklearn_with_ties_and_ignore(seed, ignore_rate):
+    scores, targets, ignore = random_case(seed, ignore_rate=ignore_rate)
+    ours = average_precision(scores, targets, ignore if ignore_rate else None).numpy()
+    expected = sklearn_ap(scores, targets, ignore)
+    np.testing.assert_allclose(ours, expected, rtol=1e-12, equal_nan=True)
+    assert np.isnan(ours[-1])
+    assert mean_average_precision(scores, targets, ignore) == pytest.approx(np.nanmean(expected), rel=1e-12)
+
+
+def test_all_tied_scores_give_the_positive_rate():
+    targets = np.array([[1], [0], [0], [1]])
+    assert float(average_precision(np.full((4, 1), 0.3), targets)[0]) == pytest.approx(0.5)
+
+
+def per_class_counts_sklearn(predicted, targets, ignore):
+    """CP/CR/OP/OR by scikit-learn on each class's counted entries, then the paper's averages."""
+    valid = [c for c in range(targets.shape[1]) if targets[~ignore[:, c], c].sum() > 0]
+    cp = np.mean([precision_score(targets[~ignore[:, c], c], predicted[~ignore[:, c], c], zero_division=0)
+                  for c in valid])
+    cr = np.mean([recall_score(targets[~ignore[:, c], c], predicted[~ignore[:, c], c]) for c in valid])
+    keep = ~ignore
+    op = precision_score(targets[keep], predicted[keep], zero_division=0)
+    orecall = recall_score(targets[keep], predicted[keep])
+    return dict(CP=cp, CR=cr, CF1=2 * cp * cr / (cp + cr), OP=op, OR=orecall, OF1=f1_score(targets[keep], predicted[keep]))
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("ignore_rate", [0.0, 0.25])
+def test_threshold_family_equals_sklearn(seed, ignore_rate):
+    scores, targets, ignore = random_case(seed, ignore_rate=ignore_rate)
+    ours = precision_recall_f1(scores, targets, ignore, threshold=0.5)
+    expected = per_class_counts_sklearn((scores >= 0.5).astype(np.uint8), targets, ignore)
+    for name in expected:
+        assert ours[name] == pytest.approx(expected[name], rel=1e-12), name
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_top_k_family_equals_sklearn_on_top_k_predictions(seed):
+    scores, targets, ignore = random_case(seed, ties=False, ignore_rate=0.1)
+    top = np.argsort(-scores, axis=1)[:, :3]
+    predicted = np.zeros_like(targets)
+    np.put_along_axis(predicted, top, 1, axis=1)
+    ours = precision_recall_f1(scores, targets, ignore, top_k=3)
+    expected = per_class_counts_sklearn(predicted, targets, ignore)
+    for name in expected:
+        assert ours[name] == pytest.approx(expected[name], rel=1e-12), name
+
+
+def test_top3_by_hand():
+    # 2 images, 4 classes. Top-3 of image 0: classes 0, 1, 2; of image 1: classes 3, 2, 1.
+    scores = np.array([[0.9, 0.8, 0.7, 0.1],
+                       [0.1, 0.2, 0.3, 0.4]])
+    targets = np.array([[1, 0, 0, 1],
+                        [0, 0, 1, 0]])
+    # per class (tp, predicted, positives): c0 (1,1,1) c1 (0,2,0) c2 (1,2,1) c3 (0,1,1); c1 has no positive
+    out = precision_recall_f1(scores, targets, top_k=3)
+    cp, cr = (1 + 0.5 + 0) / 3, (1 + 1 + 0) / 3
+    assert out["CP"] == pytest.approx(cp)
+    assert out["CR"] == pytest.approx(cr)
+    assert out["CF1"] == pytest.approx(2 * cp * cr / (cp + cr))
+    assert out["OP"] == pytest.approx(2 / 6)  # 2 true positives of 6 predictions
+    assert out["OR"] == pytest.approx(2 / 3)  # of 3 positives
+    assert out["OF1"] == pytest.approx(2 * (1 / 3) * (2 / 3) / (1 / 3 + 2 / 3))
+
+
+def test_f1_optimal_thresholds_equal_a_brute_force_search():
+    scores, targets, ignore = random_case(7, ignore_rate=0.1)
+    thresholds, best = f1_optimal_thresholds(scores, targets, ignore)
+    for c in range(targets.shape[1]):
+        keep = ~ignore[:, c]
+        y, s = targets[keep, c], scores[keep, c]
+        if y.sum() == 0:
+            assert np.isnan(float(best[c])) and float(thresholds[c]) == 0.5
+            continue
+        candidates = np.unique(s)
+        f1s = [f1_score(y, (s >= t).astype(int)) for t in candidates]
+        assert float(best[c]) == pytest.approx(max(f1s), rel=1e-12)
+        assert f1_score(y, (s >= float(thresholds[c])).astype(int)) == pytest.approx(max(f1s), rel=1e-12)
+
+
+def test_thresholds_never_produce_nan_for_classes_with_positives():
+    scores = np.zeros((5, 2))
+    targets = np.array([[1, 0]] * 5)
+    thresholds, best = f1_optimal_thresholds(scores, targets)
+    assert best[0] == 1.0 and thresholds[0] == 0.0
+    assert np.isnan(float(best[1])) and float(thresholds[1]) == 0.5
+
+
+def test_report_lists_classes_without_positives_and_accumulator_matches_one_shot():
+    scores, targets, ignore = random_case(3, ignore_rate=0.1)
+    classes = [f"class{i}" for i in range(targets.shape[1])]
+    report = multilabel_metrics(scores, targets, ignore, classes=classes)
+    assert report.classes_without_positives == ["class6"]
+    assert report.mAP == pytest.approx(np.nanmean(sklearn_ap(scores, targets, ignore)), rel=1e-12)
+    accumulator = MetricAccumulator(classes)
+    for part in np.array_split(np.arange(len(scores)), 4):
+        accumulator.update(torch.from_numpy(scores[part]), torch.from_numpy(targets[part]), torch.from_numpy(ignore[part]))
+    streamed = accumulator.compute()
+    assert streamed.mAP == pytest.approx(report.mAP, rel=1e-6)  # float32 storage
+    assert "class6" in streamed.format()
+
+
+def test_bad_inputs_raise_clear_errors():
+    with pytest.raises(ValueError, match="NaN"):
+        average_precision(np.array([[np.nan]]), np.array([[1]]))
+    with pytest.raises(ValueError, match="0 or 1"):
+        average_precision(np.array([[0.2]]), np.array([[0.5]]))
+    with pytest.raises(ValueError, match=r"\(N, C\)"):
+        average_precision(np.zeros((3, 2)), np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="no batches"):
+        MetricAccumulator().compute()
