@@ -1,0 +1,264 @@
+"""Losses of the multi-label recipes: BCE, ASL, AAM, the SpliceMix-CL consistency and SUMix.
+
+All take logits (or cosines, for AAM) of shape (N, C) and targets in [0, 1] (mixed batches give soft
+targets under the "area" rule), compute in float32 whatever the autocast dtype, and honour an
+optional boolean ``ignore`` mask (VOC's "difficult" labels): ignored entries add nothing to the
+loss and, for mean reductions, nothing to the count.
+
+The asymmetric losses are written per term, ``y * L+ + (1 - y) * L-``, so a soft target weighs
+the two terms linearly; for {0, 1} targets this is exactly the published form.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mlic_pipe.mix.plan import MASK_NONE, MixPlan
+
+__all__ = ["AAMLoss", "AsymmetricLoss", "BCELoss", "LOSSES", "SUMix", "SpliceMixCL", "create_loss",
+           "splice_cell_logits"]
+
+REDUCTIONS = ("sum", "mean", "none")
+
+
+def _reduce(loss: torch.Tensor, ignore: torch.Tensor | None, reduction: str) -> torch.Tensor:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if ignore is not None:
+        if ignore.shape != loss.shape:
+            raise ValueError(f"ignore must have the logits' shape {tuple(loss.shape)}, got {tuple(ignore.shape)}")
+        loss = loss.masked_fill(ignore.to(device=loss.device, dtype=torch.bool), 0.0)
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "mean":
+        count = loss.numel() if ignore is None else int((~ignore.bool()).sum())
+        return loss.sum() / max(count, 1)
+    return loss
+
+
+def _check(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if logits.shape != targets.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} must have the same shape")
+    return logits.float(), targets.to(device=logits.device, dtype=torch.float32)
+
+
+class BCELoss(nn.Module):
+    """Binary cross-entropy with logits; `reduction="mean"` averages over the counted entries."""
+
+    def __init__(self, reduction: str = "mean"):
+        super().__init__()
+        self.reduction = reduction
+
+    def forward(self, logits, targets, ignore=None):
+        logits, targets = _check(logits, targets)
+        return _reduce(F.binary_cross_entropy_with_logits(logits, targets, reduction="none"), ignore, self.reduction)
+
+
+class AsymmetricLoss(nn.Module):
+    """ASL (Ridnik et al., ICCV 2021): focusing that discards easy negatives, plus probability shifting.
+
+    With p = sigmoid(x) and the shifted negative probability p_m = max(p - clip, 0):
+    ``L+ = (1 - p)^gamma_pos * log(p)`` and ``L- = p_m^gamma_neg * log(1 - p_m)``; the loss is
+    ``-sum(y L+ + (1 - y) L-)``. Logs are clamped at `eps`, so fp16 logits are safe. Gradients
+    flow through the focusing weights (the paper's definition).
+    """
+
+    def __init__(self, gamma_neg: float = 4.0, gamma_pos: float = 0.0, clip: float = 0.05, eps: float = 1e-8,
+                 reduction: str = "sum"):
+        super().__init__()
+        if clip < 0 or clip >= 1:
+            raise ValueError(f"clip must be in [0, 1), got {clip}")
+        self.gamma_neg, self.gamma_pos, self.clip, self.eps, self.reduction = gamma_neg, gamma_pos, clip, eps, reduction
+
+    def forward(self, logits, targets, ignore=None):
+        logits, targets = _check(logits, targets)
+        prob = torch.sigmoid(logits)
+        prob_neg = (1 - prob + self.clip).clamp(max=1.0)  # 1 - p_m
+        positive = torch.log(prob.clamp(min=self.eps)) * (1 - prob).pow(self.gamma_pos)
+        negative = torch.log(prob_neg.clamp(min=self.eps)) * (1 - prob_neg).pow(self.gamma_neg)
+        loss = -(targets * positive + (1 - targets) * negative)
+        return _reduce(loss, ignore, self.reduction)
+
+
+class AAMLoss(nn.Module):
+    """Additive angular margin loss for multi-label cosine logits, with ASL-style focusing.
+
+    Input is the cosine between features and class weights (a head built with ``cosine=True``),
+    in [-1, 1]. A margin m is demanded on both sides: ``p+ = sigmoid(s (cos - m))`` must be high
+    for a positive and ``p- = sigmoid(-s (cos + m))`` high for a negative. The terms are
+    ``L+ = k (1 - p+)^gamma_pos log p+`` and ``L- = (1 - k) (1 - p-)^gamma_neg log p-``, k balancing the
+    few positives against the many negatives. Logs come from `logsigmoid` in float32 and are
+    clamped at log(eps), so the loss and its gradient stay finite under fp16/bf16 autocast.
+    (The parametrisation follows DESIGN.md; the defaults are ours, tuned for nothing in particular.)
+    """
+
+    def __init__(self, s: float = 16.0, m: float = 0.2, k: float = 0.8, gamma_pos: float = 0.0,
+                 gamma_neg: float = 4.0, eps: float = 1e-8, reduction: str = "sum"):
+        super().__init__()
+        if not 0 < k < 1:
+            raise ValueError(f"k balances positives (k) and negatives (1 - k): it must be in (0, 1), got {k}")
+        self.s, self.m, self.k, self.gamma_pos, self.gamma_neg = s, m, k, gamma_pos, gamma_neg
+        self.eps, self.reduction = eps, reduction
+
+    def forward(self, cosines, targets, ignore=None):
+        cosines, targets = _check(cosines, targets)
+        floor = torch.log(torch.tensor(self.eps))
+        pos_logit = self.s * (cosines - self.m)
+        neg_logit = -self.s * (cosines + self.m)
+        log_pos = F.logsigmoid(pos_logit).clamp(min=floor)
+        log_neg = F.logsigmoid(neg_logit).clamp(min=floor)
+        positive = self.k * torch.sigmoid(-pos_logit).pow(self.gamma_pos) * log_pos
+        negative = (1 - self.k) * torch.sigmoid(-neg_logit).pow(self.gamma_neg) * log_neg
+        return _reduce(-(targets * positive + (1 - targets) * negative), ignore, self.reduction)
+
+
+# ------------------------------------------------------------------------------------ SpliceMix-CL
+
+def _cell_span(index: int, parts: int, size: int) -> tuple[int, int]:
+    """The exact partition of DESIGN.md: part i of n spans [floor(i*size/n), floor((i+1)*size/n))."""
+    return index * size // parts, (index + 1) * size // parts
+
+
+def splice_cell_logits(head: nn.Module, features: torch.Tensor, plan: MixPlan, *, with_positions: bool = False):
+    """Run each kept cell of each spliced output's feature map through `head`.
+
+    The feature map of output n (h x w) is cut with the same exact partition as its pixels; cell k
+    keeps its source input ``plan.cells[n, k]``. Cells whose source has no regular output (a
+    dropped cell, or an input that the fixed-batch variant did not keep) are skipped. Cells of
+    equal size are batched, so the head runs once per distinct cell size (at most a handful).
+
+    Returns:
+        cell_logits (K, C), and sources (K,) int64: the regular output whose prediction each cell
+        should match (equal to the input row, since regular outputs come first and in order).
+        With `with_positions`, also (K, 2) int64 (output row, cell index) of each cell.
+    """
+    if features.ndim != 4 or features.shape[0] != plan.num_outputs:
+        raise ValueError(f"features must be (N_out={plan.num_outputs}, D, h, w), got {tuple(features.shape)}")
+    height, width = features.shape[-2:]
+    grid, cells = plan.grid.cpu(), plan.cells.cpu().long()
+    spliced = torch.nonzero(grid.prod(1) > 1).flatten()
+    spliced = spliced[spliced >= plan.num_regular]
+    by_size: dict[tuple[int, int], tuple[list, list]] = {}
+    for rows, cols in torch.unique(grid[spliced], dim=0).tolist():
+        if rows > height or cols > width:
+            raise ValueError(f"a {rows}x{cols} grid does not fit a {height}x{width} feature map: use a larger "
+                             f"image size, a backbone with less downsampling, or smaller grids")
+        outputs = spliced[(grid[spliced] == torch.tensor([rows, cols])).all(1)]
+        for k in range(rows * cols):
+            source = cells[outputs, k]
+            keep = (source >= 0) & (source < plan.num_regular)
+            if not keep.any():
+                continue
+            y0, y1 = _cell_span(k // cols, rows, height)
+            x0, x1 = _cell_span(k % cols, cols, width)
+            crops, sources, positions = by_size.setdefault((y1 - y0, x1 - x0), ([], [], []))
+            crops.append(features[outputs[keep].to(features.device), :, y0:y1, x0:x1])
+            sources.append(source[keep])
+            positions.append(torch.stack([outputs[keep], torch.full_like(outputs[keep], k)], 1))
+    if not by_size:
+        empty = (features.new_zeros((0, 0)), torch.zeros(0, dtype=torch.long))
+        return (*empty, torch.zeros((0, 2), dtype=torch.long)) if with_positions else empty
+    logits = torch.cat([head(torch.cat(crops)) for crops, _, _ in by_size.values()])
+    sources = torch.cat([torch.cat(source) for _, source, _ in by_size.values()])
+    if with_positions:
+        return logits, sources, torch.cat([torch.cat(where) for _, _, where in by_size.values()])
+    return logits, sources
+
+
+class SpliceMixCL(nn.Module):
+    """SpliceMix's consistency loss: each cell of a spliced image should predict what its source did.
+
+    A cell's logits are pulled towards ``sigmoid(regular logits of its source).detach()`` with
+    binary cross-entropy (the published loss). We subtract the target's own entropy, which does
+    not depend on the cell logits: the gradient is the published one, and the value is the
+    Bernoulli KL divergence, zero exactly when cell and regular predictions agree. The mean runs
+    over the kept cells and classes only: dropped cells count in neither the sum nor the count
+    (the public code counted them in the denominator).
+
+    Call it as ``loss(head, features, plan, logits)`` with the model's head and the (N_out, D, h, w)
+    feature maps, or as ``loss.from_cells(cell_logits, sources, logits)`` when the model already ran
+    the cells (`MLICModel.forward(images, splice_plan=plan)` does, which keeps DDP's one-forward rule).
+    """
+
+    def __init__(self, weight: float = 1.0):
+        super().__init__()
+        self.weight = weight
+
+    def from_cells(self, cell_logits: torch.Tensor, sources: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        if len(sources) == 0:
+            return logits.sum() * 0.0  # no spliced cells in this batch; keeps the graph connected
+        teacher_logits = logits.detach()[sources.to(logits.device)].float()
+        teacher = torch.sigmoid(teacher_logits)
+        cross = F.binary_cross_entropy_with_logits(cell_logits.float(), teacher, reduction="none")
+        entropy = F.binary_cross_entropy_with_logits(teacher_logits, teacher, reduction="none")
+        return self.weight * (cross - entropy).mean()
+
+    def forward(self, head: nn.Module, features: torch.Tensor, plan: MixPlan, logits: torch.Tensor) -> torch.Tensor:
+        cell_logits, sources = splice_cell_logits(head, features, plan)
+        return self.from_cells(cell_logits, sources, logits)
+
+
+# --------------------------------------------------------------------------------------------- SUMix
+
+class SUMix(nn.Module):
+    """SUMix (Qin et al., ECCV 2024) for mask mixes, in a multi-label (sigmoid) form.
+
+    The published method learns, per mixed image, the mix ratio its pixels really show, from how
+    close the mixed image's prediction is to each source's, and adds an uncertainty regulariser.
+    It is single-label (softmax). Ours, for the appended layout (``CutMix/FMix/MixUp(append=True)``:
+    the B sources are regular outputs of the same batch, so no extra forward pass is needed):
+
+    - p_m, p_a, p_b: sigmoid of the mixed output's logits and of its primary's and partner's
+      regular logits (the sources are detached).
+    - distances d_a = mean_c |p_m - p_a|, d_b likewise; learned ratio
+      ``lam_hat = (d_b + eps * lam) / (d_a + d_b + eps)``: near 1 when the mixed image looks like its
+      primary, and the realized pixel fraction `lam` when the two sources are indistinguishable.
+      lam_hat is detached: it sets the target, it is not itself optimised.
+    - mix loss: BCE(logits_m, lam_hat * y_a + (1 - lam_hat) * y_b), mean over outputs and classes.
+    - uncertainty regulariser: ``gamma * mean |p_m - (lam_hat p_a + (1 - lam_hat) p_b)|``, the gap
+      between the mixed prediction and the mixture of its sources' predictions.
+
+    Returns the loss of the mask-mixed outputs only; the regular outputs take the base loss.
+    """
+
+    def __init__(self, gamma: float = 0.5, eps: float = 1e-6):
+        super().__init__()
+        self.gamma, self.eps = gamma, eps
+        self.last_ratio: torch.Tensor | None = None  # lam_hat of the last call, for logging
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor, plan: MixPlan) -> torch.Tensor:
+        modes = plan.mask_mode.to(logits.device)
+        mixed = torch.nonzero(modes != MASK_NONE).flatten()
+        if len(mixed) == 0:
+            return logits.sum() * 0.0
+        primary = plan.cells.to(logits.device)[mixed, 0].long()
+        partner = plan.partner.to(logits.device)[mixed].long()
+        if plan.num_regular == 0 or bool((mixed < plan.num_regular).any()) \
+                or bool((primary >= plan.num_regular).any() | (partner >= plan.num_regular).any()):
+            raise ValueError("SUMix needs the appended layout, where both sources of every mixed image are regular "
+                             "outputs of the batch: use CutMix/FMix/MixUp(append=True)")
+        logits = logits.float()
+        prob = torch.sigmoid(logits)
+        p_mixed, p_a, p_b = prob[mixed], prob[primary].detach(), prob[partner].detach()
+        with torch.no_grad():
+            lam = plan.lam.to(logits.device)[mixed].float()
+            d_a = (p_mixed - p_a).abs().mean(1)
+            d_b = (p_mixed - p_b).abs().mean(1)
+            ratio = ((d_b + self.eps * lam) / (d_a + d_b + self.eps))[:, None]
+        self.last_ratio = ratio.squeeze(1)
+        targets = targets.to(device=logits.device, dtype=torch.float32)
+        soft = ratio * targets[primary] + (1 - ratio) * targets[partner]
+        mix_loss = F.binary_cross_entropy_with_logits(logits[mixed], soft)
+        uncertainty = (p_mixed - (ratio * p_a + (1 - ratio) * p_b)).abs().mean()
+        return mix_loss + self.gamma * uncertainty
+
+
+LOSSES = {"bce": BCELoss, "asl": AsymmetricLoss, "aam": AAMLoss}
+
+
+def create_loss(name: str, **kwargs) -> nn.Module:
+    """A base loss by name: "bce", "asl" or "aam"."""
+    if name not in LOSSES:
+        raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {name!r}")
+    return LOSSES[name](**kwargs)

@@ -1,0 +1,76 @@
+"""`build_model`: a timm backbone plus a multi-label head, as one `MLICModel`."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mlic_pipe.losses import splice_cell_logits
+from mlic_pipe.mix.plan import MixPlan
+from mlic_pipe.models.backbone import TimmBackbone
+from mlic_pipe.models.csra import CSRA
+from mlic_pipe.models.graph import GraphReweight
+from mlic_pipe.models.ml_decoder import MLDecoder
+from mlic_pipe.models.pooling import PoolHead
+
+__all__ = ["HEADS", "MLICModel", "build_head", "build_model"]
+
+HEADS = ("avg", "max", "csra", "mldecoder", "graph")
+
+
+class MLICModel(nn.Module):
+    """``head(backbone(images))``, with the two halves callable on their own.
+
+    `features(images)` gives the (B, D, h, w) map and `head(features)` the (B, C) logits;
+    SpliceMix-CL needs both. ``forward(images, splice_plan=plan)`` also runs every kept cell of the
+    spliced images through the head and returns ``(logits, cell_logits, cell_sources)``: doing that
+    inside `forward` keeps DistributedDataParallel's rule of one forward per step.
+    """
+
+    def __init__(self, backbone: TimmBackbone, head: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone(images)
+
+    def forward(self, images: torch.Tensor, splice_plan: MixPlan | None = None):
+        features = self.backbone(images)
+        logits = self.head(features)
+        if splice_plan is None:
+            return logits
+        cell_logits, sources = splice_cell_logits(self.head, features, splice_plan)
+        return logits, cell_logits, sources
+
+
+def build_head(head: str, num_features: int, num_classes: int, **kwargs) -> nn.Module:
+    """A head by name: "avg", "max" (pooling + linear), "csra", "mldecoder" or "graph" (needs `adjacency`)."""
+    if head in ("avg", "max"):
+        return PoolHead(num_features, num_classes, pool=head, **kwargs)
+    if head == "csra":
+        return CSRA(num_features, num_classes, **kwargs)
+    if head == "mldecoder":
+        return MLDecoder(num_features, num_classes, **kwargs)
+    if head == "graph":
+        if "adjacency" not in kwargs:
+            raise ValueError("the graph head needs adjacency=cooccurrence_adjacency(train_index.targets)")
+        cosine = kwargs.pop("cosine", False)
+        return GraphReweight(num_features, num_classes, head=PoolHead(num_features, num_classes, cosine=cosine),
+                             **kwargs)
+    raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+
+
+def build_model(backbone: str, head: str, num_classes: int, pretrained: bool = False, *,
+                image_size: int | None = None, backbone_kwargs: dict | None = None, **head_kwargs) -> MLICModel:
+    """A timm `backbone` with a multi-label `head` for `num_classes` classes.
+
+    Args:
+        backbone: a timm model name; CNNs and ViT-style token models both work (see `TimmBackbone`).
+        head: one of `HEADS`; `head_kwargs` go to its class (`PoolHead`, `CSRA`, `MLDecoder`, `GraphReweight`).
+        pretrained: timm's pretrained weights (a clear error when they cannot be reached).
+        image_size: build fixed-size models (ViTs) for this input size.
+    """
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be positive, got {num_classes}")
+    trunk = TimmBackbone(backbone, pretrained=pretrained, image_size=image_size, **(backbone_kwargs or {}))
+    return MLICModel(trunk, build_head(head, trunk.num_features, num_classes, **head_kwargs))
