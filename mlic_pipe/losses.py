@@ -174,16 +174,19 @@ class SpliceMixCL(nn.Module):
     not depend on the cell logits: the gradient is the published one, and the value is the
     Bernoulli KL divergence, zero exactly when cell and regular predictions agree. The mean runs
     over the kept cells and classes only: dropped cells count in neither the sum nor the count
-    (the public code counted them in the denominator).
+    (the public code counted them in the denominator). ``reduction="sum"`` matches a summed base
+    loss such as ASL, so that weight 1 means the same balance as with a mean BCE.
 
     Call it as ``loss(head, features, plan, logits)`` with the model's head and the (N_out, D, h, w)
     feature maps, or as ``loss.from_cells(cell_logits, sources, logits)`` when the model already ran
     the cells (`MLICModel.forward(images, splice_plan=plan)` does, which keeps DDP's one-forward rule).
     """
 
-    def __init__(self, weight: float = 1.0):
+    def __init__(self, weight: float = 1.0, reduction: str = "mean"):
         super().__init__()
-        self.weight = weight
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        self.weight, self.reduction = weight, reduction
 
     def from_cells(self, cell_logits: torch.Tensor, sources: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         if len(sources) == 0:
@@ -192,7 +195,8 @@ class SpliceMixCL(nn.Module):
         teacher = torch.sigmoid(teacher_logits)
         cross = F.binary_cross_entropy_with_logits(cell_logits.float(), teacher, reduction="none")
         entropy = F.binary_cross_entropy_with_logits(teacher_logits, teacher, reduction="none")
-        return self.weight * (cross - entropy).mean()
+        divergence = cross - entropy
+        return self.weight * (divergence.sum() if self.reduction == "sum" else divergence.mean())
 
     def forward(self, head: nn.Module, features: torch.Tensor, plan: MixPlan, logits: torch.Tensor) -> torch.Tensor:
         cell_logits, sources = splice_cell_logits(head, features, plan)
@@ -215,16 +219,18 @@ class SUMix(nn.Module):
       ``lam_hat = (d_b + eps * lam) / (d_a + d_b + eps)``: near 1 when the mixed image looks like its
       primary, and the realized pixel fraction `lam` when the two sources are indistinguishable.
       lam_hat is detached: it sets the target, it is not itself optimised.
-    - mix loss: BCE(logits_m, lam_hat * y_a + (1 - lam_hat) * y_b), mean over outputs and classes.
+    - mix loss: ``loss(logits_m, lam_hat * y_a + (1 - lam_hat) * y_b)`` with the run's base loss
+      (default: BCE, mean over outputs and classes).
     - uncertainty regulariser: ``gamma * mean |p_m - (lam_hat p_a + (1 - lam_hat) p_b)|``, the gap
       between the mixed prediction and the mixture of its sources' predictions.
 
     Returns the loss of the mask-mixed outputs only; the regular outputs take the base loss.
     """
 
-    def __init__(self, gamma: float = 0.5, eps: float = 1e-6):
+    def __init__(self, gamma: float = 0.5, eps: float = 1e-6, loss: nn.Module | None = None):
         super().__init__()
         self.gamma, self.eps = gamma, eps
+        self.loss = loss if loss is not None else BCELoss("mean")
         self.last_ratio: torch.Tensor | None = None  # lam_hat of the last call, for logging
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor, plan: MixPlan) -> torch.Tensor:
@@ -249,7 +255,7 @@ class SUMix(nn.Module):
         self.last_ratio = ratio.squeeze(1)
         targets = targets.to(device=logits.device, dtype=torch.float32)
         soft = ratio * targets[primary] + (1 - ratio) * targets[partner]
-        mix_loss = F.binary_cross_entropy_with_logits(logits[mixed], soft)
+        mix_loss = self.loss(logits[mixed], soft)
         uncertainty = (p_mixed - (ratio * p_a + (1 - ratio) * p_b)).abs().mean()
         return mix_loss + self.gamma * uncertainty
 

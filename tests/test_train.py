@@ -1,0 +1,144 @@
+"""The reference trainer on the demo data: it learns, resumes exactly, runs every option and DDP."""
+import json
+import math
+import os
+import socket
+
+import pytest
+import torch
+
+from mlic_pipe import train as train_module
+from mlic_pipe.cli import main
+from mlic_pipe.train import TrainConfig, _scheduler, train
+
+SMALL = dict(backbone="resnet18", image_size=64, batch_size=16, threads=2, limit_train_batches=2, warmup_epochs=0)
+
+
+def small(tmp_path, **overrides) -> TrainConfig:
+    options = {**SMALL, "out_dir": str(tmp_path / "run"), **overrides}
+    return TrainConfig(**options)
+
+
+def test_a_short_splicemix_run_lowers_the_training_loss(tmp_path):
+    config = small(tmp_path, epochs=4, limit_train_batches=4, loss="bce", lr=1e-3, val_split=None)
+    result = train(config, progress=False)
+    losses = [record["train_loss"] for record in result.history]
+    assert len(losses) == 4 and all(math.isfinite(x) for x in losses)
+    assert losses[-1] < 0.9 * losses[0], losses  # seeded: measured 0.680 -> 0.583
+
+
+def test_resume_continues_exactly_where_an_interrupted_run_stopped(tmp_path, monkeypatch):
+    reference = train(small(tmp_path / "a", epochs=2, val_split=None), progress=False)
+    reference_weights = torch.load(tmp_path / "a" / "run" / "last.pt", weights_only=False)["model"]
+
+    class Interrupted(Exception):
+        pass
+
+    original = train_module._checkpoint
+
+    def checkpoint_then_die(path, **state):
+        original(path, **state)
+        raise Interrupted  # the job is killed right after epoch 1 was saved
+    monkeypatch.setattr(train_module, "_checkpoint", checkpoint_then_die)
+    with pytest.raises(Interrupted):
+        train(small(tmp_path / "b", epochs=2, val_split=None), progress=False)
+    monkeypatch.setattr(train_module, "_checkpoint", original)
+    resumed = train(small(tmp_path / "b", epochs=2, val_split=None, resume="auto"), progress=False)
+    assert [r["train_loss"] for r in resumed.history] == pytest.approx(
+        [r["train_loss"] for r in reference.history], rel=1e-5)
+    weights = torch.load(tmp_path / "b" / "run" / "last.pt", weights_only=False)["model"]
+    for name, value in reference_weights.items():
+        torch.testing.assert_close(weights[name], value, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("options", [
+    dict(head="csra", head_kwargs={"num_heads": 2}, loss="asl", optimizer="sgd", schedule="step", step_size=1),
+    dict(head="mldecoder", head_kwargs={"embed_dim": 64, "num_heads": 4, "dim_feedforward": 64}, loss="aam",
+         schedule="onecycle", ema=0.9),
+    dict(head="graph", head_kwargs={"hidden_dim": 32, "embed_dim": 16}, loss="bce", mix="cutmix", mix_append=True,
+         sumix=True),
+    dict(head="avg", loss="asl", mix="fmix", amp="bf16"),
+    dict(backbone="resnet18", image_size=128, head="avg", splicemix_cl=True),
+])
+def test_every_option_trains_and_evaluates(tmp_path, options):
+    config = small(tmp_path, epochs=1, limit_train_batches=1, **options)
+    result = train(config, progress=False)
+    record = result.history[0]
+    assert math.isfinite(record["train_loss"]) and 0 <= record["mAP"] <= 1
+    if config.ema:
+        assert 0 <= record["mAP_ema"] <= 1
+    assert (tmp_path / "run" / "best.pt").is_file()
+
+
+def test_cli_train_reports_map_and_writes_a_json_log(tmp_path, capsys):
+    out = tmp_path / "cli"
+    code = main(["train", "--backbone", "resnet18", "--epochs", "1", "--image-size", "64", "--batch-size", "16",
+                 "--limit-train-batches", "2", "--head", "csra", "--head-arg", "num_heads=4", "--head-arg", "lam=0.2",
+                 "--threads", "2", "--out-dir", str(out), "-q"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "mAP" in printed and "best mAP" in printed and "CF1" in printed
+    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert lines[0]["config"]["head_kwargs"] == {"num_heads": 4, "lam": 0.2}
+    assert lines[1]["epoch"] == 1 and 0 <= lines[1]["mAP"] <= 1 and "OF1_top3" in lines[1]
+
+
+def test_bad_combinations_are_refused_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="--sumix needs"):
+        train(small(tmp_path, sumix=True), progress=False)
+    with pytest.raises(ValueError, match="--splicemix-cl needs"):
+        train(small(tmp_path, mix="cutmix", splicemix_cl=True), progress=False)
+    with pytest.raises(ValueError, match="AAM needs cosine"):
+        train(small(tmp_path, head="csra", loss="aam"), progress=False)
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        train(small(tmp_path, resume=str(tmp_path / "missing.pt"), val_split=None), progress=False)
+
+
+def test_warmup_cosine_and_step_schedules_follow_their_formulas():
+    def lrs(schedule, **kw):
+        config = TrainConfig(epochs=4, schedule=schedule, warmup_epochs=1, **kw)
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        scheduler = _scheduler(config, optimizer, steps_per_epoch=5)
+        out = []
+        for _ in range(20):
+            out.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return out
+    cosine = lrs("cosine")
+    assert cosine[:5] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])  # linear warmup over 5 steps
+    for step in range(5, 20):
+        assert cosine[step] == pytest.approx(0.5 * (1 + math.cos(math.pi * (step - 5) / 15)))
+    step_lrs = lrs("step", step_size=2, step_gamma=0.5)
+    assert step_lrs[5:10] == pytest.approx([1.0] * 5) and step_lrs[10:20] == pytest.approx([0.5] * 10)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, out_dir, results):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    try:
+        config = TrainConfig(**{**SMALL, "threads": 1}, epochs=1, out_dir=out_dir, device="cpu")
+        result = train(config, progress=False)
+        weights = torch.load(os.path.join(out_dir, "last.pt"), weights_only=False)["model"] if rank == 0 else None
+        model_sum = sum(float(v.double().sum()) for v in weights.values()) if weights else None
+        torch.save({"history": result.history, "weights_sum": model_sum}, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_torchrun_style_ddp_over_gloo_trains_and_gathers_the_whole_validation_set(tmp_path):
+    out_dir = str(tmp_path / "ddp")
+    os.makedirs(out_dir)
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), out_dir, None), nprocs=2, join=True)
+    ranks = [torch.load(os.path.join(out_dir, f"rank{r}.pt"), weights_only=False) for r in range(2)]
+    # evaluation gathers both shards: each rank reports the metrics of all 100 validation images
+    assert ranks[0]["history"][0]["num_images"] == ranks[1]["history"][0]["num_images"] == 100
+    assert ranks[0]["history"][0]["mAP"] == ranks[1]["history"][0]["mAP"]
+    assert math.isfinite(ranks[0]["weights_sum"])
