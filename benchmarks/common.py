@@ -19,8 +19,8 @@ import torch
 __all__ = ["PRESETS", "device_name", "devices", "preset", "record", "synchronizer"]
 
 PRESETS = {
-    "tiny": dict(render=[(4, 32)], dtypes=[torch.float32], masks=[(4, 32)], loader=[32], loader_batch=8,
-                 loader_images=16, step_models=["resnet18"], step=(2, 32), heads=[(2, 64, 4)], rounds=1),
+    "tiny": dict(render=[(8, 48)], dtypes=[torch.float32, torch.bfloat16], masks=[(8, 32)], loader=[32], loader_batch=8,
+                 loader_images=16, step_models=["resnet18"], step=(8, 32), heads=[(2, 64, 4)], rounds=1),
     "quick": dict(render=[(32, 224), (32, 448)], dtypes=[torch.float32], masks=[(32, 224), (32, 448)],
                   loader=[224, 448], loader_batch=32, loader_images=None, step_models=["resnet50"], step=(8, 224),
                   heads=[(32, 2048, 14)], rounds=3),

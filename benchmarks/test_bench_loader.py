@@ -1,4 +1,4 @@
-"""Loader: one epoch of the demo data through MLICLoader vs the alternatives, same images, B=32, S=448.
+"""Loader: one epoch of the demo data through MLICLoader vs the alternatives, same images, B=32, S=224 and 448.
 
 Contenders (group per device):
 
@@ -12,7 +12,8 @@ Contenders (group per device):
 
 Each round is a whole epoch (12 batches of 32: 384 images), pipeline start-up included; the
 DataLoader keeps its workers between rounds (``persistent_workers``), which favours it.
-extra_info: images/s (images read) and the speed-up over ``torch-dataloader``.
+extra_info: images/s (images read), ``ratio_to_baseline`` (speed-up over ``torch-dataloader``)
+and, for mlic-pipe, ``overhead_vs_dali_bare``.
 
 Run: pytest benchmarks/test_bench_loader.py --benchmark-only
 """
@@ -25,10 +26,9 @@ from mlic_pipe.loader import MLICLoader, as_torch
 from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD, SpliceMix, mix_targets
 from mlic_pipe.pipeline import DecodeSettings, build_pipeline
 
+from benchmarks.common import devices, preset, record
 from benchmarks.test_bench_render import published_splice
 
-BATCH, SIZE = 32, 448
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 CONTENDERS = ["torch-dataloader", "dali-bare", "mlic-pipe"]
 _rates: dict[tuple, float] = {}
 
@@ -54,36 +54,36 @@ class PILDataset(torch.utils.data.Dataset):
             return self.transform(image.convert("RGB")), self.targets[row]
 
 
-def _epoch_runner(name, index, device):
+def _epoch_runner(name, index, device, batch, size):
     """A zero-argument callable that runs one epoch and returns the number of images read."""
     threads = 2 if device == "cpu" else 8
     if name == "mlic-pipe":
-        loader = MLICLoader(index, BATCH, image_size=SIZE, mix="splicemix", device=device, num_threads=threads)
+        loader = MLICLoader(index, batch, image_size=size, mix="splicemix", device=device, num_threads=threads)
 
         def run():
             count = 0
             for images, targets in loader:
-                count += BATCH
+                count += batch
             return count
         return run
     if name == "dali-bare":
         device_id = None if device == "cpu" else 0
-        settings = DecodeSettings(image_size=SIZE, num_threads=threads)
-        steps = len(index.files) // BATCH
+        settings = DecodeSettings(image_size=size, num_threads=threads)
+        steps = len(index.files) // batch
 
         def run():
-            order = np.random.default_rng().permutation(len(index.files))[: steps * BATCH]
-            pipe = build_pipeline([index.files[i] for i in order], order.tolist(), BATCH, settings,
+            order = np.random.default_rng().permutation(len(index.files))[: steps * batch]
+            pipe = build_pipeline([index.files[i] for i in order], order.tolist(), batch, settings,
                                   device_id=device_id, seed=0)
             for _ in range(steps):
                 images, _ = pipe.run()
                 as_torch(images)
             if device == "cuda":
                 torch.cuda.synchronize()
-            return steps * BATCH
+            return steps * batch
         return run
     workers = 2 if device == "cpu" else 16
-    loader = torch.utils.data.DataLoader(PILDataset(index, SIZE), batch_size=BATCH, shuffle=True, drop_last=True,
+    loader = torch.utils.data.DataLoader(PILDataset(index, size), batch_size=batch, shuffle=True, drop_last=True,
                                          num_workers=workers, persistent_workers=True,
                                          pin_memory=device == "cuda")
     mixer, rng = SpliceMix(), np.random.default_rng(0)
@@ -92,7 +92,7 @@ def _epoch_runner(name, index, device):
         count = 0
         for images, targets in loader:
             images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-            plan = mixer.plan(len(images), SIZE, rng)
+            plan = mixer.plan(len(images), size, rng)
             published_splice(images, plan)
             mix_targets(targets, plan)
             count += len(images)
@@ -104,26 +104,30 @@ def _epoch_runner(name, index, device):
 
 @pytest.fixture(scope="module")
 def demo_index():
-    return load("demo")
+    index = load("demo")
+    limit = preset()["loader_images"]
+    if limit is not None:
+        keep = np.zeros(len(index), dtype=bool)
+        keep[:limit] = True
+        index = index.subset(keep)
+    return index
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", CONTENDERS)
-def test_loader_epoch(benchmark, demo_index, device, name):
-    benchmark.group = f"loader epoch demo B={BATCH} S={SIZE} {device}"
-    run = _epoch_runner(name, demo_index, device)
+@pytest.mark.parametrize("size", preset()["loader"])
+@pytest.mark.parametrize("device", devices())
+def test_loader_epoch(benchmark, demo_index, device, size, name):
+    batch = preset()["loader_batch"]
+    benchmark.group = f"loader epoch demo B={batch} S={size} {device}"
+    run = _epoch_runner(name, demo_index, device, batch, size)
     images = run()  # warm-up: workers, pipeline, kernels
-    benchmark.pedantic(run, rounds=3, warmup_rounds=0, iterations=1)
+    benchmark.pedantic(run, rounds=preset()["rounds"], warmup_rounds=0, iterations=1)
+    record(benchmark, baseline=name == "torch-dataloader", images=images, device=device, batch=batch, image_size=size,
+           images_per_epoch=images, contender=name)
     if benchmark.stats is None:  # --benchmark-disable
         return
     rate = images / benchmark.stats.stats.mean
-    _rates[(device, name)] = rate
-    info = dict(device=torch.cuda.get_device_name() if device == "cuda" else "cpu", batch=BATCH, image_size=SIZE,
-                images_per_epoch=images, images_per_s=round(rate, 1))
-    baseline = _rates.get((device, "torch-dataloader"))
-    if baseline and name != "torch-dataloader":
-        info["speedup_vs_torch_dataloader"] = round(rate / baseline, 2)
-    bare = _rates.get((device, "dali-bare"))
+    _rates[(device, size, name)] = rate
+    bare = _rates.get((device, size, "dali-bare"))
     if bare and name == "mlic-pipe":
-        info["overhead_vs_dali_bare"] = round(bare / rate - 1, 3)
-    benchmark.extra_info.update(info)
+        benchmark.extra_info["overhead_vs_dali_bare"] = round(bare / rate - 1, 3)

@@ -1,0 +1,80 @@
+"""Step share: the augmentation's share of a training step of a timm ResNet.
+
+For each model and (B, S), three contenders on the same batch, in one run:
+
+- ``model-step`` (the baseline): forward + backward + SGD step of the model on a normalized batch
+  (bf16 autocast on CUDA, fp32 on the CPU), with BCE on random multi-hot targets.
+- ``mlic-pipe``: the SpliceMix render of that batch from uint8 (kernel on CUDA, reference on CPU)
+  plus its targets: what MLICLoader adds after decoding.
+- ``published``: the published SpliceMix op sequence and target union on the same batch.
+
+extra_info ``share_of_step`` = augmentation time / (augmentation time + model step time): the
+fraction of a step's wall time the augmentation would take if it ran in series with the model.
+
+Run: pytest benchmarks/test_bench_step.py --benchmark-only [--full for resnet101 and S=448]
+"""
+import numpy as np
+import pytest
+import torch
+
+from mlic_pipe.mix import SpliceMix, mix_targets, render
+
+from benchmarks.common import devices, preset, record, synchronizer
+from benchmarks.test_bench_render import published_op_sequence
+
+NUM_CLASSES = 80
+_model_means: dict[str, float] = {}
+
+
+def _cases():
+    batch, size = preset()["step"]
+    return [(m, batch, size, d) for m in preset()["step_models"] for d in devices()]
+
+
+@pytest.mark.parametrize("name", ["model-step", "mlic-pipe", "published"])
+@pytest.mark.parametrize("model_name, batch, size, device", _cases())
+def test_step_share(benchmark, name, model_name, batch, size, device):
+    import timm
+
+    benchmark.group = f"step-share {model_name} B={batch} S={size} {device}"
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8, generator=generator).to(device)
+    targets = (torch.rand(batch, NUM_CLASSES, generator=generator) < 0.05).float().to(device)
+    plan = SpliceMix().plan(batch, size, np.random.default_rng(0))
+    sync = synchronizer(device)
+    if name == "model-step":
+        torch.manual_seed(0)
+        model = timm.create_model(model_name, num_classes=NUM_CLASSES).to(device).train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        batch_in = render(images, plan, out_dtype=torch.float32)
+        batch_targets = mix_targets(targets, plan)
+        autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
+
+        def run():
+            with autocast:
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(model(batch_in).float(), batch_targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    elif name == "mlic-pipe":
+        out = torch.empty((plan.num_outputs, 3, size, size), device=device)
+
+        def run():
+            render(images, plan, out=out)
+            mix_targets(targets, plan)
+    else:
+        def run():
+            published_op_sequence(images, plan)
+            mix_targets(targets, plan)
+    run(), sync()
+    benchmark.pedantic(lambda: (run(), sync()), rounds=preset()["rounds"], warmup_rounds=0, iterations=1)
+    record(benchmark, baseline=name == "model-step", images=plan.num_outputs, device=device, batch=batch,
+           image_size=size, model=model_name, contender=name)
+    if benchmark.stats is None:
+        return
+    mean = benchmark.stats.stats.mean
+    if name == "model-step":
+        _model_means[benchmark.group] = mean
+    elif benchmark.group in _model_means:
+        model_mean = _model_means[benchmark.group]
+        benchmark.extra_info["share_of_step"] = round(mean / (mean + model_mean), 4)
