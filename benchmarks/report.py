@@ -79,6 +79,9 @@ def render_markdown(data: dict, groups: dict[str, list[Row]]) -> str:
     lines = ["# Benchmark results", "",
              f"- date: {data.get('datetime', '?')}",
              f"- machine: {_machine(data)}",
+             f"- command: `{data.get('machine_info', {}).get('command', '?')}` "
+             f"(preset: {data.get('machine_info', {}).get('preset', '?')})",
+             "- software: " + ", ".join(f"{k} {v}" for k, v in data.get("machine_info", {}).get("software", {}).items()),
              f"- commit: {str(commit.get('id', '?'))[:10]}{' (dirty)' if commit.get('dirty') else ''}",
              f"- pytest-benchmark {data.get('version', '?')}", "",
              "Ratio = baseline time / contender time (higher is faster; the baseline is 1.00x).", ""]
