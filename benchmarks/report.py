@@ -52,7 +52,8 @@ def load_groups(data: dict) -> dict[str, list[Row]]:
     for bench in data.get("benchmarks", []):
         info = bench.get("extra_info", {})
         mean = bench["stats"]["mean"]
-        notes = {k: info[k] for k in ("share_of_step", "overhead_vs_dali_bare", "fraction_of_copy") if k in info}
+        notes = {k: info[k] for k in ("share_of_step", "overhead_vs_dali_bare", "fraction_of_copy",
+                                        "speedup_vs_fastest_other") if k in info}
         groups.setdefault(bench.get("group") or bench["name"], []).append(Row(
             name=_contender(bench), mean_s=mean, images_per_s=info.get("images_per_s"),
             gb_per_s=info.get("GB_per_s"), baseline=bool(info.get("baseline", False)), notes=notes))

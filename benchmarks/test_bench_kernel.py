@@ -25,11 +25,13 @@ import torch
 
 from mlic_pipe.mix import SpliceMix, normalize, render, render_reference
 
+from benchmarks.common import preset_name, record
 from benchmarks.test_bench_render import published_op_sequence
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU render benchmarks need CUDA")
 
-CASES = [(64, 448), (256, 224)]  # (B, S); SpliceMix default: M = B // 4 mixed outputs
+# (B, S); SpliceMix default: M = B // 4 mixed outputs
+CASES = [(8, 48)] if preset_name() == "tiny" else [(64, 448), (256, 224)]
 CONTENDERS = ["copy", "published", "reference", "timm-cutmix", "tv2-cutmix", "kernel"]
 DEVICE = "cuda"
 _means: dict[tuple, float] = {}  # (case, contender) -> mean seconds, for ratios within this run
@@ -78,24 +80,19 @@ def test_gpu_render(benchmark, batch, size, name):
         torch.testing.assert_close(run().float(), render_reference(images, plan), atol=1e-5, rtol=2.0**-10)
     benchmark.pedantic(lambda: (run(), torch.cuda.synchronize()), rounds=30, warmup_rounds=3, iterations=1)
 
+    outputs = plan.num_outputs if name not in ("timm-cutmix", "tv2-cutmix") else batch
+    moved = plan.num_outputs * size * size * (3 + 6)
+    record(benchmark, baseline=name == "published", images=outputs, device=DEVICE,
+           nbytes=moved if name in ("kernel", "copy") else None, batch=batch, image_size=size, outputs=outputs,
+           dtype="uint8->float16", contender=name)
     if benchmark.stats is None:  # --benchmark-disable: ran once untimed
         return
     mean = benchmark.stats.stats.mean
     _means[(batch, size, name)] = mean
-    outputs = plan.num_outputs if name not in ("timm-cutmix", "tv2-cutmix") else batch
-    info = dict(device=torch.cuda.get_device_name(), batch=batch, image_size=size, outputs=outputs,
-                dtype="uint8->float16", images_per_s=round(outputs / mean, 1))
-    moved = plan.num_outputs * size * size * (3 + 6)
-    if name in ("kernel", "copy"):
-        info["gb_per_s"] = round(moved / mean / 1e9, 1)
-    baseline = _means.get((batch, size, "published"))
-    if baseline:
-        info["speedup_vs_published"] = round(baseline / mean, 2)
     if name == "kernel":
         copy = _means.get((batch, size, "copy"))
         if copy:
-            info["fraction_of_copy_bandwidth"] = round(copy / mean, 3)
+            benchmark.extra_info["fraction_of_copy"] = round(copy / mean, 3)
         others = [_means[(batch, size, n)] for n in ("reference", "timm-cutmix", "tv2-cutmix") if (batch, size, n) in _means]
         if others:
-            info["speedup_vs_fastest_other"] = round(min(others) / mean, 2)
-    benchmark.extra_info.update(info)
+            benchmark.extra_info["speedup_vs_fastest_other"] = round(min(others) / mean, 2)

@@ -306,6 +306,9 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         num_threads=config.threads, seed=config.seed, return_plan=True, channels_last=config.channels_last,
         on_error=config.on_error)
     device = loader.device
+    if val_loader is None and is_main:
+        print("no validation set (DATA is a single annotation file and --val-data is not given, or --val-split is "
+              "empty): training without evaluation; pass --val-data to get mAP each epoch", flush=True)
 
     model = build_model(config.backbone, config.head, train_index.num_classes, pretrained=config.pretrained,
                         image_size=config.image_size, **_head_kwargs(config, train_index)).to(device)
