@@ -142,3 +142,34 @@ def test_torchrun_style_ddp_over_gloo_trains_and_gathers_the_whole_validation_se
     assert ranks[0]["history"][0]["num_images"] == ranks[1]["history"][0]["num_images"] == 100
     assert ranks[0]["history"][0]["mAP"] == ranks[1]["history"][0]["mAP"]
     assert math.isfinite(ranks[0]["weights_sum"])
+
+
+def test_evaluate_equals_sklearn_on_the_same_predictions_with_ignore(tmp_path):
+    """The trainer's evaluation (loader order, rank gathering, ignore rows) against a direct computation."""
+    import numpy as np
+    from sklearn.metrics import average_precision_score
+
+    from mlic_pipe.datasets import load
+    from mlic_pipe.loader import MLICLoader
+    from mlic_pipe.losses import BCELoss
+    from mlic_pipe.models import build_model
+    from mlic_pipe.train import evaluate
+
+    index = load("demo", split="val")
+    index.ignore = np.random.default_rng(0).random(index.targets.shape) < 0.1
+    torch.manual_seed(0)
+    model = build_model("resnet18", "avg", index.num_classes).eval()
+    config = TrainConfig(loss="bce")
+    loader = MLICLoader(index, 16, image_size=64, train=False, return_plan=True, num_threads=2)
+    report = evaluate(model, loader, index, config, BCELoss(), torch.autocast("cpu", enabled=False), progress=False)
+    scores = np.zeros(index.targets.shape)
+    with torch.no_grad():
+        for images, _, plan in loader:
+            scores[plan.indices.numpy()] = torch.sigmoid(model(images)).numpy()
+    expected = []
+    for c in range(index.num_classes):
+        keep = ~index.ignore[:, c]
+        if index.targets[keep, c].any():
+            expected.append(average_precision_score(index.targets[keep, c], scores[keep, c]))
+    assert report.num_images == len(index)
+    assert report.mAP == pytest.approx(np.mean(expected), rel=1e-5)
