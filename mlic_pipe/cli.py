@@ -55,11 +55,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     options = {name: value for name, value in vars(args).items() if name in TrainConfig.__dataclass_fields__}
     options["data"] = args.data_option or args.data
     options["head_kwargs"] = _head_kwargs(args.head_arg)
+    import torch.distributed as dist
+
     result = train(TrainConfig(**options), progress=not args.quiet)
-    if result.final is not None:
-        print(f"\nvalidation after epoch {len(result.history)}:\n{result.final.format()}")
-        print(f"best mAP {100 * result.best_map:.2f} at epoch {result.best_epoch}")
-    print(f"log and checkpoints in {result.out_dir}")
+    distributed = dist.is_available() and dist.is_initialized()
+    if not distributed or dist.get_rank() == 0:  # under torchrun, one rank speaks
+        if result.final is not None:
+            print(f"\nvalidation after epoch {len(result.history)}:\n{result.final.format()}")
+            print(f"best mAP {100 * result.best_map:.2f} at epoch {result.best_epoch}")
+        print(f"log and checkpoints in {result.out_dir}")
+    if distributed:
+        dist.destroy_process_group()
     return 0
 
 
