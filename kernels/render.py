@@ -265,8 +265,6 @@ def render(images: torch.Tensor, plan: MixPlan, *, mean: Sequence[float] = IMAGE
         RuntimeError: CPU tensors without ``TRITON_INTERPRET=1``.
     """
     size, shape = _check_render_args(images, plan, resample, out, out_dtype)
-    if out_dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise ValueError(f"out_dtype must be torch.float32, float16 or bfloat16, got {out_dtype}")
     if size > MAX_IMAGE_SIZE:
         raise ValueError(f"image size {size} exceeds the kernel's limit of {MAX_IMAGE_SIZE}; "
                          "use backend='reference' or a smaller image_size")

@@ -178,6 +178,9 @@ def test_bad_inputs_raise():
         render(images(2, 8), MixPlan.identity(3))
     with pytest.raises(ValueError, match="out_dtype"):
         render(images(2, 8), plan, out_dtype=torch.int32)
+    for backend in ("reference", "triton"):  # the check is shared by both renderers, not only the dispatcher
+        with pytest.raises(ValueError, match="out_dtype"):
+            render(images(2, 8), plan, out_dtype=torch.int32, backend=backend)
 
 
 @pytest.mark.gpu

@@ -24,6 +24,7 @@ __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "normalize", "render", "render_refer
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESAMPLE_MODES = ("bilinear", "area")
+OUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 BACKENDS = ("auto", "reference", "triton")
 
 
@@ -43,6 +44,8 @@ def _check_render_args(images: torch.Tensor, plan: MixPlan, resample: str, out: 
                        out_dtype: torch.dtype) -> tuple[int, tuple[int, int, int, int]]:
     """The checks both renderers share; returns S and the output shape. A host plan is validated here."""
     size = _image_size(images)
+    if out_dtype not in OUT_DTYPES:
+        raise ValueError(f"out_dtype must be torch.float32, float16 or bfloat16, got {out_dtype}")
     if resample not in RESAMPLE_MODES:
         raise ValueError(f"resample must be one of {RESAMPLE_MODES}, got {resample!r}")
     if plan.device.type == "cpu":
@@ -190,8 +193,6 @@ def render(images: torch.Tensor, plan: MixPlan, *, mean: Sequence[float] = IMAGE
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if out_dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise ValueError(f"out_dtype must be torch.float32, float16 or bfloat16, got {out_dtype}")
     kernel = None
     if backend == "triton" or (backend == "auto" and images.is_cuda):
         kernel = _triton_render(images)
