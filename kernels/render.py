@@ -32,7 +32,7 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-from mlic_pipe.mix.plan import MixPlan
+from mlic_pipe.mix.plan import MixPlan, cell_edges
 from mlic_pipe.mix.render import IMAGENET_MEAN, IMAGENET_STD, _check_render_args
 
 __all__ = ["INTERPRETED", "MAX_IMAGE_SIZE", "area_taps", "index_bits", "pack_plan", "render"]
@@ -231,8 +231,9 @@ def area_taps(size: int, parts: int) -> int:
     The kernel unrolls this many taps per axis (masking the unused ones), so it must be exact.
     """
     most = 1
-    for cell in range(parts):
-        extent = (cell + 1) * size // parts - cell * size // parts
+    edges = cell_edges(parts, size)
+    for start, end in zip(edges, edges[1:]):
+        extent = end - start
         if extent == 0:  # more parts than pixels: not a valid plan, nothing to sample
             continue
         local = np.arange(extent)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlic_pipe.mix.plan import MASK_NONE, MixPlan
+from mlic_pipe.mix.plan import MASK_NONE, MixPlan, cell_edges
 
 __all__ = ["AAMLoss", "AsymmetricLoss", "BCELoss", "LOSSES", "SUMix", "SpliceMixCL", "create_loss",
            "splice_cell_logits"]
@@ -115,11 +115,6 @@ class AAMLoss(nn.Module):
 
 # ------------------------------------------------------------------------------------ SpliceMix-CL
 
-def _cell_span(index: int, parts: int, size: int) -> tuple[int, int]:
-    """The exact partition of DESIGN.md: part i of n spans [floor(i*size/n), floor((i+1)*size/n))."""
-    return index * size // parts, (index + 1) * size // parts
-
-
 def splice_cell_logits(head: nn.Module, features: torch.Tensor, plan: MixPlan, *, with_positions: bool = False):
     """Run each kept cell of each spliced output's feature map through `head`.
 
@@ -145,13 +140,14 @@ def splice_cell_logits(head: nn.Module, features: torch.Tensor, plan: MixPlan, *
             raise ValueError(f"a {rows}x{cols} grid does not fit a {height}x{width} feature map: use a larger "
                              f"image size, a backbone with less downsampling, or smaller grids")
         outputs = spliced[(grid[spliced] == torch.tensor([rows, cols])).all(1)]
+        y_edges, x_edges = cell_edges(rows, height), cell_edges(cols, width)
         for k in range(rows * cols):
             source = cells[outputs, k]
             keep = (source >= 0) & (source < plan.num_regular)
             if not keep.any():
                 continue
-            y0, y1 = _cell_span(k // cols, rows, height)
-            x0, x1 = _cell_span(k % cols, cols, width)
+            y0, y1 = y_edges[k // cols], y_edges[k // cols + 1]
+            x0, x1 = x_edges[k % cols], x_edges[k % cols + 1]
             crops, sources, positions = by_size.setdefault((y1 - y0, x1 - x0), ([], [], []))
             crops.append(features[outputs[keep].to(features.device), :, y0:y1, x0:x1])
             sources.append(source[keep])

@@ -19,9 +19,18 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import torch
 
-__all__ = ["MASK_NONE", "MASK_BOX", "MASK_DENSE", "MASK_CONSTANT", "MixPlan"]
+__all__ = ["MASK_NONE", "MASK_BOX", "MASK_DENSE", "MASK_CONSTANT", "MixPlan", "cell_edges"]
 
 MASK_NONE, MASK_BOX, MASK_DENSE, MASK_CONSTANT = 0, 1, 2, 3
+
+
+def cell_edges(parts: int, size: int) -> list[int]:
+    """The exact partition of `size` into `parts` cells: cell i spans ``[edges[i], edges[i + 1])``.
+
+    ``edges[i] = floor(i * size / parts)``. Pixels and feature maps are cut the same way, so the
+    renderer and the SpliceMix-CL loss agree on which part of an image a cell is.
+    """
+    return [i * size // parts for i in range(parts + 1)]
 
 
 @dataclass

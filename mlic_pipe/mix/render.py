@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from mlic_pipe.mix.plan import MASK_BOX, MASK_CONSTANT, MASK_DENSE, MASK_NONE, MixPlan
+from mlic_pipe.mix.plan import MASK_BOX, MASK_CONSTANT, MASK_DENSE, MASK_NONE, MixPlan, cell_edges
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "normalize", "render", "render_reference"]
 
@@ -88,8 +88,7 @@ def _splice(source: torch.Tensor, cells: torch.Tensor, grid: torch.Tensor, resam
     shapes = grid.cpu()
     for rows, cols in {tuple(shape) for shape in shapes.tolist()}:
         members = torch.nonzero((shapes[:, 0] == rows) & (shapes[:, 1] == cols)).flatten().to(source.device)
-        y_edges = [(i * size) // rows for i in range(rows + 1)]
-        x_edges = [(i * size) // cols for i in range(cols + 1)]
+        y_edges, x_edges = cell_edges(rows, size), cell_edges(cols, size)
         for r in range(rows):
             for c in range(cols):
                 sources = cells[members, r * cols + c].long()
