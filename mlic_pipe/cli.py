@@ -11,8 +11,7 @@ __all__ = ["main"]
 def _load(data: str, split: str | None):
     from mlic_pipe.datasets import load
 
-    kw = {"split": split} if split else {}
-    return load(data, **kw)
+    return load(data, split=split or None)
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:

@@ -143,13 +143,6 @@ class ModelEma:
 
 # ---------------------------------------------------------------------------------------------- setup
 
-def _load_split(data: str, split: str | None) -> LabelIndex:
-    """A single annotation file is its own split; directories and "demo" take `split`."""
-    if os.path.isfile(data) or split is None:
-        return load(data)
-    return load(data, split=split)
-
-
 def _distributed_setup(device: str) -> tuple[bool, torch.device | str]:
     """Join the torchrun process group when launched by torchrun; returns (distributed, device)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -291,10 +284,10 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
 
-    train_index = _load_split(config.data, config.train_split)
+    train_index = load(config.data, split=config.train_split)
     val_index = None
     if config.val_data is not None or (config.val_split and not os.path.isfile(config.data)):
-        val_index = _load_split(config.val_data or config.data, config.val_split)
+        val_index = load(config.val_data or config.data, split=config.val_split)
     loader = MLICLoader(train_index, config.batch_size, image_size=config.image_size, train=True, mix=_mixer(config),
                         device=device, num_threads=config.threads, seed=config.seed, return_plan=True,
                         channels_last=config.channels_last, on_error=config.on_error)

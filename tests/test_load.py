@@ -25,6 +25,11 @@ def test_each_layout_is_detected_and_loaded(tmp_path):
     assert load(tmp_path / "VOCdevkit", year="2007").targets[0, VOC_CLASSES.index("cat")] == 1
     assert load(tmp_path / "nus").classes == ["sky"]
     assert load(tmp_path / "c" / "l.csv").classes == ["y"]
+    # a single annotation file is its own split; split=None is every reader's default
+    assert load(ann, split="val").files == load(ann).files
+    assert load(tmp_path / "c" / "l.csv", split="train").classes == ["y"]
+    assert load(tmp_path / "nus", split=None).classes == ["sky"]
+    assert len(load("demo", split=None)) == len(load("demo:train"))
 
 
 def test_demo_spec_matches_load_coco(demo_root):

@@ -59,20 +59,24 @@ def load(path_or_spec: str | os.PathLike, **kw) -> LabelIndex:
             ``annotations/`` (pass ``split=``, default "train"); a VOCdevkit (``year=``, ``split=``);
             a NUS-WIDE root (``split=``); or a ``.csv``.
         **kw: passed to the reader (see `load_coco`, `load_voc`, `load_nuswide`, `load_csv`).
+            ``split=None`` means the reader's default. A single annotation file (a COCO ``.json``,
+            a ``.csv``) is its own split, so ``split`` is ignored there: callers such as the
+            trainer can pass their split names whatever the layout.
     """
     path = os.fspath(path_or_spec)
     kind = detect_format(path)
+    split = kw.pop("split", None)
+    with_split = {"split": split} if split is not None else {}
     if kind == "demo":
-        split = path.split(":", 1)[1] if ":" in path else kw.pop("split", "train")
-        return load_demo(split, **kw)
+        return load_demo(path.split(":", 1)[1] if ":" in path else split or "train", **kw)
     if kind == "csv":
         return load_csv(path, **kw)
     if kind == "voc":
-        return load_voc(path, **kw)
+        return load_voc(path, **with_split, **kw)
     if kind == "nuswide":
-        return load_nuswide(path, **kw)
+        return load_nuswide(path, **with_split, **kw)
     if os.path.isdir(path):  # a COCO root
-        split = kw.pop("split", "train")
+        split = split or "train"
         matches = sorted(glob.glob(os.path.join(path, "annotations", f"instances_{split}*.json")))
         if not matches:
             raise MLICDataError(path, f"has no annotations/instances_{split}*.json", "pass split= or the .json itself")
