@@ -53,29 +53,41 @@ def _as_inputs(scores, targets, ignore=None) -> tuple[torch.Tensor, torch.Tensor
     return scores, targets.to(torch.bool), counts
 
 
+def _ranked(scores: torch.Tensor, targets: torch.Tensor, counts: torch.Tensor):
+    """Each column sorted by descending score, ignored entries pushed last (at -inf).
+
+    Returns the sorted scores, float64 {0, 1} columns `positive` (a counted positive) and `counted`
+    in that order, and `run_end`: True at the last position of each run of equal scores, the only
+    places where a threshold can cut.
+    """
+    masked = torch.where(counts, scores, torch.full_like(scores, -float("inf")))
+    order = torch.argsort(masked, dim=0, descending=True, stable=True)
+    sorted_scores = masked.gather(0, order)
+    positive = (targets & counts).gather(0, order).to(torch.float64)
+    counted = counts.gather(0, order).to(torch.float64)
+    run_end = torch.ones_like(sorted_scores, dtype=torch.bool)
+    run_end[:-1] = sorted_scores[:-1] != sorted_scores[1:]
+    return sorted_scores, positive, counted, run_end
+
+
 def average_precision(scores, targets, ignore=None) -> torch.Tensor:
     """(C,) float64 per-class AP, NaN for a class without a positive; equals scikit-learn per class.
 
-    Vectorised over classes: sort each column by descending score, accumulate true and false
-    positives, and credit every positive with the precision at the *end of its tie group* (that
-    is what evaluating at distinct thresholds means).
+    Vectorised over classes: sort each column by descending score, accumulate true positives and
+    predictions, and credit every positive with the precision at the *end of its tie run* (that
+    is what evaluating at distinct thresholds means). Ignored entries add to neither count.
     """
     scores, targets, counts = _as_inputs(scores, targets, ignore)
     n = scores.shape[0]
     if n == 0:
         return torch.full((scores.shape[1],), float("nan"), dtype=torch.float64)
-    order = torch.argsort(scores, dim=0, descending=True, stable=True)
-    sorted_scores = scores.gather(0, order)
-    positive = (targets & counts).gather(0, order).to(torch.float64)
-    negative = (~targets & counts).gather(0, order).to(torch.float64)
-    true_pos, false_pos = positive.cumsum(0), negative.cumsum(0)
-    # the last position of each run of equal scores; every position maps to its run's last position
-    run_end = torch.ones_like(sorted_scores, dtype=torch.bool)
-    run_end[:-1] = sorted_scores[:-1] != sorted_scores[1:]
-    positions = torch.arange(n).unsqueeze(1).expand_as(sorted_scores)
+    _, positive, counted, run_end = _ranked(scores, targets, counts)
+    true_pos, predicted = positive.cumsum(0), counted.cumsum(0)
+    # every position maps to the last position of its run
+    positions = torch.arange(n).unsqueeze(1).expand_as(run_end)
     last = torch.where(run_end, positions, torch.full_like(positions, n))
     last = last.flip(0).cummin(0).values.flip(0)
-    predicted = (true_pos + false_pos).gather(0, last)
+    predicted = predicted.gather(0, last)
     precision = torch.where(predicted > 0, true_pos.gather(0, last) / predicted.clamp_min(1), 0.0)
     num_pos = positive.sum(0)
     ap = (positive * precision).sum(0) / num_pos.clamp_min(1)
@@ -151,18 +163,11 @@ def f1_optimal_thresholds(scores, targets, ignore=None, *, default: float = 0.5)
     best_f1 = torch.full((c,), float("nan"), dtype=torch.float64)
     if n == 0:
         return thresholds, best_f1
-    # counted entries only: push ignored ones to -inf so they sort last and are never a candidate
-    masked = torch.where(counts, scores, torch.full_like(scores, -float("inf")))
-    order = torch.argsort(masked, dim=0, descending=True, stable=True)
-    sorted_scores = masked.gather(0, order)
-    positive = (targets & counts).gather(0, order).to(torch.float64)
-    counted = counts.gather(0, order).to(torch.float64)
+    sorted_scores, positive, counted, run_end = _ranked(scores, targets, counts)
     true_pos, num_predicted = positive.cumsum(0), counted.cumsum(0)
     num_pos = positive.sum(0)
     f1 = 2 * true_pos / (num_predicted + num_pos).clamp_min(1)
     # only the last position of a tie run is a realisable cut, and only at counted entries
-    run_end = torch.ones_like(sorted_scores, dtype=torch.bool)
-    run_end[:-1] = sorted_scores[:-1] != sorted_scores[1:]
     f1 = torch.where(run_end & (counted > 0), f1, torch.full_like(f1, -1.0))
     best, where = f1.max(0)
     valid = num_pos > 0
