@@ -95,8 +95,10 @@ class GraphReweight(nn.Module):
         self.head = head if head is not None else PoolHead(num_features, num_classes)
         self._cache: tuple[tuple, torch.Tensor] | None = None
 
-    def _graph_parameters(self) -> list[torch.Tensor]:
-        return [self.embeddings, self.log_adjacency, *self.layers.parameters()]
+    def _graph_version(self) -> tuple:
+        """Identifies the graph's current weights: storage and in-place version of each graph tensor."""
+        tensors = [self.embeddings, self.log_adjacency, *self.layers.parameters()]
+        return tuple((t.data_ptr(), t._version) for t in tensors)
 
     def channel_gate(self) -> torch.Tensor:
         """(D,) sigmoid weights of the backbone's channels.
@@ -105,15 +107,14 @@ class GraphReweight(nn.Module):
         optimizer or EMA update in place bumps its version), so evaluation pays for the graph once.
         """
         cacheable = not self.training and not torch.is_grad_enabled()
-        if cacheable and self._cache is not None:
-            key, gate = self._cache
-            if key == tuple((p.data_ptr(), p._version) for p in self._graph_parameters()):
-                return gate
+        version = self._graph_version() if cacheable else None
+        if cacheable and self._cache is not None and self._cache[0] == version:
+            return self._cache[1]
         nodes = self.embeddings
         nodes = F.leaky_relu(self.layers[0](nodes, self.log_adjacency), 0.2)
         nodes = self.layers[1](nodes, self.log_adjacency)  # (C, D)
         gate = torch.sigmoid(nodes.mean(0))
-        self._cache = (tuple((p.data_ptr(), p._version) for p in self._graph_parameters()), gate) if cacheable else None
+        self._cache = (version, gate) if cacheable else None
         return gate
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
