@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["PRESETS", "device_name", "devices", "preset", "record", "synchronizer"]
+__all__ = ["PRESETS", "device_name", "devices", "measured", "preset", "record", "synchronizer"]
 
 PRESETS = {
     "tiny": dict(render=[(8, 48)], dtypes=[torch.float32, torch.bfloat16], masks=[(8, 32)], loader=[32], loader_batch=8,
@@ -30,6 +30,7 @@ PRESETS = {
                  rounds=5),
 }
 _selected = {"name": "quick"}
+_means: dict[tuple[str, str], float] = {}  # (group, contender) -> mean seconds, this session
 _baselines: dict[str, float] = {}
 _pending: dict[str, list] = {}
 
@@ -58,13 +59,21 @@ def synchronizer(device: str):
     return torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
 
-def record(benchmark, *, baseline: bool, images: int, device: str, nbytes: int | None = None, **shape) -> None:
+def measured(group: str, contender: str) -> float | None:
+    """Mean seconds of `contender` in `group` if it was recorded earlier in this session, else None."""
+    return _means.get((group, contender))
+
+
+def record(benchmark, *, contender: str, baseline: bool, images: int, device: str, nbytes: int | None = None,
+           **shape) -> None:
     """Fill `benchmark.extra_info` after a timed run; a no-op under --benchmark-disable (nothing was timed)."""
     if benchmark.stats is None:
         return
     mean = benchmark.stats.stats.mean
+    _means[(benchmark.group, contender)] = mean
     info = benchmark.extra_info
-    info.update(device=device_name(device), images_per_s=round(images / mean, 1), baseline=baseline,
+    info.update(contender=contender, device=device_name(device), images_per_s=round(images / mean, 1),
+                baseline=baseline,
                 **{k: (str(v).replace("torch.", "") if isinstance(v, torch.dtype) else v) for k, v in shape.items()})
     if nbytes is not None:
         info["GB_per_s"] = round(nbytes / mean / 1e9, 2)

@@ -48,4 +48,4 @@ def test_head_forward_backward(benchmark, name, batch, dim, side, device):
     step()
     benchmark.pedantic(step, rounds=preset()["rounds"] * 3, warmup_rounds=1, iterations=1)
     record(benchmark, baseline=name == "avg", images=batch, device=device, batch=batch, feature_map=[dim, side, side],
-           classes=NUM_CLASSES, head=name, parameters=sum(p.numel() for p in head.parameters()))
+           classes=NUM_CLASSES, contender=name, parameters=sum(p.numel() for p in head.parameters()))

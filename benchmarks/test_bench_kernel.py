@@ -5,10 +5,9 @@ normalized, mixed float16 NCHW batch. Contenders, in one run per case:
 
 - ``copy``: ``dst.copy_(src)`` of half the bytes the kernel moves (so it moves the same total):
   the physical reference. Its GB/s is the "copy bandwidth" the kernel is a fraction of.
-- ``published``: the published SpliceMix op sequence (normalize, gather, F.interpolate, tile, cat).
+- ``published``, ``timm-cutmix``, ``tv2-cutmix``: as in test_bench_render.py (the same jobs, from
+  its `render_contender`), cast to float16; the timm and torchvision ones make B outputs, not B+M.
 - ``reference``: mlic-pipe's torch reference renderer on the GPU.
-- ``timm-cutmix``: normalize + timm ``Mixup(cutmix_alpha=1, mode="batch")`` (B outputs, not B+M).
-- ``tv2-cutmix``: normalize + torchvision.transforms.v2 ``CutMix`` (B outputs).
 - ``kernel``: ``mlic_pipe.kernels.render`` from the host plan (includes packing it and its copy).
 
 Bytes moved by the kernel = one read of a source pixel per output pixel (3 bytes) + the float16
@@ -23,10 +22,10 @@ import numpy as np
 import pytest
 import torch
 
-from mlic_pipe.mix import SpliceMix, normalize, render, render_reference
+from mlic_pipe.mix import SpliceMix, render, render_reference
 
-from benchmarks.common import preset_name, record
-from benchmarks.test_bench_render import published_op_sequence
+from benchmarks.common import measured, preset_name, record
+from benchmarks.test_bench_render import render_contender
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU render benchmarks need CUDA")
 
@@ -34,7 +33,6 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU rende
 CASES = [(8, 48)] if preset_name() == "tiny" else [(64, 448), (256, 224)]
 CONTENDERS = ["copy", "published", "reference", "timm-cutmix", "tv2-cutmix", "kernel"]
 DEVICE = "cuda"
-_means: dict[tuple, float] = {}  # (case, contender) -> mean seconds, for ratios within this run
 
 
 def _contender(name, images, plan, size):
@@ -45,25 +43,12 @@ def _contender(name, images, plan, size):
         return lambda: render(images, plan, out_dtype=torch.float16, out=out, backend="triton")
     if name == "reference":
         return lambda: render_reference(images, plan, out_dtype=torch.float16)
-    if name == "published":
-        return lambda: published_op_sequence(images, plan).half()
     if name == "copy":
         moved = count * size * size * (3 + 6)
         src = torch.empty(moved // 2, dtype=torch.uint8, device=DEVICE)
         dst = torch.empty_like(src)
         return lambda: dst.copy_(src)
-    labels = torch.randint(0, 80, (len(images),), device=DEVICE)
-    if name == "timm-cutmix":
-        from timm.data import Mixup
-
-        mixer = Mixup(mixup_alpha=0.0, cutmix_alpha=1.0, mode="batch", num_classes=80, label_smoothing=0.0)
-        return lambda: mixer(normalize(images).half(), labels)
-    if name == "tv2-cutmix":
-        from torchvision.transforms import v2
-
-        mixer = v2.CutMix(num_classes=80)
-        return lambda: mixer(normalize(images).half(), labels)
-    raise ValueError(name)
+    return render_contender(name, images, plan, torch.float16, DEVICE)[0]
 
 
 @pytest.mark.parametrize("batch, size, name", [(b, s, n) for b, s in CASES for n in CONTENDERS],
@@ -85,14 +70,12 @@ def test_gpu_render(benchmark, batch, size, name):
     record(benchmark, baseline=name == "published", images=outputs, device=DEVICE,
            nbytes=moved if name in ("kernel", "copy") else None, batch=batch, image_size=size, outputs=outputs,
            dtype="uint8->float16", contender=name)
-    if benchmark.stats is None:  # --benchmark-disable: ran once untimed
+    if benchmark.stats is None or name != "kernel":  # --benchmark-disable: ran once untimed
         return
-    mean = benchmark.stats.stats.mean
-    _means[(batch, size, name)] = mean
-    if name == "kernel":
-        copy = _means.get((batch, size, "copy"))
-        if copy:
-            benchmark.extra_info["fraction_of_copy"] = round(copy / mean, 3)
-        others = [_means[(batch, size, n)] for n in ("reference", "timm-cutmix", "tv2-cutmix") if (batch, size, n) in _means]
-        if others:
-            benchmark.extra_info["speedup_vs_fastest_other"] = round(min(others) / mean, 2)
+    mean, group = benchmark.stats.stats.mean, benchmark.group
+    copy = measured(group, "copy")
+    if copy is not None:
+        benchmark.extra_info["fraction_of_copy"] = round(copy / mean, 3)
+    others = [m for m in (measured(group, n) for n in ("reference", "timm-cutmix", "tv2-cutmix")) if m is not None]
+    if others:
+        benchmark.extra_info["speedup_vs_fastest_other"] = round(min(others) / mean, 2)

@@ -26,11 +26,10 @@ from mlic_pipe.loader import MLICLoader, as_torch
 from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD, SpliceMix, mix_targets
 from mlic_pipe.pipeline import DecodeSettings, build_pipeline
 
-from benchmarks.common import devices, preset, record
+from benchmarks.common import devices, measured, preset, record
 from benchmarks.test_bench_render import published_splice
 
 CONTENDERS = ["torch-dataloader", "dali-bare", "mlic-pipe"]
-_rates: dict[tuple, float] = {}
 
 
 class PILDataset(torch.utils.data.Dataset):
@@ -124,10 +123,6 @@ def test_loader_epoch(benchmark, demo_index, device, size, name):
     benchmark.pedantic(run, rounds=preset()["rounds"], warmup_rounds=0, iterations=1)
     record(benchmark, baseline=name == "torch-dataloader", images=images, device=device, batch=batch, image_size=size,
            images_per_epoch=images, contender=name)
-    if benchmark.stats is None:  # --benchmark-disable
-        return
-    rate = images / benchmark.stats.stats.mean
-    _rates[(device, size, name)] = rate
-    bare = _rates.get((device, size, "dali-bare"))
-    if bare and name == "mlic-pipe":
-        benchmark.extra_info["overhead_vs_dali_bare"] = round(bare / rate - 1, 3)
+    bare = measured(benchmark.group, "dali-bare")
+    if benchmark.stats is not None and name == "mlic-pipe" and bare is not None:
+        benchmark.extra_info["overhead_vs_dali_bare"] = round(benchmark.stats.stats.mean / bare - 1, 3)

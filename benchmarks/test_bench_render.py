@@ -59,7 +59,7 @@ def published_splice(batch: torch.Tensor, plan) -> torch.Tensor:
 
 
 
-def _contender(name, images, plan, dtype, device):
+def render_contender(name, images, plan, dtype, device):
     """A zero-argument callable doing the contender's whole job once, and the number of images it makes."""
     batch, size = images.shape[0], images.shape[1]
     if name == "published":
@@ -106,7 +106,7 @@ def test_render(benchmark, name, batch, size, dtype, device):
     plan = SpliceMix().plan(batch, size, np.random.default_rng(0))
     images = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(0)).to(device)
-    run, outputs = _contender(name, images, plan, dtype, device)
+    run, outputs = render_contender(name, images, plan, dtype, device)
     sync = synchronizer(device)
     run(), sync()  # warm-up: kernel compile / autotune, allocator
     benchmark.pedantic(lambda: (run(), sync()), rounds=preset()["rounds"] * 3, warmup_rounds=1, iterations=1)

@@ -19,11 +19,10 @@ import torch
 
 from mlic_pipe.mix import SpliceMix, mix_targets, render
 
-from benchmarks.common import devices, preset, record, synchronizer
+from benchmarks.common import devices, measured, preset, record, synchronizer
 from benchmarks.test_bench_render import published_op_sequence
 
 NUM_CLASSES = 80
-_model_means: dict[str, float] = {}
 
 
 def _cases():
@@ -70,11 +69,7 @@ def test_step_share(benchmark, name, model_name, batch, size, device):
     benchmark.pedantic(lambda: (run(), sync()), rounds=preset()["rounds"], warmup_rounds=0, iterations=1)
     record(benchmark, baseline=name == "model-step", images=plan.num_outputs, device=device, batch=batch,
            image_size=size, model=model_name, contender=name)
-    if benchmark.stats is None:
-        return
-    mean = benchmark.stats.stats.mean
-    if name == "model-step":
-        _model_means[benchmark.group] = mean
-    elif benchmark.group in _model_means:
-        model_mean = _model_means[benchmark.group]
+    model_mean = measured(benchmark.group, "model-step")
+    if benchmark.stats is not None and name != "model-step" and model_mean is not None:
+        mean = benchmark.stats.stats.mean
         benchmark.extra_info["share_of_step"] = round(mean / (mean + model_mean), 4)
