@@ -2,8 +2,9 @@
 
 For each model and (B, S), three contenders on the same batch, in one run:
 
-- ``model-step`` (the baseline): forward + backward + SGD step of the model on a normalized batch
-  (bf16 autocast on CUDA, fp32 on the CPU), with BCE on random multi-hot targets.
+- ``model-step`` (the baseline): `mlic_pipe.profile.model_train_step` (what `mlic-pipe profile
+  --model` times): forward + backward + SGD step on the rendered batch, bf16 autocast on CUDA, fp32
+  on the CPU, BCE on random multi-hot targets.
 - ``mlic-pipe``: the SpliceMix render of that batch from uint8 (kernel on CUDA, reference on CPU)
   plus its targets: what MLICLoader adds after decoding.
 - ``published``: the published SpliceMix op sequence and target union on the same batch.
@@ -18,6 +19,7 @@ import pytest
 import torch
 
 from mlic_pipe.mix import SpliceMix, mix_targets, render
+from mlic_pipe.profile import model_train_step
 
 from benchmarks.common import devices, measured, preset, record, synchronizer
 from benchmarks.test_bench_render import published_op_sequence
@@ -33,8 +35,6 @@ def _cases():
 @pytest.mark.parametrize("name", ["model-step", "mlic-pipe", "published"])
 @pytest.mark.parametrize("model_name, batch, size, device", _cases())
 def test_step_share(benchmark, name, model_name, batch, size, device):
-    import timm
-
     benchmark.group = f"step-share {model_name} B={batch} S={size} {device}"
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8, generator=generator).to(device)
@@ -43,18 +43,12 @@ def test_step_share(benchmark, name, model_name, batch, size, device):
     sync = synchronizer(device)
     if name == "model-step":
         torch.manual_seed(0)
-        model = timm.create_model(model_name, num_classes=NUM_CLASSES).to(device).train()
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        step = model_train_step(model_name, NUM_CLASSES, torch.device(device))
         batch_in = render(images, plan, out_dtype=torch.float32)
         batch_targets = mix_targets(targets, plan)
-        autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
 
         def run():
-            with autocast:
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(model(batch_in).float(), batch_targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            step(batch_in, batch_targets)
     elif name == "mlic-pipe":
         out = torch.empty((plan.num_outputs, 3, size, size), device=device)
 

@@ -18,7 +18,7 @@ import torch
 from mlic_pipe.datasets.index import LabelIndex
 from mlic_pipe.loader import STAGES, MLICLoader
 
-__all__ = ["ProfileReport", "profile_pipeline"]
+__all__ = ["ProfileReport", "model_train_step", "profile_pipeline"]
 
 STAGE_NAMES = {"dali": "read + decode + crop (DALI)", "plan": "plan (host)", "render": "render",
                "targets": "targets", "model": "model forward + backward"}
@@ -81,8 +81,12 @@ class ProfileReport:
         return json.dumps(numbers, indent=2)
 
 
-def _model_step(name: str, num_classes: int, device: torch.device):
-    """A function running forward + backward + SGD step of a randomly initialised timm model."""
+def model_train_step(name: str, num_classes: int, device: torch.device):
+    """A function running forward + backward + SGD step of a randomly initialised timm model.
+
+    The model half of `mlic-pipe profile --model` and of the step-share benchmark: BCE on the
+    batch's targets, bf16 autocast on CUDA, float32 on the CPU.
+    """
     import timm
 
     model = timm.create_model(name, pretrained=False, num_classes=num_classes).to(device).train()
@@ -113,7 +117,7 @@ def profile_pipeline(index: LabelIndex, *, data: str = "demo", batch_size: int =
                         device=device, dtype=dtype, num_threads=num_threads, seed=seed)
     if len(loader) == 0:
         raise ValueError(f"the dataset has {len(index)} images, fewer than one batch of {batch_size}")
-    train_step = _model_step(model, index.num_classes, loader.device) if model else None
+    train_step = model_train_step(model, index.num_classes, loader.device) if model else None
     sync = torch.cuda.synchronize if loader.device.type == "cuda" else (lambda: None)
 
     def batches():
