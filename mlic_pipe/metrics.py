@@ -30,12 +30,16 @@ __all__ = ["MetricAccumulator", "MetricReport", "average_precision", "f1_optimal
            "mean_average_precision", "multilabel_metrics", "precision_recall_f1"]
 
 
+def _on_host(values) -> torch.Tensor:
+    """A tensor or array-like as a CPU tensor (no copy when it already is one)."""
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu()
+    return torch.as_tensor(np.asarray(values))
+
+
 def _as_inputs(scores, targets, ignore=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """float64 scores, bool targets and bool 'counts' masks on the CPU, checked."""
-    scores = torch.as_tensor(np.asarray(scores) if not isinstance(scores, torch.Tensor) else scores)
-    targets = torch.as_tensor(np.asarray(targets) if not isinstance(targets, torch.Tensor) else targets)
-    scores = scores.detach().cpu().to(torch.float64)
-    targets = targets.detach().cpu()
+    scores, targets = _on_host(scores).to(torch.float64), _on_host(targets)
     if scores.ndim != 2 or scores.shape != targets.shape:
         raise ValueError(f"scores and targets must both be (N, C), got {tuple(scores.shape)} and "
                          f"{tuple(targets.shape)}")
@@ -46,10 +50,10 @@ def _as_inputs(scores, targets, ignore=None) -> tuple[torch.Tensor, torch.Tensor
         raise ValueError("targets must be 0 or 1; for soft (mixed) targets evaluate on unmixed images")
     counts = torch.ones_like(targets, dtype=torch.bool)
     if ignore is not None:
-        ignore = torch.as_tensor(np.asarray(ignore) if not isinstance(ignore, torch.Tensor) else ignore)
+        ignore = _on_host(ignore)
         if ignore.shape != targets.shape:
             raise ValueError(f"ignore must be (N, C) like targets, got {tuple(ignore.shape)}")
-        counts = ~ignore.detach().cpu().to(torch.bool)
+        counts = ~ignore.to(torch.bool)
     return scores, targets.to(torch.bool), counts
 
 
@@ -222,7 +226,7 @@ def multilabel_metrics(scores, targets, ignore=None, *, classes: list[str] | Non
         threshold=precision_recall_f1(scores, targets, ignore, threshold=0.5),
         top3=precision_recall_f1(scores, targets, ignore, top_k=min(top_k, len(ap))),
         classes_without_positives=missing,
-        num_images=len(np.asarray(targets)) if not isinstance(targets, torch.Tensor) else int(targets.shape[0]),
+        num_images=int(_on_host(targets).shape[0]),
     )
 
 
