@@ -10,6 +10,8 @@ the two terms linearly; for {0, 1} targets this is exactly the published form.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -103,7 +105,7 @@ class AAMLoss(nn.Module):
 
     def forward(self, cosines, targets, ignore=None):
         cosines, targets = _check(cosines, targets)
-        floor = torch.log(torch.tensor(self.eps))
+        floor = math.log(self.eps)
         pos_logit = self.s * (cosines - self.m)
         neg_logit = -self.s * (cosines + self.m)
         log_pos = F.logsigmoid(pos_logit).clamp(min=floor)
