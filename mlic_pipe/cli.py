@@ -49,13 +49,13 @@ def _head_kwargs(pairs: list[str]) -> dict:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    import torch.distributed as dist
+
     from mlic_pipe.train import TrainConfig, train
 
     options = {name: value for name, value in vars(args).items() if name in TrainConfig.__dataclass_fields__}
     options["data"] = args.data_option or args.data
     options["head_kwargs"] = _head_kwargs(args.head_arg)
-    import torch.distributed as dist
-
     result = train(TrainConfig(**options), progress=not args.quiet)
     distributed = dist.is_available() and dist.is_initialized()
     if not distributed or dist.get_rank() == 0:  # under torchrun, one rank speaks
