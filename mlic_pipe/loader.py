@@ -32,7 +32,7 @@ import torch
 
 from mlic_pipe.datasets.index import LabelIndex
 from mlic_pipe.errors import MLICDataError
-from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD, MixPlan, create_mixer, mix_targets, render
+from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD, MixPlan, RenderSettings, create_mixer, mix_targets, render
 from mlic_pipe.pipeline import DecodeSettings, build_pipeline, dali_reason, probe_decode
 
 __all__ = ["MLICLoader", "as_torch"]
@@ -120,8 +120,6 @@ class MLICLoader:
             raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
-            raise ValueError(f"dtype must be torch.float32, float16 or bfloat16, got {dtype}")
         self.index = index
         self.batch_size = int(batch_size)
         self.image_size = int(image_size)
@@ -131,13 +129,12 @@ class MLICLoader:
         self.seed = int(seed)
         self.shuffle = self.train if shuffle is None else bool(shuffle)
         self.drop_last = self.train if drop_last is None else bool(drop_last)
-        self.dtype = dtype
-        self.channels_last = bool(channels_last)
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.render_settings = RenderSettings(mean=mean, std=std, out_dtype=dtype, resample=resample,
+                                              align_corners=align_corners, channels_last=channels_last)
         self.return_plan = bool(return_plan)
         self.rank, self.world_size = _distributed(rank, world_size)
         self.on_error = on_error
-        self.resample, self.align_corners, self.label_rule = resample, bool(align_corners), label_rule
+        self.label_rule = label_rule
         threads = num_threads if num_threads is not None else min(os.cpu_count() or 1, 8)
         self.settings = DecodeSettings(image_size=self.image_size, train=self.train, random_area=tuple(random_area),
                                        random_aspect_ratio=tuple(random_aspect_ratio), flip_prob=flip_prob,
@@ -162,9 +159,6 @@ class MLICLoader:
             return
         plan = self.mixer.plan(self.batch_size, self.image_size, np.random.default_rng(self.seed), device="cpu")
         plan.validate(self.batch_size, self.image_size)
-
-    def _min_mix_batch(self) -> int:
-        return int(getattr(self.mixer, "min_batch_size", 1))
 
     # ----------------------------------------------------------------------------------------- order
 
@@ -279,11 +273,8 @@ class MLICLoader:
 
     def _buffer(self, count: int) -> torch.Tensor:
         """One of two reused output buffers, cut to `count` images."""
-        size = self.image_size
         if not self._buffers or self._buffers[0].shape[0] < count:
-            layout = torch.channels_last if self.channels_last else torch.contiguous_format
-            self._buffers = [torch.empty((count, 3, size, size), dtype=self.dtype, device=self.device,
-                                         memory_format=layout) for _ in range(2)]
+            self._buffers = [self.render_settings.empty(count, self.image_size, self.device) for _ in range(2)]
         buffer = self._buffers[self._next_buffer]
         self._next_buffer = 1 - self._next_buffer
         return buffer[:count]
@@ -291,7 +282,7 @@ class MLICLoader:
     def _assemble(self, images: torch.Tensor, rows: torch.Tensor, plan_rng: np.random.Generator):
         count = len(images)
         start = time.perf_counter()
-        if self.mixer is not None and count >= self._min_mix_batch():
+        if self.mixer is not None and count >= self.mixer.min_batch_size:
             plan = self.mixer.plan(count, self.image_size, plan_rng, device=self.device)
         else:  # no mixer, or a last partial batch too small for the mixer's grids: delivered unmixed
             plan = MixPlan.identity(count)
@@ -300,8 +291,7 @@ class MLICLoader:
 
         start = time.perf_counter()
         out = self._buffer(plan.num_outputs)
-        result = render(images, plan, mean=self.mean, std=self.std, out_dtype=self.dtype, resample=self.resample,
-                        align_corners=self.align_corners, channels_last=self.channels_last, out=out)
+        result = render(images, plan, settings=self.render_settings, out=out)
         if result.is_cuda:
             self._consumed = torch.cuda.Event()
             self._consumed.record()

@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlic_pipe.mix.plan import MASK_NONE, MixPlan, cell_edges
+from mlic_pipe.mix.cells import splice_cell_logits
+from mlic_pipe.mix.plan import MASK_NONE, MixPlan
+from mlic_pipe.registry import Registry
 
-__all__ = ["AAMLoss", "AsymmetricLoss", "BCELoss", "LOSSES", "SUMix", "SpliceMixCL", "create_loss",
-           "splice_cell_logits"]
+__all__ = ["AAMLoss", "AsymmetricLoss", "BCELoss", "LOSSES", "SUMix", "SpliceMixCL", "create_loss"]
 
 REDUCTIONS = ("sum", "mean", "none")
 
@@ -117,53 +118,6 @@ class AAMLoss(nn.Module):
 
 # ------------------------------------------------------------------------------------ SpliceMix-CL
 
-def splice_cell_logits(head: nn.Module, features: torch.Tensor, plan: MixPlan, *, with_positions: bool = False):
-    """Run each kept cell of each spliced output's feature map through `head`.
-
-    The feature map of output n (h x w) is cut with the same exact partition as its pixels; cell k
-    keeps its source input ``plan.cells[n, k]``. Cells whose source has no regular output (a
-    dropped cell, or an input that the fixed-batch variant did not keep) are skipped. Cells of
-    equal size are batched, so the head runs once per distinct cell size (at most a handful).
-
-    Returns:
-        cell_logits (K, C), and sources (K,) int64: the regular output whose prediction each cell
-        should match (equal to the input row, since regular outputs come first and in order).
-        With `with_positions`, also (K, 2) int64 (output row, cell index) of each cell.
-    """
-    if features.ndim != 4 or features.shape[0] != plan.num_outputs:
-        raise ValueError(f"features must be (N_out={plan.num_outputs}, D, h, w), got {tuple(features.shape)}")
-    height, width = features.shape[-2:]
-    grid, cells = plan.grid.cpu(), plan.cells.cpu().long()
-    spliced = torch.nonzero(grid.prod(1) > 1).flatten()
-    spliced = spliced[spliced >= plan.num_regular]
-    by_size: dict[tuple[int, int], tuple[list, list]] = {}
-    for rows, cols in torch.unique(grid[spliced], dim=0).tolist():
-        if rows > height or cols > width:
-            raise ValueError(f"a {rows}x{cols} grid does not fit a {height}x{width} feature map: use a larger "
-                             f"image size, a backbone with less downsampling, or smaller grids")
-        outputs = spliced[(grid[spliced] == torch.tensor([rows, cols])).all(1)]
-        y_edges, x_edges = cell_edges(rows, height), cell_edges(cols, width)
-        for k in range(rows * cols):
-            source = cells[outputs, k]
-            keep = (source >= 0) & (source < plan.num_regular)
-            if not keep.any():
-                continue
-            y0, y1 = y_edges[k // cols], y_edges[k // cols + 1]
-            x0, x1 = x_edges[k % cols], x_edges[k % cols + 1]
-            crops, sources, positions = by_size.setdefault((y1 - y0, x1 - x0), ([], [], []))
-            crops.append(features[outputs[keep].to(features.device), :, y0:y1, x0:x1])
-            sources.append(source[keep])
-            positions.append(torch.stack([outputs[keep], torch.full_like(outputs[keep], k)], 1))
-    if not by_size:
-        empty = (features.new_zeros((0, 0)), torch.zeros(0, dtype=torch.long))
-        return (*empty, torch.zeros((0, 2), dtype=torch.long)) if with_positions else empty
-    logits = torch.cat([head(torch.cat(crops)) for crops, _, _ in by_size.values()])
-    sources = torch.cat([torch.cat(source) for _, source, _ in by_size.values()])
-    if with_positions:
-        return logits, sources, torch.cat([torch.cat(where) for _, _, where in by_size.values()])
-    return logits, sources
-
-
 class SpliceMixCL(nn.Module):
     """SpliceMix's consistency loss: each cell of a spliced image should predict what its source did.
 
@@ -258,11 +212,12 @@ class SUMix(nn.Module):
         return mix_loss + self.gamma * uncertainty
 
 
-LOSSES = {"bce": BCELoss, "asl": AsymmetricLoss, "aam": AAMLoss}
+LOSSES: Registry[nn.Module] = Registry("loss")
+LOSSES.register("asl", AsymmetricLoss, "ASL: asymmetric focusing and probability shifting (sum)")
+LOSSES.register("aam", AAMLoss, "AAM: additive angular margin on cosine logits (needs a cosine head)")
+LOSSES.register("bce", BCELoss, "binary cross-entropy (mean)")
 
 
 def create_loss(name: str, **kwargs) -> nn.Module:
-    """A base loss by name: "bce", "asl" or "aam"."""
-    if name not in LOSSES:
-        raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {name!r}")
-    return LOSSES[name](**kwargs)
+    """A base loss by its name in `LOSSES`."""
+    return LOSSES.create(name, **kwargs)

@@ -15,10 +15,12 @@ from PIL import Image, ImageDraw, ImageFont
 from mlic_pipe.datasets.index import LabelIndex
 from mlic_pipe.errors import MLICDataError
 from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD, MixPlan, create_mixer, mix_targets, render
+from mlic_pipe.mix.plan import MASK_BOX, MASK_CONSTANT, MASK_DENSE
 
 __all__ = ["decode_batch", "preview_grid", "write_preview"]
 
 MIXED_OUTLINE = (255, 64, 32)
+MASK_CAPTIONS = {MASK_BOX: "box", MASK_DENSE: "fmix", MASK_CONSTANT: "mixup"}  # what a reader calls each mode
 CAPTION_LINES = 4
 
 
@@ -46,8 +48,8 @@ def _describe(plan: MixPlan, n: int) -> str:
     if rows * cols > 1:
         dropped = int((plan.cells[n, : rows * cols] < 0).sum())
         parts.append(f"splice {rows}x{cols}" + (f", {dropped} dropped" if dropped else ""))
-    if mode:
-        parts.append(f"{('box', 'fmix', 'mixup')[mode - 1]} lam={float(plan.lam[n]):.2f}")
+    if mode in MASK_CAPTIONS:
+        parts.append(f"{MASK_CAPTIONS[mode]} lam={float(plan.lam[n]):.2f}")
     return "; ".join(parts)
 
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from mlic_pipe.losses import SpliceMixCL, splice_cell_logits
+from mlic_pipe.losses import SpliceMixCL
+from mlic_pipe.mix.cells import splice_cell_logits
 from mlic_pipe.mix import SpliceMix
 from mlic_pipe.models import (CSRA, CSRA_TEMPERATURES, GraphReweight, MLDecoder, PoolHead, build_model,
                               cooccurrence_adjacency)

@@ -191,3 +191,19 @@ def test_cuda_reference_matches_cpu():
         cpu = render(batch, plan, mean=MEAN, std=STD)
         gpu = render(batch.cuda(), plan, mean=MEAN, std=STD, backend="reference")
         torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-5, rtol=0)
+
+
+def test_render_settings_are_validated_where_they_are_set_and_override_per_call():
+    from mlic_pipe.mix import RenderSettings
+
+    with pytest.raises(ValueError, match="out_dtype"):
+        RenderSettings(out_dtype=torch.int32)
+    with pytest.raises(ValueError, match="resample"):
+        RenderSettings(resample="bicubic")
+    with pytest.raises(ValueError, match="std no zeros"):
+        RenderSettings(std=(1, 0, 1))
+    settings = RenderSettings(mean=MEAN, std=STD)
+    batch, plan = images(8, 12), SpliceMix().plan(8, 12, np.random.default_rng(0))
+    half = render(batch, plan, settings, out_dtype=torch.float16)  # one field overridden for this call
+    assert half.dtype == torch.float16
+    torch.testing.assert_close(half.float(), render(batch, plan, mean=MEAN, std=STD), atol=2e-3, rtol=2e-3)

@@ -1,24 +1,22 @@
-"""Mixing: random decisions as plans (SpliceMix, CutMix, FMix, MixUp), label mixing, the reference renderer."""
+"""Mixing: random decisions as plans (SpliceMix, CutMix, FMix, MixUp), label mixing, rendering.
+
+Modules: `plan` (MixPlan, the table and mask-mode constants), `mixer` (the Mixer protocol and the
+registry of mixers), `splicemix` and `masks` (the mixers), `cells` (cell geometry shared with
+SpliceMix-CL), `settings` (RenderSettings), `reference` (the torch renderer, the specification),
+`dispatch` (`render`: kernel or reference), `targets` (label mixing).
+"""
 from __future__ import annotations
 
+from mlic_pipe.mix.dispatch import render
 from mlic_pipe.mix.masks import CutMix, FMix, MixUp, fmix_masks
+from mlic_pipe.mix.mixer import MIXERS, Mixer, create_mixer
 from mlic_pipe.mix.plan import MixPlan
-from mlic_pipe.mix.render import IMAGENET_MEAN, IMAGENET_STD, normalize, render, render_reference
+from mlic_pipe.mix.reference import normalize, render_reference
+from mlic_pipe.mix.settings import IMAGENET_MEAN, IMAGENET_STD, RenderSettings
 from mlic_pipe.mix.splicemix import SpliceMix, parse_grid
 from mlic_pipe.mix.targets import mix_targets
 
 __all__ = [
-    "CutMix", "FMix", "IMAGENET_MEAN", "IMAGENET_STD", "MIXERS", "MixPlan", "MixUp", "SpliceMix", "create_mixer",
-    "fmix_masks", "mix_targets", "normalize", "parse_grid", "render", "render_reference",
+    "CutMix", "FMix", "IMAGENET_MEAN", "IMAGENET_STD", "MIXERS", "Mixer", "MixPlan", "MixUp", "RenderSettings", "SpliceMix",
+    "create_mixer", "fmix_masks", "mix_targets", "normalize", "parse_grid", "render", "render_reference",
 ]
-
-MIXERS = {"splicemix": SpliceMix, "cutmix": CutMix, "fmix": FMix, "mixup": MixUp}
-
-
-def create_mixer(mix):
-    """A mixer from a name ("splicemix", "cutmix", "fmix", "mixup"), an instance (returned as is) or None."""
-    if mix is None or hasattr(mix, "plan"):
-        return mix
-    if isinstance(mix, str) and mix.lower() in MIXERS:
-        return MIXERS[mix.lower()]()
-    raise ValueError(f"mix must be None, a mixer instance or one of {sorted(MIXERS)}, got {mix!r}")

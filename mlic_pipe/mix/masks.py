@@ -20,6 +20,8 @@ __all__ = ["CutMix", "FMix", "MixUp", "fmix_masks"]
 class _PairMix:
     """Shared pairing and layout of the mask mixes; subclasses draw the weight maps."""
 
+    min_batch_size = 1  # an image of a batch of one is paired with itself
+
     def __init__(self, alpha: float, *, append: bool = False, mix_ratio: float = 0.25, prob: float = 1.0):
         if alpha <= 0:
             raise ValueError(f"alpha must be positive (lambda ~ Beta(alpha, alpha)), got {alpha}")

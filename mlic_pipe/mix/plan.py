@@ -19,9 +19,18 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import torch
 
-__all__ = ["MASK_NONE", "MASK_BOX", "MASK_DENSE", "MASK_CONSTANT", "MixPlan", "cell_edges"]
+__all__ = [
+    "COL_CELLS", "COL_COLS", "COL_LAM", "COL_MASK_INDEX", "COL_MODE", "COL_PARTNER", "COL_ROWS", "COL_X0", "COL_X1",
+    "COL_Y0", "COL_Y1", "MASK_BOX", "MASK_CONSTANT", "MASK_DENSE", "MASK_MODES", "MASK_NONE", "MixPlan", "cell_edges",
+    "pack_plan",
+]
 
+# How a mask mix weighs its primary source (``plan.mask_mode``; the kernel takes them as constexprs).
 MASK_NONE, MASK_BOX, MASK_DENSE, MASK_CONSTANT = 0, 1, 2, 3
+MASK_MODES = {MASK_NONE: "none", MASK_BOX: "box", MASK_DENSE: "dense mask", MASK_CONSTANT: "constant"}
+
+# The columns of the packed plan table (`pack_plan`), one int32 row per output; the cells start at COL_CELLS.
+COL_ROWS, COL_COLS, COL_PARTNER, COL_MODE, COL_Y0, COL_X0, COL_Y1, COL_X1, COL_MASK_INDEX, COL_LAM, COL_CELLS = range(11)
 
 
 def cell_edges(parts: int, size: int) -> list[int]:
@@ -131,8 +140,8 @@ class MixPlan:
             if ((value < -1) | (value >= num_inputs)).any():
                 raise ValueError(f"{name} refers to input rows outside 0..{num_inputs - 1}")
         modes = self.mask_mode.cpu()
-        if ((modes < 0) | (modes > MASK_CONSTANT)).any():
-            raise ValueError("mask_mode must be 0 (none), 1 (box), 2 (dense) or 3 (constant)")
+        if not bool(torch.isin(modes, torch.tensor(list(MASK_MODES), dtype=modes.dtype)).all()):
+            raise ValueError(f"mask_mode must be one of {MASK_MODES}")
         if ((modes != MASK_NONE) & (self.partner.cpu() < 0)).any():
             raise ValueError("a masked output needs a partner")
         dense = modes == MASK_DENSE
@@ -146,3 +155,28 @@ class MixPlan:
     def with_indices(self, indices: torch.Tensor) -> "MixPlan":
         """A copy with the dataset rows of the input images set."""
         return replace(self, indices=indices)
+
+
+def pack_plan(plan: MixPlan, device: torch.device | str | None = None) -> torch.Tensor:
+    """The plan as one (N_out, COL_CELLS + K) int32 table on `device`: the kernel's only per-batch input.
+
+    One row per output, columns ``COL_ROWS`` .. ``COL_MASK_INDEX``, ``COL_LAM`` (float32 bits), then
+    the K cells. Built where the plan lives (the host, normally) and copied in one transfer; a `lam`
+    already on the device (FMix) is written there, without a sync.
+    """
+    device = torch.device(device) if device is not None else plan.device
+    host = plan.cells.device
+    lam = plan.lam.to(torch.float32)
+    lam_here = lam.device == host
+    columns = {
+        COL_ROWS: plan.grid[:, 0], COL_COLS: plan.grid[:, 1], COL_PARTNER: plan.partner, COL_MODE: plan.mask_mode,
+        COL_Y0: plan.box[:, 0], COL_X0: plan.box[:, 1], COL_Y1: plan.box[:, 2], COL_X1: plan.box[:, 3],
+        COL_MASK_INDEX: plan.mask_index,
+        COL_LAM: lam.contiguous().view(torch.int32) if lam_here else torch.zeros_like(plan.partner),
+    }
+    head = torch.stack([columns[k].int() for k in range(COL_CELLS)], 1)
+    table = torch.cat([head, plan.cells.int()], 1)
+    table = table.to(device, non_blocking=True) if table.device != device else table.contiguous()
+    if not lam_here:
+        table[:, COL_LAM].copy_(lam.to(device).contiguous().view(torch.int32))
+    return table

@@ -4,17 +4,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mlic_pipe.losses import splice_cell_logits
+from mlic_pipe.mix.cells import splice_cell_logits
 from mlic_pipe.mix.plan import MixPlan
 from mlic_pipe.models.backbone import TimmBackbone
 from mlic_pipe.models.csra import CSRA
 from mlic_pipe.models.graph import GraphReweight
 from mlic_pipe.models.ml_decoder import MLDecoder
 from mlic_pipe.models.pooling import PoolHead
+from mlic_pipe.registry import Registry
 
 __all__ = ["HEADS", "MLICModel", "build_head", "build_model"]
-
-HEADS = ("avg", "max", "csra", "mldecoder", "graph")
 
 
 class MLICModel(nn.Module):
@@ -43,21 +42,25 @@ class MLICModel(nn.Module):
         return logits, cell_logits, sources
 
 
+def _graph_head(num_features: int, num_classes: int, **kwargs) -> GraphReweight:
+    """graph re-weighting of a pooling head (needs adjacency=cooccurrence_adjacency(train targets))"""
+    if "adjacency" not in kwargs:
+        raise ValueError("the graph head needs adjacency=cooccurrence_adjacency(train_index.targets)")
+    cosine = kwargs.pop("cosine", False)
+    return GraphReweight(num_features, num_classes, head=PoolHead(num_features, num_classes, cosine=cosine), **kwargs)
+
+
+HEADS: Registry[nn.Module] = Registry("head")
+HEADS.register("avg", lambda d, c, **kw: PoolHead(d, c, pool="avg", **kw), "global average pooling + linear")
+HEADS.register("max", lambda d, c, **kw: PoolHead(d, c, pool="max", **kw), "global max pooling + linear")
+HEADS.register("csra", CSRA, "CSRA: class-specific residual attention (num_heads 1/2/4/6/8, lam)")
+HEADS.register("mldecoder", MLDecoder, "ML-Decoder: cross-attention group decoding (num_queries, embed_dim, ...)")
+HEADS.register("graph", _graph_head, "graph re-weighting of label co-occurrence on a pooling head")
+
+
 def build_head(head: str, num_features: int, num_classes: int, **kwargs) -> nn.Module:
-    """A head by name: "avg", "max" (pooling + linear), "csra", "mldecoder" or "graph" (needs `adjacency`)."""
-    if head in ("avg", "max"):
-        return PoolHead(num_features, num_classes, pool=head, **kwargs)
-    if head == "csra":
-        return CSRA(num_features, num_classes, **kwargs)
-    if head == "mldecoder":
-        return MLDecoder(num_features, num_classes, **kwargs)
-    if head == "graph":
-        if "adjacency" not in kwargs:
-            raise ValueError("the graph head needs adjacency=cooccurrence_adjacency(train_index.targets)")
-        cosine = kwargs.pop("cosine", False)
-        return GraphReweight(num_features, num_classes, head=PoolHead(num_features, num_classes, cosine=cosine),
-                             **kwargs)
-    raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    """A head by its name in `HEADS`; `kwargs` go to its class."""
+    return HEADS.create(head, num_features, num_classes, **kwargs)
 
 
 def build_model(backbone: str, head: str, num_classes: int, pretrained: bool = False, *,

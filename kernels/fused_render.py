@@ -16,14 +16,14 @@ area = the mean over ``[floor(i*S/h), ceil((i+1)*S/h))``. Normalization is one
 fused multiply-add with ``1 / (255 * std)`` and ``-mean / std``, within 1e-6 of the reference's
 ``(x / 255 - mean) / std``.
 
-The plan travels as one int32 table (`pack_plan`), a row per output, so a batch costs one small
+The plan travels as one int32 table (`mlic_pipe.mix.plan.pack_plan`; its column and mask-mode
+constants become the kernel's constexprs), a row per output, so a batch costs one small
 host-to-device copy. Offsets are int32 unless a tensor is too large for that, in which case the
 kernel is compiled with int64 offsets (`index_bits` decides, on the host).
 """
 from __future__ import annotations
 
 import functools
-from typing import Sequence
 
 import numpy as np
 
@@ -32,14 +32,18 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-from mlic_pipe.mix.plan import MixPlan, cell_edges
-from mlic_pipe.mix.render import IMAGENET_MEAN, IMAGENET_STD, _check_render_args
+from mlic_pipe.mix import plan as table
+from mlic_pipe.mix.plan import MixPlan, cell_edges, pack_plan
+from mlic_pipe.mix.settings import RenderSettings, check_render_call, image_size_of
 
-__all__ = ["INTERPRETED", "MAX_IMAGE_SIZE", "area_taps", "index_bits", "pack_plan", "render"]
+__all__ = ["CONFIGS", "INTERPRETED", "MAX_IMAGE_SIZE", "area_taps", "index_bits", "kernel_arguments", "render"]
 
-# The packed plan table (int32, one row per output): rows, cols, partner, mask_mode, y0, x0, y1, x1,
-# mask_index, lam (float32 bits), then the cells from column 10 on. The kernel reads these columns.
-_LAM = 9
+# The plan table's columns and the mask modes, as the compile-time constants the kernel reads.
+_ROWS, _COLS, _PARTNER, _MODE = (tl.constexpr(c) for c in (table.COL_ROWS, table.COL_COLS, table.COL_PARTNER,
+                                                           table.COL_MODE))
+_Y0, _X0, _Y1, _X1 = (tl.constexpr(c) for c in (table.COL_Y0, table.COL_X0, table.COL_Y1, table.COL_X1))
+_MASK_INDEX, _LAM, _CELLS = (tl.constexpr(c) for c in (table.COL_MASK_INDEX, table.COL_LAM, table.COL_CELLS))
+_BOX, _DENSE, _CONSTANT = (tl.constexpr(m) for m in (table.MASK_BOX, table.MASK_DENSE, table.MASK_CONSTANT))
 _INT32_MAX = 2**31 - 1
 MAX_IMAGE_SIZE = 16384  # keeps every in-image product (e.g. local * S in area resampling) inside int32
 
@@ -99,12 +103,12 @@ def _render_kernel(
     inside = (ys < size)[:, None] & (xs < size)[None, :]
 
     row = table_ptr + n * table_width
-    rows = tl.load(row + 0)
-    cols = tl.load(row + 1)
-    partner = tl.load(row + 2)
-    mode = tl.load(row + 3)
+    rows = tl.load(row + _ROWS)
+    cols = tl.load(row + _COLS)
+    partner = tl.load(row + _PARTNER)
+    mode = tl.load(row + _MODE)
     spliced = rows * cols > 1
-    first = tl.load(row + 10)
+    first = tl.load(row + _CELLS)
     if INDEX_64:
         n = n.to(tl.int64)
         ys = ys.to(tl.int64)
@@ -114,17 +118,17 @@ def _render_kernel(
 
     # Weight of the primary source (1 = no mix); it does not depend on the channel.
     weight = tl.full((BLOCK_Y, BLOCK_X), 1.0, tl.float32)
-    in_box = ((ys >= tl.load(row + 4)) & (ys < tl.load(row + 6)))[:, None] & \
-             ((xs >= tl.load(row + 5)) & (xs < tl.load(row + 7)))[None, :]
-    weight = tl.where((mode == 1) & in_box, 0.0, weight)
-    weight = tl.where(mode == 3, tl.load(row + 9).to(tl.float32, bitcast=True), weight)
+    in_box = ((ys >= tl.load(row + _Y0)) & (ys < tl.load(row + _Y1)))[:, None] & \
+             ((xs >= tl.load(row + _X0)) & (xs < tl.load(row + _X1)))[None, :]
+    weight = tl.where((mode == _BOX) & in_box, 0.0, weight)
+    weight = tl.where(mode == _CONSTANT, tl.load(row + _LAM).to(tl.float32, bitcast=True), weight)
     if HAS_MASKS:
-        mask_row = tl.maximum(tl.load(row + 8), 0)
+        mask_row = tl.maximum(tl.load(row + _MASK_INDEX), 0)
         if INDEX_64:
             mask_row = mask_row.to(tl.int64)
         dense = tl.load(masks_ptr + mask_row * m_n + ys[:, None] * m_y + xs[None, :] * m_x,
-                        mask=inside & (mode == 2), other=1.0)
-        weight = tl.where(mode == 2, dense.to(tl.float32), weight)
+                        mask=inside & (mode == _DENSE), other=1.0)
+        weight = tl.where(mode == _DENSE, dense.to(tl.float32), weight)
     mixed = mode != 0
     pixel = ys[:, None] * s_y + xs[None, :] * s_x
     partner_at = tl.maximum(partner, 0) * s_n + pixel
@@ -145,7 +149,7 @@ def _render_kernel(
         scale = scale0 if c == 0 else (scale1 if c == 1 else scale2)
         shift = shift0 if c == 0 else (shift1 if c == 1 else shift2)
         if spliced:
-            image = tl.load(row + 10 + cell_y[:, None] * cols + cell_x[None, :], mask=inside, other=-1)
+            image = tl.load(row + _CELLS + cell_y[:, None] * cols + cell_x[None, :], mask=inside, other=-1)
             kept = inside & (image >= 0)
             if INDEX_64:
                 image = image.to(tl.int64)
@@ -193,35 +197,12 @@ def _render_kernel(
 INTERPRETED = isinstance(_render_kernel, InterpretedFunction)
 """True under ``TRITON_INTERPRET=1``: the kernel then runs on CPU tensors (slowly), for tests."""
 
-_CONFIGS = [
+CONFIGS = [
     triton.Config({"BLOCK_Y": by, "BLOCK_X": bx}, num_warps=warps)
     for by, bx, warps in [(8, 64, 4), (16, 64, 4), (8, 128, 4), (16, 128, 8), (32, 64, 8), (32, 32, 4),
                           (4, 256, 4), (32, 128, 8)]
 ]
-_render_tuned = triton.autotune(configs=_CONFIGS, key=["size", "AREA", "TAPS_Y", "TAPS_X"])(_render_kernel)
-
-
-def pack_plan(plan: MixPlan, device: torch.device | str | None = None) -> torch.Tensor:
-    """The plan as one (N_out, 10 + K) int32 table on `device`: the kernel's only per-batch input.
-
-    Columns: rows, cols, partner, mask_mode, y0, x0, y1, x1, mask_index, lam (float32 bits), then
-    the K cells. Built where the plan lives (the host, normally) and copied in one transfer; a
-    `lam` already on the device (FMix) is written there, without a sync.
-    """
-    device = torch.device(device) if device is not None else plan.device
-    host = plan.cells.device
-    lam = plan.lam.to(torch.float32)
-    lam_here = lam.device == host
-    head = torch.stack([
-        plan.grid[:, 0].int(), plan.grid[:, 1].int(), plan.partner.int(), plan.mask_mode.int(),
-        *plan.box.int().unbind(1), plan.mask_index.int(),
-        lam.contiguous().view(torch.int32) if lam_here else torch.zeros_like(plan.partner, dtype=torch.int32),
-    ], 1)
-    table = torch.cat([head, plan.cells.int()], 1)
-    table = table.to(device, non_blocking=True) if table.device != device else table.contiguous()
-    if not lam_here:
-        table[:, _LAM].copy_(lam.to(device).contiguous().view(torch.int32))
-    return table
+_render_tuned = triton.autotune(configs=CONFIGS, key=["size", "AREA", "TAPS_Y", "TAPS_X"])(_render_kernel)
 
 
 @functools.lru_cache(maxsize=64)
@@ -251,10 +232,45 @@ def index_bits(*tensors: torch.Tensor) -> int:
     return 32
 
 
-def render(images: torch.Tensor, plan: MixPlan, *, mean: Sequence[float] = IMAGENET_MEAN,
-           std: Sequence[float] = IMAGENET_STD, out_dtype: torch.dtype = torch.float32, resample: str = "bilinear",
-           align_corners: bool = True, channels_last: bool = False, out: torch.Tensor | None = None,
-           _block: tuple[int, int] | None = None, _index_bits: int | None = None) -> torch.Tensor:
+def _area_taps_of(plan: MixPlan, size: int) -> tuple[int, int]:
+    grid = plan.grid.cpu()  # a no-op for a host plan; a sync only for a device-resident one
+    return (max(area_taps(size, int(p)) for p in grid[:, 0].unique()),
+            max(area_taps(size, int(p)) for p in grid[:, 1].unique()))
+
+
+def kernel_arguments(images: torch.Tensor, plan: MixPlan, settings: RenderSettings, out: torch.Tensor,
+                     index_64: bool | None = None) -> tuple[tuple, dict]:
+    """The kernel's runtime arguments and its constexpr flags (all but the block shape) for one call.
+
+    Shared by `render` and by the ahead-of-time compile check, so both see the same variants.
+    """
+    size, device = image_size_of(images), images.device
+    table = pack_plan(plan, device)
+    area = settings.resample == "area"
+    taps_y, taps_x = _area_taps_of(plan, size) if area and plan.num_outputs else (1, 1)
+    has_masks = plan.masks is not None and bool(plan.masks.numel())
+    masks = plan.masks.to(device, non_blocking=True) if has_masks else out
+    if has_masks and masks.shape[-2:] != (size, size):
+        raise ValueError(f"plan.masks must be (Km, {size}, {size}), got {tuple(masks.shape)}")
+    if images.dtype == torch.uint8:
+        s_n, s_y, s_x, s_c = images.stride()
+        scales = [1.0 / (255.0 * s) for s in settings.std]
+    else:
+        s_n, s_c, s_y, s_x = images.stride()
+        scales = [1.0 / s for s in settings.std]
+    shifts = [-m / s for m, s in zip(settings.mean, settings.std)]
+    m_n, m_y, m_x = masks.stride() if has_masks else (0, 0, 0)
+    args = (images, table, masks, out, size, table.shape[1], s_n, s_c, s_y, s_x, *out.stride(), m_n, m_y, m_x,
+            *scales, *shifts)
+    wide = index_bits(images, out, masks) == 64 if index_64 is None else index_64
+    flags = dict(AREA=area, ALIGN_CORNERS=settings.align_corners, TAPS_Y=taps_y, TAPS_X=taps_x,
+                 HAS_MASKS=has_masks, INDEX_64=wide)
+    return args, flags
+
+
+def render(images: torch.Tensor, plan: MixPlan, settings: RenderSettings | None = None, *,
+           out: torch.Tensor | None = None, _block: tuple[int, int] | None = None, _index_bits: int | None = None,
+           **options) -> torch.Tensor:
     """Render `plan` from `images` in one kernel launch; the arguments are those of `mlic_pipe.mix.render`.
 
     `images` are uint8 (N, S, S, 3) or float (N, 3, S, S) with any strides (a DALI buffer, a
@@ -265,48 +281,19 @@ def render(images: torch.Tensor, plan: MixPlan, *, mean: Sequence[float] = IMAGE
         ValueError: bad arguments or a plan that does not fit the batch (checked on the host).
         RuntimeError: CPU tensors without ``TRITON_INTERPRET=1``.
     """
-    size, shape = _check_render_args(images, plan, resample, out, out_dtype)
+    settings = RenderSettings.resolve(settings, **options)
+    size, _ = check_render_call(images, plan, settings, out)
     if size > MAX_IMAGE_SIZE:
         raise ValueError(f"image size {size} exceeds the kernel's limit of {MAX_IMAGE_SIZE}; "
                          "use backend='reference' or a smaller image_size")
     if not images.is_cuda and not INTERPRETED:
         raise RuntimeError("the Triton render kernel needs CUDA tensors (or TRITON_INTERPRET=1 for tests); "
                            "use mlic_pipe.mix.render(..., backend='reference') on the CPU")
-    if len(mean) != 3 or len(std) != 3 or any(s == 0 for s in std):
-        raise ValueError(f"mean and std need three values each and std no zeros, got {mean}, {std}")
-    device = images.device
     count = plan.num_outputs
-    if out is None:
-        layout = torch.channels_last if channels_last else torch.contiguous_format
-        out = torch.empty(shape, dtype=out_dtype, device=device, memory_format=layout)
+    out = settings.empty(count, size, images.device) if out is None else out
     if count == 0:
         return out
-
-    table = pack_plan(plan, device)
-    area = resample == "area"
-    taps_y = taps_x = 1
-    if area:
-        grid = plan.grid.cpu()  # a no-op for a host plan; a sync only for a device-resident one
-        taps_y = max(area_taps(size, int(p)) for p in grid[:, 0].unique())
-        taps_x = max(area_taps(size, int(p)) for p in grid[:, 1].unique())
-    has_masks = plan.masks is not None and bool(plan.masks.numel())
-    masks = plan.masks.to(device, non_blocking=True) if has_masks else out
-    if has_masks and masks.shape[-2:] != (size, size):
-        raise ValueError(f"plan.masks must be (Km, {size}, {size}), got {tuple(masks.shape)}")
-    bits = _index_bits or index_bits(images, out, masks)
-
-    if images.dtype == torch.uint8:
-        s_n, s_y, s_x, s_c = images.stride()
-        scales = [1.0 / (255.0 * s) for s in std]
-    else:
-        s_n, s_c, s_y, s_x = images.stride()
-        scales = [1.0 / s for s in std]
-    shifts = [-m / s for m, s in zip(mean, std)]
-    m_n, m_y, m_x = masks.stride() if has_masks else (0, 0, 0)
-    args = (images, table, masks, out, size, table.shape[1], s_n, s_c, s_y, s_x, *out.stride(), m_n, m_y, m_x,
-            *scales, *shifts)
-    flags = dict(AREA=area, ALIGN_CORNERS=bool(align_corners), TAPS_Y=taps_y, TAPS_X=taps_x,
-                 HAS_MASKS=has_masks, INDEX_64=bits == 64)
+    args, flags = kernel_arguments(images, plan, settings, out, None if _index_bits is None else _index_bits == 64)
 
     def launch_grid(meta):
         return (count * triton.cdiv(size, meta["BLOCK_Y"]) * triton.cdiv(size, meta["BLOCK_X"]),)

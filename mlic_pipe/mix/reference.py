@@ -1,4 +1,4 @@
-"""`render`: execute a `MixPlan` on a decoded batch; the torch reference renderer is the specification.
+"""`render_reference`: the torch reference renderer, i.e. the specification of what a plan renders to.
 
 A spliced cell *is* ``F.interpolate`` of its source (bilinear with the given corner convention,
 no antialiasing; or ``area``, i.e. adaptive average pooling) to the cell's exact extent, and the
@@ -18,44 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from mlic_pipe.mix.plan import MASK_BOX, MASK_CONSTANT, MASK_DENSE, MASK_NONE, MixPlan, cell_edges
+from mlic_pipe.mix.settings import IMAGENET_MEAN, IMAGENET_STD, RenderSettings, check_render_call, image_size_of
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "normalize", "render", "render_reference"]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-RESAMPLE_MODES = ("bilinear", "area")
-OUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-BACKENDS = ("auto", "reference", "triton")
-
-
-def _image_size(images: torch.Tensor) -> int:
-    if images.dtype == torch.uint8:
-        if images.ndim != 4 or images.shape[3] != 3 or images.shape[1] != images.shape[2]:
-            raise ValueError(f"uint8 images must be (N, S, S, 3) NHWC, got {tuple(images.shape)}")
-        return int(images.shape[1])
-    if images.is_floating_point():
-        if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
-            raise ValueError(f"float images must be (N, 3, S, S) NCHW, got {tuple(images.shape)}")
-        return int(images.shape[2])
-    raise ValueError(f"images must be uint8 (N, S, S, 3) or float (N, 3, S, S), got dtype {images.dtype}")
-
-
-def _check_render_args(images: torch.Tensor, plan: MixPlan, resample: str, out: torch.Tensor | None,
-                       out_dtype: torch.dtype) -> tuple[int, tuple[int, int, int, int]]:
-    """The checks both renderers share; returns S and the output shape. A host plan is validated here."""
-    size = _image_size(images)
-    if out_dtype not in OUT_DTYPES:
-        raise ValueError(f"out_dtype must be torch.float32, float16 or bfloat16, got {out_dtype}")
-    if resample not in RESAMPLE_MODES:
-        raise ValueError(f"resample must be one of {RESAMPLE_MODES}, got {resample!r}")
-    if plan.device.type == "cpu":
-        plan.validate(len(images), size)
-    shape = (plan.num_outputs, 3, size, size)
-    if out is not None and (out.shape != shape or out.dtype != out_dtype or out.device != images.device):
-        raise ValueError(f"out must be {shape} {out_dtype} on {images.device}, got "
-                         f"{tuple(out.shape)} {out.dtype} on {out.device}")
-    return size, shape
-
+__all__ = ["normalize", "render_reference"]
 
 def normalize(images: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
               out: torch.Tensor | None = None) -> torch.Tensor:
@@ -64,7 +29,7 @@ def normalize(images: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: 
     Args:
         out: a float32 (N, 3, S, S) destination to write into (saves an allocation and a copy).
     """
-    _image_size(images)
+    image_size_of(images)
     mean_t = torch.as_tensor(mean, dtype=torch.float32, device=images.device).reshape(1, 3, 1, 1)
     std_t = torch.as_tensor(std, dtype=torch.float32, device=images.device).reshape(1, 3, 1, 1)
     x = images.permute(0, 3, 1, 2) if images.dtype == torch.uint8 else images
@@ -102,12 +67,12 @@ def _splice(source: torch.Tensor, cells: torch.Tensor, grid: torch.Tensor, resam
     return result
 
 
-def render_reference(images: torch.Tensor, plan: MixPlan, *, mean: Sequence[float] = IMAGENET_MEAN,
-                     std: Sequence[float] = IMAGENET_STD, out_dtype: torch.dtype = torch.float32,
-                     resample: str = "bilinear", align_corners: bool = True, channels_last: bool = False,
-                     out: torch.Tensor | None = None) -> torch.Tensor:
-    """The torch reference renderer: same arguments and numbers as `render`, on any device."""
-    size, shape = _check_render_args(images, plan, resample, out, out_dtype)
+def render_reference(images: torch.Tensor, plan: MixPlan, settings: RenderSettings | None = None, *,
+                     out: torch.Tensor | None = None, **options) -> torch.Tensor:
+    """The torch reference renderer: same arguments and numbers as `mlic_pipe.mix.render`, on any device."""
+    settings = RenderSettings.resolve(settings, **options)
+    size, shape = check_render_call(images, plan, settings, out)
+    mean, std = settings.mean, settings.std
     host_plan = plan if plan.device.type == "cpu" else None
     plan = plan.to(images.device)
     count, num_inputs = plan.num_outputs, len(images)
@@ -132,7 +97,8 @@ def render_reference(images: torch.Tensor, plan: MixPlan, *, mean: Sequence[floa
         result[rows] = source[first.clamp_min(0)].masked_fill_((first < 0)[:, None, None, None], 0.0)
     spliced = torch.nonzero(cells_per_output > 1).flatten()
     if len(spliced):
-        result[spliced] = _splice(source, plan.cells[spliced], plan.grid[spliced], resample, align_corners)
+        result[spliced] = _splice(source, plan.cells[spliced], plan.grid[spliced], settings.resample,
+                                  settings.align_corners)
 
     masked = torch.nonzero(plan.mask_mode != MASK_NONE).flatten()
     if len(masked):
@@ -153,51 +119,9 @@ def render_reference(images: torch.Tensor, plan: MixPlan, *, mean: Sequence[floa
 
     if result is out:
         return out
-    result = result.to(out_dtype)
-    if channels_last:
+    result = result.to(settings.out_dtype)
+    if settings.channels_last:
         result = result.contiguous(memory_format=torch.channels_last)
     if out is not None:
         return out.copy_(result)
     return result
-
-
-def _triton_render(images: torch.Tensor):
-    """The kernel's `render` if it can run on `images` (CUDA, or CPU under TRITON_INTERPRET=1), else None."""
-    try:
-        from mlic_pipe.kernels import INTERPRETED, render as kernel_render
-    except ImportError:  # triton missing or broken: the reference still works
-        return None
-    return kernel_render if images.is_cuda or INTERPRETED else None
-
-
-def render(images: torch.Tensor, plan: MixPlan, *, mean: Sequence[float] = IMAGENET_MEAN,
-           std: Sequence[float] = IMAGENET_STD, out_dtype: torch.dtype = torch.float32, resample: str = "bilinear",
-           align_corners: bool = True, channels_last: bool = False, out: torch.Tensor | None = None,
-           backend: str = "auto") -> torch.Tensor:
-    """Render the (N_out, 3, S, S) batch that `plan` describes from decoded `images`.
-
-    Args:
-        images: uint8 (N, S, S, 3) straight from the decoder, or float (N, 3, S, S) in [0, 1]
-            (pass mean=(0, 0, 0), std=(1, 1, 1) for an already-normalized float batch).
-        plan: from a mixer's ``plan(N, S, rng)``.
-        mean, std: per-channel normalization in the [0, 1] scale.
-        out_dtype: float32, float16 or bfloat16.
-        resample: "bilinear" (the papers' choice, no antialiasing) or "area" (box filter).
-        align_corners: bilinear sampling convention; True as SpliceMix.
-        channels_last: return a channels_last tensor.
-        out: a preallocated output to write into (reused across batches by the loader).
-        backend: "auto" (the Triton kernel for CUDA tensors when available, else the reference),
-            "reference" to force the torch reference, or "triton" (also runs CPU tensors when
-            ``TRITON_INTERPRET=1``, which is how the tests check the kernel without a GPU).
-    """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    kernel = None
-    if backend == "triton" or (backend == "auto" and images.is_cuda):
-        kernel = _triton_render(images)
-    if backend == "triton" and kernel is None:
-        raise RuntimeError("the Triton render kernel needs CUDA tensors (or TRITON_INTERPRET=1) and an "
-                           "importable triton; use backend='reference' or 'auto'")
-    chosen = kernel if kernel is not None else render_reference
-    return chosen(images, plan, mean=mean, std=std, out_dtype=out_dtype, resample=resample,
-                  align_corners=align_corners, channels_last=channels_last, out=out)
