@@ -17,9 +17,9 @@ import torch
 
 from mlic_pipe.models import build_head, cooccurrence_adjacency
 
+from benchmarks.baselines import NUM_CLASSES
 from benchmarks.common import devices, preset, record, synchronizer
 
-NUM_CLASSES = 80
 HEADS = {"avg": {}, "csra": {"num_heads": 4, "lam": 0.1}, "mldecoder": {}, "graph": {}}
 
 

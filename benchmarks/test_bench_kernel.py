@@ -3,15 +3,14 @@
 Every contender does the same job on the same uint8 NHWC batch already on the GPU: produce the
 normalized, mixed float16 NCHW batch. Contenders, in one run per case:
 
-- ``copy``: ``dst.copy_(src)`` of half the bytes the kernel moves (so it moves the same total):
-  the physical reference. Its GB/s is the "copy bandwidth" the kernel is a fraction of.
-- ``published``, ``timm-cutmix``, ``tv2-cutmix``: as in test_bench_render.py (the same jobs, from
-  its `render_contender`), cast to float16; the timm and torchvision ones make B outputs, not B+M.
+- ``copy``: `baselines.copy_floor` of the bytes the kernel must move: the physical reference. Its
+  GB/s is the "copy bandwidth" the kernel is a fraction of.
+- ``published``, ``timm-cutmix``, ``tv2-cutmix``: `baselines.render_contender` (the same jobs as
+  test_bench_render.py), cast to float16; the timm and torchvision ones make B outputs, not B+M.
 - ``reference``: mlic-pipe's torch reference renderer on the GPU.
 - ``kernel``: ``mlic_pipe.kernels.render`` from the host plan (includes packing it and its copy).
 
-Bytes moved by the kernel = one read of a source pixel per output pixel (3 bytes) + the float16
-write (6 bytes per pixel). extra_info records images/s, GB/s, the ratio to ``published`` and,
+Bytes moved = `baselines.bytes_moved`: the uint8 input read once + the float16 output written once. extra_info records images/s, GB/s, the ratio to ``published`` and,
 for ``kernel``, the fraction of ``copy`` bandwidth. Targets (issue 4): >= 70% of copy bandwidth,
 >= 10x published, >= 3x the fastest other contender.
 
@@ -24,8 +23,8 @@ import torch
 
 from mlic_pipe.mix import SpliceMix, render, render_reference
 
+from benchmarks.baselines import bytes_moved, copy_floor, render_contender
 from benchmarks.common import measured, preset_name, record
-from benchmarks.test_bench_render import render_contender
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU render benchmarks need CUDA")
 
@@ -44,10 +43,7 @@ def _contender(name, images, plan, size):
     if name == "reference":
         return lambda: render_reference(images, plan, out_dtype=torch.float16)
     if name == "copy":
-        moved = count * size * size * (3 + 6)
-        src = torch.empty(moved // 2, dtype=torch.uint8, device=DEVICE)
-        dst = torch.empty_like(src)
-        return lambda: dst.copy_(src)
+        return copy_floor(bytes_moved(images, count, torch.float16), DEVICE)
     return render_contender(name, images, plan, torch.float16, DEVICE)[0]
 
 
@@ -66,7 +62,7 @@ def test_gpu_render(benchmark, batch, size, name):
     benchmark.pedantic(lambda: (run(), torch.cuda.synchronize()), rounds=30, warmup_rounds=3, iterations=1)
 
     outputs = plan.num_outputs if name not in ("timm-cutmix", "tv2-cutmix") else batch
-    moved = plan.num_outputs * size * size * (3 + 6)
+    moved = bytes_moved(images, plan.num_outputs, torch.float16)
     record(benchmark, baseline=name == "published", images=outputs, device=DEVICE,
            nbytes=moved if name in ("kernel", "copy") else None, batch=batch, image_size=size, outputs=outputs,
            dtype="uint8->float16", contender=name)

@@ -27,7 +27,7 @@ from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD, SpliceMix, mix_targets
 from mlic_pipe.pipeline import DecodeSettings, build_pipeline
 
 from benchmarks.common import devices, measured, preset, record
-from benchmarks.test_bench_render import published_splice
+from benchmarks.baselines import published_splice
 
 CONTENDERS = ["torch-dataloader", "dali-bare", "mlic-pipe"]
 

@@ -21,10 +21,10 @@ import torch
 from mlic_pipe.mix import SpliceMix, mix_targets, render
 from mlic_pipe.profile import model_train_step
 
+from benchmarks.baselines import NUM_CLASSES
 from benchmarks.common import devices, measured, preset, record, synchronizer
 from benchmarks.test_bench_render import published_op_sequence
 
-NUM_CLASSES = 80
 
 
 def _cases():

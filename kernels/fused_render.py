@@ -36,7 +36,8 @@ from mlic_pipe.mix import plan as table
 from mlic_pipe.mix.plan import MixPlan, cell_edges, pack_plan
 from mlic_pipe.mix.settings import RenderSettings, check_render_call, image_size_of
 
-__all__ = ["CONFIGS", "INTERPRETED", "MAX_IMAGE_SIZE", "area_taps", "index_bits", "kernel_arguments", "render"]
+__all__ = ["CONFIGS", "INTERPRETED", "MAX_IMAGE_SIZE", "area_taps", "configs_for", "index_bits", "kernel_arguments",
+           "pixels_per_thread", "render"]
 
 # The plan table's columns and the mask modes, as the compile-time constants the kernel reads.
 _ROWS, _COLS, _PARTNER, _MODE = (tl.constexpr(c) for c in (table.COL_ROWS, table.COL_COLS, table.COL_PARTNER,
@@ -197,12 +198,37 @@ def _render_kernel(
 INTERPRETED = isinstance(_render_kernel, InterpretedFunction)
 """True under ``TRITON_INTERPRET=1``: the kernel then runs on CPU tensors (slowly), for tests."""
 
+# Block shapes the autotuner tries. At most 8 output pixels per thread: 32x128 tiles on 8 warps (16 per
+# thread) hit the 255-register cap and spilled on sm_80 and sm_90, and area resampling (up to 4 x 2
+# taps) spilled at 8 per thread, so it gets the 4-per-thread shapes only (`configs_for`). Checked for
+# every variant by `python -m mlic_pipe.kernels.compile_check` (CI: tests/test_kernel_compile.py).
 CONFIGS = [
     triton.Config({"BLOCK_Y": by, "BLOCK_X": bx}, num_warps=warps)
-    for by, bx, warps in [(8, 64, 4), (16, 64, 4), (8, 128, 4), (16, 128, 8), (32, 64, 8), (32, 32, 4),
-                          (4, 256, 4), (32, 128, 8)]
+    for by, bx, warps in [(8, 64, 4), (4, 128, 4), (16, 32, 4), (16, 64, 4), (8, 128, 4), (16, 128, 8),
+                          (32, 64, 8), (32, 32, 4), (4, 256, 4)]
 ]
-_render_tuned = triton.autotune(configs=CONFIGS, key=["size", "AREA", "TAPS_Y", "TAPS_X"])(_render_kernel)
+AREA_PIXELS_PER_THREAD = 4
+
+
+def pixels_per_thread(config: triton.Config) -> float:
+    """Output pixels one thread holds: what drives the kernel's register use."""
+    return config.kwargs["BLOCK_Y"] * config.kwargs["BLOCK_X"] / (32 * config.num_warps)
+
+
+def configs_for(area: bool) -> list[triton.Config]:
+    """The autotune configs a variant may use: all, or for area resampling the lighter ones."""
+    if not area:
+        return list(CONFIGS)
+    return [config for config in CONFIGS if pixels_per_thread(config) <= AREA_PIXELS_PER_THREAD]
+
+
+def _prune(configs, named_args, **kwargs):
+    allowed = configs_for(bool(kwargs.get("AREA", named_args.get("AREA", False))))
+    return [config for config in configs if config in allowed]
+
+
+_render_tuned = triton.autotune(configs=CONFIGS, key=["size", "AREA", "TAPS_Y", "TAPS_X"],
+                                prune_configs_by={"early_config_prune": _prune})(_render_kernel)
 
 
 @functools.lru_cache(maxsize=64)

@@ -1,30 +1,76 @@
-"""The `mlic-pipe` command: profile | train | check | preview | demo-data."""
+"""The `mlic-pipe` command: profile | train | check | preview | demo-data.
+
+Choices come from the registries (mixers, heads, losses, optimizers, schedules) and the train
+command's flags from `TrainConfig`'s fields, so nothing here retypes an option. Library errors
+refer to options by name; `main` spells them as this command's flags (`FLAGS`).
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import sys
+from dataclasses import MISSING, Field, fields
 from pathlib import Path
 
-__all__ = ["main"]
+from mlic_pipe.datasets.index import MISSING_FILES
+from mlic_pipe.errors import ON_ERROR
+
+__all__ = ["FLAGS", "build_parser", "main"]
+
+DATA_HELP = ("dataset: 'demo' (built-in), a COCO .json or root, a VOCdevkit, a NUS-WIDE root, "
+             "or a path,labels .csv (default: demo)")
+# How library option names read on this command line, where they differ from --name-with-dashes NAME.
+FLAGS = {"image_dir": "--images DIR", "head_kwargs": "--head-arg KEY=VALUE", "val_data": "--val-data DATA",
+         "out_dir": "--out-dir DIR", "resume": "--resume PATH", "ema": "--ema DECAY", "num_threads": "--threads N",
+         "split": "--split SPLIT", "missing": "--missing drop|raise", "on_error": "--on-error skip|raise"}
 
 
-def _load(data: str, split: str | None):
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of the record (pytest and notebooks swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__ assigns it; the property always reads sys.stderr
+        pass
+
+
+def _configure_logging(quiet: bool) -> None:
+    """The package logs through `logging`; the command shows its INFO lines as plain text on stderr."""
+    logger = logging.getLogger("mlic_pipe")
+    if not any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def _load(args: argparse.Namespace, **kw):
     from mlic_pipe.datasets import load
 
-    return load(data, split=split or None)
+    args.data = args.data_option or args.data
+    if args.images:
+        kw["image_dir"] = args.images
+    return load(args.data, split=args.split or None, **kw)
+
+
+def _dtypes() -> dict:
+    from mlic_pipe.mix.settings import OUT_DTYPES
+
+    return {str(dtype).removeprefix("torch."): dtype for dtype in OUT_DTYPES}
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
-    import torch
-
     from mlic_pipe.profile import profile_pipeline
 
-    data = args.data_option or args.data
-    index = _load(data, args.split)
-    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
-    report = profile_pipeline(index, data=data, batch_size=args.batch_size, image_size=args.image_size,
+    index = _load(args, missing=args.missing)
+    report = profile_pipeline(index, data=args.data, batch_size=args.batch_size, image_size=args.image_size,
                               mix=args.mix, device=args.device, steps=args.steps, warmup=args.warmup,
-                              model=args.model, dtype=dtype, num_threads=args.threads, progress=not args.quiet)
+                              model=args.model, dtype=_dtypes()[args.dtype], num_threads=args.threads,
+                              on_error=args.on_error, progress=not args.quiet)
     print(report.format())
     if args.json:
         Path(args.json).write_text(report.to_json())
@@ -32,15 +78,13 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _head_kwargs(pairs: list[str]) -> dict:
-    """--head-arg num_heads=4 --head-arg lam=0.3 -> {"num_heads": 4, "lam": 0.3} (values read as JSON when they parse)."""
-    import json
-
+def _key_values(pairs: list[str]) -> dict:
+    """["num_heads=4", "lam=0.3"] -> {"num_heads": 4, "lam": 0.3} (values read as JSON when they parse)."""
     kwargs = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"mlic-pipe train: error: --head-arg wants KEY=VALUE, got {pair!r}")
+            raise SystemExit(f"mlic-pipe: error: --head-arg wants KEY=VALUE, got {pair!r}")
         try:
             kwargs[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -49,21 +93,21 @@ def _head_kwargs(pairs: list[str]) -> dict:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    import torch.distributed as dist
+    from mlic_pipe.distributed import is_distributed, is_main_process
+    from mlic_pipe.training import TrainConfig, train
 
-    from mlic_pipe.train import TrainConfig, train
-
-    options = {name: value for name, value in vars(args).items() if name in TrainConfig.__dataclass_fields__}
+    options = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
     options["data"] = args.data_option or args.data
-    options["head_kwargs"] = _head_kwargs(args.head_arg)
+    options["head_kwargs"] = _key_values(args.head_kwargs)
     result = train(TrainConfig(**options), progress=not args.quiet)
-    distributed = dist.is_available() and dist.is_initialized()
-    if not distributed or dist.get_rank() == 0:  # under torchrun, one rank speaks
+    if is_main_process():  # under torchrun, one rank speaks
         if result.final is not None:
             print(f"\nvalidation after epoch {len(result.history)}:\n{result.final.format()}")
             print(f"best mAP {100 * result.best_map:.2f} at epoch {result.best_epoch}")
         print(f"log and checkpoints in {result.out_dir}")
-    if distributed:
+    if is_distributed():
+        import torch.distributed as dist
+
         dist.destroy_process_group()
     return 0
 
@@ -71,13 +115,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from mlic_pipe.check import check_index
 
-    index = _load(args.data, args.split)
+    index = _load(args, missing="keep")  # missing files are listed with the other unusable ones
     report = check_index(index, progress=not args.quiet)
     print(f"dataset         {args.data}")
     print(report.format())
     if report.num_unusable:
-        print(f"\n{report.num_unusable} files cannot be decoded: fix or remove them, or train with "
-              "on_error='skip' (they are then counted and reported).", file=sys.stderr)
+        print(f"\n{report.num_unusable} files are missing or cannot be decoded: fix or remove them, or train with "
+              "--on-error skip and --missing drop (they are then counted and reported).", file=sys.stderr)
         return 1
     return 0
 
@@ -85,9 +129,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_preview(args: argparse.Namespace) -> int:
     from mlic_pipe.preview import write_preview
 
-    index = _load(args.data, args.split)
-    mix = None if args.mix == "none" else args.mix
-    write_preview(index, args.out, mix=mix, batch_size=args.batch_size, image_size=args.size, seed=args.seed)
+    index = _load(args, missing=args.missing)
+    write_preview(index, args.out, mix=args.mix, batch_size=args.batch_size, image_size=args.size, seed=args.seed)
     print(f"wrote {args.out}: {args.batch_size} regular images of {args.data} and their {args.mix} outputs "
           f"(mixed tiles outlined)")
     return 0
@@ -103,93 +146,86 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mlic-pipe", description="GPU data pipeline for multi-label image "
-                                     "classification: DALI decode + one fused Triton SpliceMix kernel.")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    data_help = ("dataset: 'demo' (built-in), a COCO .json or root, a VOCdevkit, a NUS-WIDE root, "
-                 "or a path,labels .csv (default: demo)")
+def _add_data_options(parser: argparse.ArgumentParser, missing: bool = True) -> None:
+    parser.add_argument("data", nargs="?", default="demo", help=DATA_HELP)
+    parser.add_argument("--data", dest="data_option", metavar="DATA", help="same as the positional DATA")
+    parser.add_argument("--split", help="split to read (train, val, trainval, test; reader-dependent)")
+    parser.add_argument("--images", metavar="DIR", help="image folder of a COCO-format .json outside COCO's own layout")
+    if missing:
+        parser.add_argument("--missing", default="raise", choices=MISSING_FILES,
+                            help="image files missing on disk: raise (default) or drop them with a warning")
+
+
+def _config_flag(parser: argparse.ArgumentParser, spec: Field) -> None:
+    """One TrainConfig field as a flag: its type, default, help and choices."""
+    meta = spec.metadata
+    default = spec.default if spec.default is not MISSING else spec.default_factory()
+    kind = str(spec.type).split("|")[0].strip()
+    help_text = meta["help"] + (f" (default {default})" if default not in (None, False, {}, "") else "")
+    if meta.get("flag") == "positional":
+        parser.add_argument(spec.name, nargs="?", default=default, help=help_text)
+        parser.add_argument(f"--{spec.name}", dest=f"{spec.name}_option", metavar=spec.name.upper(),
+                            help=f"same as the positional {spec.name.upper()}")
+        return
+    flag = meta.get("flag") or f"--{spec.name.replace('_', '-')}"
+    if kind == "bool":
+        parser.add_argument(flag, dest=spec.name, action="store_true", help=meta["help"])
+    elif kind == "dict":
+        parser.add_argument(flag, dest=spec.name, action="append", default=[], metavar=meta.get("metavar"),
+                            help=help_text)
+    else:
+        choices = list(meta["choices"]) if meta.get("choices") is not None else None
+        parser.add_argument(flag, dest=spec.name, type={"int": int, "float": float}.get(kind, str), default=default,
+                            choices=choices, metavar=meta.get("metavar"), help=help_text)
+
+
+def _profile_parser(commands) -> None:
+    from mlic_pipe.mix import MIXERS
 
     profile = commands.add_parser("profile", help="time the data pipeline end to end (the main job)")
-    profile.add_argument("data", nargs="?", default="demo", help=data_help)
-    profile.add_argument("--split", help="split to read (train, val, trainval, test; reader-dependent)")
-    profile.add_argument("--data", dest="data_option", metavar="DATA", help="same as the positional DATA")
+    _add_data_options(profile)
     profile.add_argument("--batch-size", type=int, default=32, help="images read per step, B (default 32)")
     profile.add_argument("--image-size", type=int, default=448, help="image size S (default 448)")
-    profile.add_argument("--mix", default="splicemix", choices=["splicemix", "cutmix", "fmix", "mixup", "none"],
+    profile.add_argument("--mix", default="splicemix", choices=list(MIXERS),
                          help="augmentation (default splicemix, the paper's default mode)")
     profile.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
-    profile.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
-                         help="output image dtype (default float32)")
+    profile.add_argument("--dtype", default="float32", choices=list(_dtypes()), help="output image dtype "
+                         "(default float32)")
     profile.add_argument("--steps", type=int, default=20, help="steps timed (default 20)")
     profile.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
     profile.add_argument("--model", help="also time a timm model's forward + backward, e.g. resnet50 (random init)")
     profile.add_argument("--threads", type=int, help="DALI CPU threads (default: CPU count, at most 8)")
+    profile.add_argument("--on-error", default="raise", choices=ON_ERROR,
+                         help="undecodable images: raise (default), or skip and report")
     profile.add_argument("--json", help="also write the numbers to this JSON file")
     profile.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     profile.set_defaults(run=_cmd_profile)
+
+
+def _train_parser(commands) -> None:
+    from mlic_pipe.training import TrainConfig
 
     train = commands.add_parser("train", help="train a multi-label classifier on the loader (reference trainer)",
                                 description="Train any timm backbone + head + loss + mix with MLICLoader; "
                                             "evaluates every epoch, logs JSON lines, checkpoints, resumes; "
                                             "run under torchrun for DDP.")
-    train.add_argument("data", nargs="?", default="demo", help=data_help)
-    train.add_argument("--data", dest="data_option", metavar="DATA", help="same as the positional DATA")
-    train.add_argument("--train-split", default="train", help="training split (default train; VOC: trainval)")
-    train.add_argument("--val-split", default="val", help="validation split (default val; VOC: test)")
-    train.add_argument("--val-data", help="a separate validation dataset (needed when DATA is one annotation file)")
-    train.add_argument("--backbone", default="resnet50", help="any timm model (default resnet50)")
-    train.add_argument("--head", default="avg", choices=["avg", "max", "csra", "mldecoder", "graph"],
-                       help="classification head (default avg)")
-    train.add_argument("--head-arg", action="append", default=[], metavar="KEY=VALUE",
-                       help="head option, repeatable, e.g. --head-arg num_heads=4 --head-arg lam=0.1")
-    train.add_argument("--pretrained", action="store_true", help="start from timm's pretrained weights (needs them "
-                       "downloaded or cached)")
-    train.add_argument("--loss", default="asl", choices=["asl", "aam", "bce"], help="base loss (default asl)")
-    train.add_argument("--mix", default="splicemix", choices=["splicemix", "cutmix", "fmix", "mixup", "none"],
-                       help="augmentation (default splicemix)")
-    train.add_argument("--mix-append", action="store_true",
-                       help="mask mixes: append B/4 mixed images, keeping the sources (needed by --sumix)")
-    train.add_argument("--splicemix-cl", action="store_true", help="add the SpliceMix-CL consistency loss")
-    train.add_argument("--cl-weight", type=float, default=1.0, help="weight of SpliceMix-CL (default 1)")
-    train.add_argument("--sumix", action="store_true", help="SUMix learned mix ratio for mask mixes (with --mix-append)")
-    train.add_argument("--sumix-gamma", type=float, default=0.5, help="SUMix uncertainty weight (default 0.5)")
-    train.add_argument("--epochs", type=int, default=10, help="epochs (default 10)")
-    train.add_argument("--batch-size", type=int, default=32, help="images read per step per rank (default 32)")
-    train.add_argument("--image-size", type=int, default=448, help="image size S (default 448)")
-    train.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"], help="default adamw")
-    train.add_argument("--lr", type=float, help="head learning rate (default 1e-4 adamw, 0.05 sgd)")
-    train.add_argument("--weight-decay", type=float, default=1e-4, help="default 1e-4")
-    train.add_argument("--backbone-lr-mult", type=float, default=0.1, help="backbone lr = lr x this (default 0.1)")
-    train.add_argument("--schedule", default="cosine", choices=["cosine", "onecycle", "step"],
-                       help="lr schedule after warmup (default cosine)")
-    train.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warmup (default 1 epoch)")
-    train.add_argument("--step-size", type=int, default=10, help="step schedule: epochs per decay (default 10)")
-    train.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"],
-                       help="mixed precision (default auto: bf16 on CUDA, off on CPU)")
-    train.add_argument("--ema", type=float, help="keep EMA weights with this decay (e.g. 0.9997) and evaluate them too")
-    train.add_argument("--channels-last", action="store_true", help="channels_last images and model")
-    train.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
-    train.add_argument("--threads", type=int, help="DALI CPU threads (default: CPU count, at most 8)")
-    train.add_argument("--seed", type=int, default=0, help="fixes init, order, crops and plans (default 0)")
-    train.add_argument("--out-dir", default="runs/mlic", help="log.jsonl, last.pt, best.pt (default runs/mlic)")
-    train.add_argument("--resume", help="continue from a checkpoint, or 'auto' for OUT_DIR/last.pt")
-    train.add_argument("--limit-train-batches", type=int, help="stop every epoch after this many steps (smoke runs)")
-    train.add_argument("--on-error", default="raise", choices=["raise", "skip"],
-                       help="undecodable images: raise (default) or skip and report")
+    for spec in fields(TrainConfig):
+        _config_flag(train, spec)
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     train.set_defaults(run=_cmd_train)
 
+
+def _other_parsers(commands) -> None:
+    from mlic_pipe.mix import MIXERS
+
     check = commands.add_parser("check", help="inspect a dataset: labels, class frequencies, unusable or odd files")
-    check.add_argument("data", nargs="?", default="demo", help=data_help)
-    check.add_argument("--split", help="split to read (train, val, trainval, test; reader-dependent)")
+    _add_data_options(check, missing=False)
     check.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     check.set_defaults(run=_cmd_check)
 
     preview = commands.add_parser("preview", help="render one mixed batch as a captioned PNG grid")
-    preview.add_argument("data", nargs="?", default="demo", help=data_help)
-    preview.add_argument("--split", help="split to read (train, val, trainval, test; reader-dependent)")
-    preview.add_argument("--mix", default="splicemix", choices=["splicemix", "cutmix", "fmix", "mixup", "none"],
+    _add_data_options(preview)
+    preview.add_argument("--mix", default="splicemix", choices=list(MIXERS),
                          help="augmentation (default splicemix, the paper's default mode)")
     preview.add_argument("--out", default="batch.png", help="PNG to write (default batch.png)")
     preview.add_argument("--batch-size", type=int, default=16, help="regular images in the batch (default 16)")
@@ -201,17 +237,27 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("dir", nargs="?", help="where to write it (default: the user cache, reused by every command)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the composition (default 0)")
     demo.set_defaults(run=_cmd_demo_data)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlic-pipe", description="GPU data pipeline for multi-label image "
+                                     "classification: DALI decode + one fused Triton SpliceMix kernel.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _profile_parser(commands)
+    _train_parser(commands)
+    _other_parsers(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mlic_pipe.errors import MLICDataError
+    from mlic_pipe.errors import ConfigError, MLICDataError
 
     args = build_parser().parse_args(argv)
+    _configure_logging(getattr(args, "quiet", False))
     try:
         return args.run(args)
-    except MLICDataError as error:
-        print(f"mlic-pipe: error: {error}", file=sys.stderr)
+    except (MLICDataError, ConfigError) as error:
+        print(f"mlic-pipe {args.command}: error: {error.for_cli(FLAGS)}", file=sys.stderr)
         return 2
 
 

@@ -31,13 +31,13 @@ import numpy as np
 import torch
 
 from mlic_pipe.datasets.index import LabelIndex
-from mlic_pipe.errors import MLICDataError
+from mlic_pipe.distributed import rank_and_world_size
+from mlic_pipe.errors import ON_ERROR, MLICDataError
 from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD, MixPlan, RenderSettings, create_mixer, mix_targets, render
 from mlic_pipe.pipeline import DecodeSettings, build_pipeline, dali_reason, probe_decode
 
 __all__ = ["MLICLoader", "as_torch"]
 
-ON_ERROR = ("raise", "skip")
 STAGES = ("dali", "plan", "render", "targets")
 
 
@@ -61,19 +61,6 @@ def _resolve_device(device) -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device}")
     return device
-
-
-def _distributed(rank, world_size) -> tuple[int, int]:
-    if rank is None or world_size is None:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            rank = dist.get_rank() if rank is None else rank
-            world_size = dist.get_world_size() if world_size is None else world_size
-    rank, world_size = (0 if rank is None else int(rank)), (1 if world_size is None else int(world_size))
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
-    return rank, world_size
 
 
 class MLICLoader:
@@ -132,7 +119,7 @@ class MLICLoader:
         self.render_settings = RenderSettings(mean=mean, std=std, out_dtype=dtype, resample=resample,
                                               align_corners=align_corners, channels_last=channels_last)
         self.return_plan = bool(return_plan)
-        self.rank, self.world_size = _distributed(rank, world_size)
+        self.rank, self.world_size = rank_and_world_size(rank, world_size)
         self.on_error = on_error
         self.label_rule = label_rule
         threads = num_threads if num_threads is not None else min(os.cpu_count() or 1, 8)
@@ -254,7 +241,7 @@ class MLICLoader:
         if self.on_error == "raise":
             row, reason = next(iter(bad.items()))
             raise MLICDataError(self.index.files[row], reason,
-                                "remove or replace the file, or pass on_error='skip' to skip bad images") from error
+                                "remove or replace the file, or pass {on_error:skip} to skip bad images") from error
         for row, reason in bad.items():
             path = self.index.files[row]
             self.skipped[path] = reason

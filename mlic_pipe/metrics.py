@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from mlic_pipe.distributed import is_distributed
+
 __all__ = ["MetricAccumulator", "MetricReport", "average_precision", "f1_optimal_thresholds",
            "mean_average_precision", "multilabel_metrics", "precision_recall_f1"]
 
@@ -256,7 +258,7 @@ class MetricAccumulator:
 
     def _gathered(self, distributed: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         parts = [torch.cat(p) if p else torch.empty(0) for p in (self._scores, self._targets, self._ignore)]
-        if distributed and torch.distributed.is_available() and torch.distributed.is_initialized():
+        if distributed and is_distributed():
             gathered: list = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(gathered, parts)
             parts = [torch.cat([g[i] for g in gathered]) for i in range(3)]

@@ -106,15 +106,15 @@ def model_train_step(name: str, num_classes: int, device: torch.device):
 def profile_pipeline(index: LabelIndex, *, data: str = "demo", batch_size: int = 32, image_size: int = 448,
                      mix="splicemix", device="auto", steps: int = 20, warmup: int = 2, model: str | None = None,
                      dtype: torch.dtype = torch.float32, num_threads: int | None = None, seed: int = 0,
-                     progress: bool = True) -> ProfileReport:
+                     on_error: str = "raise", progress: bool = True) -> ProfileReport:
     """Time `steps` training steps (after `warmup` untimed ones) of the loader, optionally with a model.
 
     The loader cycles over epochs until enough steps ran, so small datasets work with any `steps`.
     """
     if steps < 1 or warmup < 0:
         raise ValueError(f"steps must be >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
-    loader = MLICLoader(index, batch_size, image_size=image_size, mix=None if mix == "none" else mix,
-                        device=device, dtype=dtype, num_threads=num_threads, seed=seed)
+    loader = MLICLoader(index, batch_size, image_size=image_size, mix=mix, device=device, dtype=dtype,
+                        num_threads=num_threads, seed=seed, on_error=on_error)
     if len(loader) == 0:
         raise ValueError(f"the dataset has {len(index)} images, fewer than one batch of {batch_size}")
     train_step = model_train_step(model, index.num_classes, loader.device) if model else None

@@ -27,3 +27,14 @@ def demo_root():
     from mlic_pipe.datasets.demo import ensure_demo
 
     return ensure_demo(progress=False)
+
+
+KERNEL_RESOURCES = pytest.StashKey[str]()  # the register table tests/test_kernel_compile.py leaves
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """Print the register table of the render kernel's GPU builds when tests/test_kernel_compile.py ran."""
+    table = config.stash.get(KERNEL_RESOURCES, None)
+    if table:
+        terminalreporter.section("render kernel: registers and spills per GPU build")
+        terminalreporter.write_line(table)

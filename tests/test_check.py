@@ -113,3 +113,37 @@ def test_profile_times_every_stage_and_the_model(demo_root, capsys, tmp_path):
 def test_check_on_the_demo_data_is_clean(demo_root, capsys):
     assert main(["check", "demo", "-q"]) == 0
     assert "images          400" in capsys.readouterr().out
+
+
+def test_check_takes_a_coco_file_outside_coco_layout_and_lists_its_missing_images(tmp_path, capsys):
+    from builders import write_coco
+
+    photos = tmp_path / "photos"
+    write_image(photos / "a.jpg", size=(64, 64))
+    write_image(photos / "b.jpg", size=(64, 64))
+    annotations = write_coco(tmp_path / "labels" / "my.json", [(1, "a.jpg"), (2, "b.jpg"), (3, "gone.jpg")],
+                             [(1, "cat")], [(1, 1, 0), (3, 1, 0)])
+    # without --images the hint is spelled as this command's flag, not as a Python keyword
+    assert main(["check", annotations, "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot tell where its images are (pass --images DIR)" in err and "image_dir" not in err
+    # with it, the missing file is listed among the unusable ones and the exit code says so
+    assert main(["check", annotations, "--images", str(photos), "-q"]) == 1
+    captured = capsys.readouterr()
+    assert "missing" in captured.out and "gone.jpg" in captured.out and "Traceback" not in captured.err
+    assert "1 files are missing or cannot be decoded" in captured.err
+
+
+def test_data_error_hints_fit_the_caller(tmp_path):
+    from builders import write_coco
+    from mlic_pipe.datasets import load
+    from mlic_pipe.errors import MLICDataError, spell_options
+
+    annotations = write_coco(tmp_path / "x" / "my.json", [(1, "a.jpg")], [(1, "cat")], [])
+    with pytest.raises(MLICDataError, match=r"cannot tell where its images are \(pass image_dir=\.\.\.\)$"):
+        load(annotations)  # a Python caller reads the keyword
+    assert spell_options("pass {on_error:skip} or {missing:drop}") == "pass on_error='skip' or missing='drop'"
+    assert spell_options("pass {on_error:skip} or {image_dir:}", {"image_dir": "--images DIR"}) == \
+        "pass --on-error skip or --images DIR"
+    assert spell_options("{epochs} must be {epochs:3}", {}) == "--epochs must be --epochs 3"
+    assert spell_options("{epochs:3}") == "epochs=3"

@@ -7,9 +7,11 @@ import socket
 import pytest
 import torch
 
-from mlic_pipe import train as train_module
+from mlic_pipe.errors import ConfigError
+from mlic_pipe.training import checkpoint as checkpoint_module
 from mlic_pipe.cli import main
-from mlic_pipe.train import TrainConfig, _scheduler, train
+from mlic_pipe.training import TrainConfig, train
+from mlic_pipe.training.optim import build_scheduler
 
 SMALL = dict(backbone="resnet18", image_size=64, batch_size=16, threads=2, limit_train_batches=2, warmup_epochs=0)
 
@@ -34,15 +36,15 @@ def test_resume_continues_exactly_where_an_interrupted_run_stopped(tmp_path, mon
     class Interrupted(Exception):
         pass
 
-    original = train_module._checkpoint
+    original = checkpoint_module.save_checkpoint
 
-    def checkpoint_then_die(path, **state):
-        original(path, **state)
+    def checkpoint_then_die(path, state):
+        original(path, state)
         raise Interrupted  # the job is killed right after epoch 1 was saved
-    monkeypatch.setattr(train_module, "_checkpoint", checkpoint_then_die)
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", checkpoint_then_die)
     with pytest.raises(Interrupted):
         train(small(tmp_path / "b", epochs=2, val_split=None), progress=False)
-    monkeypatch.setattr(train_module, "_checkpoint", original)
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", original)
     resumed = train(small(tmp_path / "b", epochs=2, val_split=None, resume="auto"), progress=False)
     assert [r["train_loss"] for r in resumed.history] == pytest.approx(
         [r["train_loss"] for r in reference.history], rel=1e-5)
@@ -84,21 +86,49 @@ def test_cli_train_reports_map_and_writes_a_json_log(tmp_path, capsys):
 
 
 def test_bad_combinations_are_refused_before_any_work(tmp_path):
-    with pytest.raises(ValueError, match="--sumix needs"):
+    # library errors name the config fields ...
+    with pytest.raises(ConfigError, match="^sumix needs a mask mix"):
         train(small(tmp_path, sumix=True), progress=False)
-    with pytest.raises(ValueError, match="--splicemix-cl needs"):
+    with pytest.raises(ConfigError, match="^splicemix_cl needs mix='splicemix'"):
         train(small(tmp_path, mix="cutmix", splicemix_cl=True), progress=False)
-    with pytest.raises(ValueError, match="AAM needs cosine"):
+    with pytest.raises(ConfigError, match="^loss='aam' needs cosine logits"):
         train(small(tmp_path, head="csra", loss="aam"), progress=False)
-    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+    with pytest.raises(ConfigError, match="^resume .*missing.pt: no such checkpoint"):
         train(small(tmp_path, resume=str(tmp_path / "missing.pt"), val_split=None), progress=False)
+    with pytest.raises(ConfigError, match="^head must be one of avg, max, csra"):
+        train(small(tmp_path, head="gap"), progress=False)
+
+
+def test_the_cli_spells_config_errors_as_its_flags(tmp_path, capsys):
+    # ... and the command line says the same in its flags
+    assert main(["train", "--mix", "cutmix", "--splicemix-cl", "--out-dir", str(tmp_path), "-q"]) == 2
+    assert "mlic-pipe train: error: --splicemix-cl needs --mix splicemix" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "nope.pt"), "--out-dir", str(tmp_path), "-q"]) == 2
+    assert "--resume " in capsys.readouterr().err
+
+
+def test_every_config_field_is_a_train_flag_with_its_help_and_registry_choices():
+    from dataclasses import fields
+
+    from mlic_pipe.cli import build_parser
+    from mlic_pipe.models import HEADS
+
+    parser = build_parser()
+    train_parser = parser._subparsers._group_actions[0].choices["train"]
+    by_dest = {action.dest: action for action in train_parser._actions}
+    for spec in fields(TrainConfig):
+        assert spec.name in by_dest, spec.name
+        assert spec.metadata["help"].split(" (")[0] in by_dest[spec.name].help
+    assert list(by_dest["head"].choices) == list(HEADS.names)
+    args = parser.parse_args(["train", "--head", "csra", "--lr", "0.01", "--pretrained", "--val-split", ""])
+    assert (args.head, args.lr, args.pretrained, args.val_split) == ("csra", 0.01, True, "")
 
 
 def test_warmup_cosine_and_step_schedules_follow_their_formulas():
     def lrs(schedule, **kw):
         config = TrainConfig(epochs=4, schedule=schedule, warmup_epochs=1, **kw)
         optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-        scheduler = _scheduler(config, optimizer, steps_per_epoch=5)
+        scheduler = build_scheduler(config, optimizer, steps_per_epoch=5)
         out = []
         for _ in range(20):
             out.append(optimizer.param_groups[0]["lr"])
@@ -151,9 +181,8 @@ def test_evaluate_equals_sklearn_on_the_same_predictions_with_ignore(tmp_path):
 
     from mlic_pipe.datasets import load
     from mlic_pipe.loader import MLICLoader
-    from mlic_pipe.losses import BCELoss
     from mlic_pipe.models import build_model
-    from mlic_pipe.train import evaluate
+    from mlic_pipe.training import Objective, evaluate
 
     index = load("demo", split="val")
     index.ignore = np.random.default_rng(0).random(index.targets.shape) < 0.1
@@ -161,7 +190,7 @@ def test_evaluate_equals_sklearn_on_the_same_predictions_with_ignore(tmp_path):
     model = build_model("resnet18", "avg", index.num_classes).eval()
     config = TrainConfig(loss="bce")
     loader = MLICLoader(index, 16, image_size=64, train=False, return_plan=True, num_threads=2)
-    report = evaluate(model, loader, index, config, BCELoss(), torch.autocast("cpu", enabled=False), progress=False)
+    report = evaluate(model, loader, index, Objective(config), torch.autocast("cpu", enabled=False), progress=False)
     scores = np.zeros(index.targets.shape)
     with torch.no_grad():
         for images, _, plan in loader:

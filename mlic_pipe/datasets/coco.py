@@ -52,6 +52,31 @@ def _ids(records: list, field: str, what: str, annotation_file: str) -> np.ndarr
                             "the file is not in COCO format") from None
 
 
+def _multi_hot(annotations: list, image_ids: np.ndarray, cat_ids_sorted: np.ndarray,
+               annotation_file: str) -> np.ndarray:
+    """(images, categories) uint8: 1 where an annotation puts the category on the image (crowd included)."""
+    targets = np.zeros((len(image_ids), len(cat_ids_sorted)), dtype=np.uint8)
+    if not annotations:
+        return targets
+    ann_images = _ids(annotations, "image_id", "annotation", annotation_file)
+    ann_cats = _ids(annotations, "category_id", "annotation", annotation_file)
+    order = np.argsort(image_ids, kind="stable")
+    rows = order[np.clip(np.searchsorted(image_ids, ann_images, sorter=order), 0, len(order) - 1)]
+    bad = image_ids[rows] != ann_images
+    if bad.any():
+        raise MLICDataError(annotation_file, f"{int(bad.sum())} annotations refer to image ids not in "
+                            f"'images', e.g. {ann_images[bad][:5].tolist()}",
+                            "the file is inconsistent: download it again")
+    cols = np.clip(np.searchsorted(cat_ids_sorted, ann_cats), 0, len(cat_ids_sorted) - 1)
+    bad = cat_ids_sorted[cols] != ann_cats
+    if bad.any():
+        raise MLICDataError(annotation_file, f"{int(bad.sum())} annotations refer to category ids not in "
+                            f"'categories', e.g. {sorted(set(ann_cats[bad].tolist()))[:5]}",
+                            "the file is inconsistent: download it again")
+    targets[rows, cols] = 1
+    return targets
+
+
 def _parse(annotation_file: str, image_dir: str, drop_empty: bool) -> LabelIndex:
     big = os.path.getsize(annotation_file) > _BIG_FILE_BYTES
     with tqdm(total=3, desc=f"parsing {os.path.basename(annotation_file)}", unit="step",
@@ -83,25 +108,7 @@ def _parse(annotation_file: str, image_dir: str, drop_empty: bool) -> LabelIndex
                  zip(cat_ids_sorted.tolist(), coco.loadCats(cat_ids_sorted.tolist()))]
         progress.update()
 
-        targets = np.zeros((len(images), len(cat_ids_sorted)), dtype=np.uint8)
-        annotations = data.get("annotations") or []
-        if annotations:
-            ann_images = _ids(annotations, "image_id", "annotation", annotation_file)
-            ann_cats = _ids(annotations, "category_id", "annotation", annotation_file)
-            order = np.argsort(image_ids, kind="stable")
-            rows = order[np.clip(np.searchsorted(image_ids, ann_images, sorter=order), 0, len(order) - 1)]
-            bad = image_ids[rows] != ann_images
-            if bad.any():
-                raise MLICDataError(annotation_file, f"{int(bad.sum())} annotations refer to image ids not in "
-                                    f"'images', e.g. {ann_images[bad][:5].tolist()}",
-                                    "the file is inconsistent: download it again")
-            cols = np.clip(np.searchsorted(cat_ids_sorted, ann_cats), 0, len(cat_ids_sorted) - 1)
-            bad = cat_ids_sorted[cols] != ann_cats
-            if bad.any():
-                raise MLICDataError(annotation_file, f"{int(bad.sum())} annotations refer to category ids not in "
-                                    f"'categories', e.g. {sorted(set(ann_cats[bad].tolist()))[:5]}",
-                                    "the file is inconsistent: download it again")
-            targets[rows, cols] = 1
+        targets = _multi_hot(data.get("annotations") or [], image_ids, cat_ids_sorted, annotation_file)
         progress.update()
 
     try:

@@ -79,9 +79,9 @@ def load(path_or_spec: str | os.PathLike, **kw) -> LabelIndex:
         split = split or "train"
         matches = sorted(glob.glob(os.path.join(path, "annotations", f"instances_{split}*.json")))
         if not matches:
-            raise MLICDataError(path, f"has no annotations/instances_{split}*.json", "pass split= or the .json itself")
+            raise MLICDataError(path, f"has no annotations/instances_{split}*.json", "pass {split:} or the .json itself")
         path = matches[0]
     image_dir = kw.pop("image_dir", None) or _coco_image_dir(path)
     if image_dir is None:
-        raise MLICDataError(path, "cannot tell where its images are", "pass image_dir=")
+        raise MLICDataError(path, "cannot tell where its images are", "pass {image_dir:}")
     return load_coco(path, image_dir, **kw)

@@ -11,9 +11,10 @@ import numpy as np
 
 from mlic_pipe.errors import MLICDataError
 
-__all__ = ["LabelIndex", "MissingPolicy", "check_present"]
+__all__ = ["LabelIndex", "MISSING_FILES", "MissingPolicy", "check_present"]
 
-MissingPolicy = Literal["raise", "drop"]
+MissingPolicy = Literal["raise", "drop", "keep"]
+MISSING_FILES = ("raise", "drop")  # the policies offered to users; "keep" is `mlic-pipe check`'s own
 
 
 @dataclass
@@ -72,13 +73,16 @@ def check_present(files: Sequence[str], source: str | os.PathLike, missing: Miss
         files: absolute paths.
         source: the annotation file the paths came from, named in the error.
         missing: "raise" to fail on any missing file, "drop" to return a mask that drops them
-            (with a warning that counts them).
+            (with a warning that counts them), "keep" to keep them silently (for `mlic-pipe check`,
+            which lists them with the other unusable files).
 
     Returns:
-        (N,) bool mask, True where the file exists.
+        (N,) bool mask of the rows to keep: True where the file exists (everywhere with "keep").
     """
-    if missing not in ("raise", "drop"):
-        raise ValueError(f"missing must be 'raise' or 'drop', got {missing!r}")
+    if missing not in ("raise", "drop", "keep"):
+        raise ValueError(f"missing must be 'raise', 'drop' or 'keep', got {missing!r}")
+    if missing == "keep":
+        return np.ones(len(files), dtype=bool)
     by_dir: dict[str, list[int]] = defaultdict(list)
     for row, path in enumerate(files):
         by_dir[os.path.dirname(path)].append(row)
@@ -95,7 +99,7 @@ def check_present(files: Sequence[str], source: str | os.PathLike, missing: Miss
         first = [files[i] for i in np.flatnonzero(~present)[:5]]
         what = f"{num_missing} of {len(files)} image files are missing on disk, e.g. " + ", ".join(first)
         if missing == "raise":
-            raise MLICDataError(source, what, "check the image directory, or pass missing='drop' "
+            raise MLICDataError(source, what, "check the image directory, or pass {missing:drop} "
                                 "to train on the images that are there")
         warnings.warn(f"{os.fspath(source)}: dropping {what}", stacklevel=3)
     return present

@@ -1,0 +1,105 @@
+"""`TrainConfig`: everything a training run depends on, each field with its help and its choices.
+
+The command line is generated from these fields (`mlic_pipe.cli` reads `fields(TrainConfig)`), so
+an option is declared once, here: its default, its help text, and its choices, which come from the
+registries (mixers, heads, losses, optimizers, schedules) rather than from lists typed again.
+`validate` raises `ConfigError` naming fields, which the CLI spells as flags.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlic_pipe.datasets.index import MISSING_FILES
+from mlic_pipe.errors import ON_ERROR, ConfigError
+from mlic_pipe.losses import LOSSES
+from mlic_pipe.mix import MIXERS
+from mlic_pipe.models import HEADS
+from mlic_pipe.training.optim import OPTIMIZERS, SCHEDULES
+
+__all__ = ["AMP_MODES", "MASK_MIXES", "TrainConfig"]
+
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+MASK_MIXES = ("cutmix", "fmix", "mixup")  # the mixers with a partner and a weight map (SUMix's domain)
+
+
+def option(default: Any, help: str, *, choices=None, flag: str | None = None, metavar: str | None = None,
+           factory=None):
+    """A config field with what the CLI needs to offer it: help, choices (a registry or tuple), flag."""
+    metadata = {"help": help, "choices": choices, "flag": flag, "metavar": metavar}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; saved in every checkpoint and in the log's first line."""
+
+    data: str = option("demo", "dataset: 'demo', a COCO .json or root, a VOCdevkit, a NUS-WIDE root or a .csv",
+                       flag="positional")
+    images: str | None = option(None, "image folder of a COCO-format .json outside COCO's own layout",
+                                metavar="DIR")
+    train_split: str = option("train", "training split (VOC: trainval)")
+    val_split: str | None = option("val", "validation split (VOC: test); empty for none")
+    val_data: str | None = option(None, "a separate validation dataset (needed when DATA is one annotation file)",
+                                  metavar="DATA")
+    backbone: str = option("resnet50", "any timm model")
+    head: str = option("avg", "classification head", choices=HEADS)
+    head_kwargs: dict = option(None, "head option, repeatable, e.g. --head-arg num_heads=4 --head-arg lam=0.1",
+                               flag="--head-arg", metavar="KEY=VALUE", factory=dict)
+    pretrained: bool = option(False, "start from timm's pretrained weights (needs them downloaded or cached)")
+    loss: str = option("asl", "base loss", choices=LOSSES)
+    mix: str = option("splicemix", "augmentation", choices=MIXERS)
+    mix_append: bool = option(False, "mask mixes: append B/4 mixed images, keeping the sources (needed by SUMix)")
+    splicemix_cl: bool = option(False, "add the SpliceMix-CL consistency loss")
+    cl_weight: float = option(1.0, "weight of SpliceMix-CL")
+    sumix: bool = option(False, "SUMix learned mix ratio for mask mixes (with mix_append)")
+    sumix_gamma: float = option(0.5, "SUMix uncertainty weight")
+    epochs: int = option(10, "epochs")
+    batch_size: int = option(32, "images read per step per rank")
+    image_size: int = option(448, "image size S")
+    optimizer: str = option("adamw", "optimizer", choices=OPTIMIZERS)
+    lr: float | None = option(None, "head learning rate (default: the optimizer's, 1e-4 adamw, 0.05 sgd)")
+    weight_decay: float = option(1e-4, "weight decay")
+    momentum: float = option(0.9, "SGD momentum (Nesterov)")
+    backbone_lr_mult: float = option(0.1, "backbone lr = lr x this")
+    schedule: str = option("cosine", "lr schedule after the warmup", choices=SCHEDULES)
+    warmup_epochs: float = option(1.0, "linear warmup, in epochs")
+    step_size: int = option(10, "step schedule: epochs between decays")
+    step_gamma: float = option(0.1, "step schedule: factor of each decay")
+    amp: str = option("auto", "mixed precision (auto: bf16 on CUDA, off on CPU)", choices=AMP_MODES)
+    ema: float | None = option(None, "keep EMA weights with this decay (e.g. 0.9997) and evaluate them too",
+                               metavar="DECAY")
+    channels_last: bool = option(False, "channels_last images and model")
+    device: str = option("auto", "auto (CUDA when present), cpu or cuda[:N]")
+    threads: int | None = option(None, "DALI CPU threads (default: CPU count, at most 8)")
+    seed: int = option(0, "fixes init, order, crops and plans")
+    out_dir: str = option("runs/mlic", "where log.jsonl, last.pt and best.pt go", metavar="DIR")
+    resume: str | None = option(None, "continue from a checkpoint, or 'auto' for OUT_DIR/last.pt", metavar="PATH")
+    limit_train_batches: int | None = option(None, "stop every epoch after this many steps (smoke runs)")
+    on_error: str = option("raise", "undecodable images: raise, or skip and report", choices=ON_ERROR)
+    missing: str = option("raise", "image files missing on disk: raise, or drop them with a warning",
+                          choices=MISSING_FILES)
+
+    def validate(self) -> None:
+        """Raise `ConfigError` for a value or a combination that cannot work, before any work is done."""
+        for name in ("head", "loss", "mix", "optimizer", "schedule"):
+            registry = type(self).__dataclass_fields__[name].metadata["choices"]
+            if getattr(self, name) not in registry:
+                raise ConfigError(f"{{{name}}} must be one of {', '.join(registry)}, got {getattr(self, name)!r}")
+        for name, allowed in (("amp", AMP_MODES), ("on_error", ON_ERROR), ("missing", MISSING_FILES)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{{{name}}} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("{epochs} and {batch_size} must be at least 1")
+        if self.splicemix_cl and self.mix != "splicemix":
+            raise ConfigError("{splicemix_cl} needs {mix:splicemix} (it compares spliced cells with their sources)")
+        if self.sumix and (self.mix not in MASK_MIXES or not self.mix_append):
+            raise ConfigError("{sumix} needs a mask mix in the appended layout: {mix:cutmix|fmix|mixup} "
+                              "and {mix_append}")
+        if self.loss == "aam" and self.head == "csra":
+            raise ConfigError("{loss:aam} needs cosine logits; CSRA's attention logits are not cosines: use "
+                              "{head:avg}, max, mldecoder or graph")
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise ConfigError(f"{{ema}} decay must be in (0, 1), got {self.ema}")

@@ -1,0 +1,90 @@
+"""Optimizers and learning-rate schedules by name, built from torch's own classes.
+
+Two parameter groups: the backbone at ``lr * backbone_lr_mult`` and the head at ``lr``, as the
+papers fine-tune pretrained backbones. Schedules are compositions of `torch.optim.lr_scheduler`
+classes (a `LinearLR` warm-up chained by `SequentialLR` to `CosineAnnealingLR` or `MultiStepLR`; or
+`OneCycleLR`), stepped once per optimizer step, so their state saves and resumes with torch's.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+from torch.optim import lr_scheduler
+
+from mlic_pipe.registry import Registry
+
+if TYPE_CHECKING:
+    from mlic_pipe.training.config import TrainConfig
+
+__all__ = ["DEFAULT_LR", "OPTIMIZERS", "SCHEDULES", "build_optimizer", "build_scheduler"]
+
+DEFAULT_LR = {"adamw": 1e-4, "sgd": 0.05}
+
+
+def _sgd(groups, lr: float, config: "TrainConfig") -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum"""
+    return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True)
+
+
+def _adamw(groups, lr: float, config: "TrainConfig") -> torch.optim.Optimizer:
+    """AdamW (decoupled weight decay)"""
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=config.weight_decay)
+
+
+OPTIMIZERS: Registry[torch.optim.Optimizer] = Registry("optimizer")
+OPTIMIZERS.register("adamw", _adamw)
+OPTIMIZERS.register("sgd", _sgd)
+
+
+def build_optimizer(config: "TrainConfig", model: nn.Module) -> torch.optim.Optimizer:
+    """The configured optimizer over the model's backbone (scaled lr) and head parameter groups."""
+    lr = config.lr if config.lr is not None else DEFAULT_LR[config.optimizer]
+    backbone = [p for p in model.backbone.parameters() if p.requires_grad]
+    head = [p for p in model.head.parameters() if p.requires_grad]
+    groups = [{"params": backbone, "lr": lr * config.backbone_lr_mult}, {"params": head, "lr": lr}]
+    return OPTIMIZERS.create(config.optimizer, groups, lr, config)
+
+
+def _after_warmup(optimizer, decay: lr_scheduler.LRScheduler, warmup: int) -> lr_scheduler.LRScheduler:
+    """`decay`, preceded by a linear warm-up from lr/warmup to lr over `warmup` steps when warmup > 0."""
+    if warmup <= 0:
+        return decay
+    ramp = lr_scheduler.LinearLR(optimizer, start_factor=1.0 / warmup, end_factor=1.0, total_iters=max(warmup - 1, 1))
+    return lr_scheduler.SequentialLR(optimizer, [ramp, decay], milestones=[warmup])
+
+
+def _cosine(optimizer, config: "TrainConfig", steps_per_epoch: int, warmup: int):
+    """linear warm-up, then cosine annealing to 0 at the last step"""
+    total = config.epochs * steps_per_epoch
+    return lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total - warmup, 1))
+
+
+def _step(optimizer, config: "TrainConfig", steps_per_epoch: int, warmup: int):
+    """linear warm-up, then the lr times step_gamma every step_size epochs (counted from the run's start)"""
+    every = max(config.step_size * steps_per_epoch, 1)
+    total = config.epochs * steps_per_epoch
+    milestones = [k * every - warmup for k in range(1, total // every + 1) if k * every > warmup]
+    return lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=config.step_gamma)
+
+
+def _onecycle(optimizer, config: "TrainConfig", steps_per_epoch: int, warmup: int):
+    """one-cycle (its own warm-up: warmup_epochs / epochs of the run, within 1% .. 50%)"""
+    peaks = [group["lr"] for group in optimizer.param_groups]
+    return lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=max(config.epochs * steps_per_epoch, 1),
+                                   pct_start=min(0.5, max(config.warmup_epochs / config.epochs, 0.01)))
+
+
+SCHEDULES: Registry[lr_scheduler.LRScheduler] = Registry("schedule")
+SCHEDULES.register("cosine", _cosine)
+SCHEDULES.register("onecycle", _onecycle)
+SCHEDULES.register("step", _step)
+
+
+def build_scheduler(config: "TrainConfig", optimizer: torch.optim.Optimizer,
+                    steps_per_epoch: int) -> lr_scheduler.LRScheduler:
+    """The configured schedule, stepped once per optimizer step."""
+    warmup = int(config.warmup_epochs * steps_per_epoch)
+    schedule = SCHEDULES.create(config.schedule, optimizer, config, steps_per_epoch, warmup)
+    return schedule if config.schedule == "onecycle" else _after_warmup(optimizer, schedule, warmup)
