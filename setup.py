@@ -24,6 +24,6 @@ setup(
         "tqdm",
         "scikit-image>=0.22",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-benchmark>=4", "scikit-learn>=1.3"]},
+    extras_require={"test": ["pytest>=7", "pytest-benchmark>=4", "scikit-learn>=1.3", "lightning>=2.2"]},
     entry_points={"console_scripts": ["mlic-pipe=mlic_pipe.cli:main"]},
 )

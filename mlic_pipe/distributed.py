@@ -10,7 +10,7 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["is_distributed", "is_main_process", "join_torchrun", "rank_and_world_size"]
+__all__ = ["all_gather_objects", "is_distributed", "is_main_process", "join_torchrun", "rank_and_world_size"]
 
 
 def is_distributed() -> bool:
@@ -49,3 +49,12 @@ def join_torchrun(device: str) -> tuple[bool, str]:
         torch.cuda.set_device(local)
         device = f"cuda:{local}"
     return True, device
+
+
+def all_gather_objects(value) -> list:
+    """Every rank's `value`, in rank order (a collective under torch.distributed; [value] otherwise)."""
+    if not is_distributed():
+        return [value]
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered

@@ -3,21 +3,29 @@
 Normalization, mixing and the cast happen later in one render pass, so DALI's job ends at the
 smallest tensor that still holds the image: uint8 (B, S, S, 3).
 
-The file reader is given the files of *one rank's shard of one epoch, already in order*, with the
-dataset row of each file as its label. The loader decides that order from (seed, epoch) and
-builds a pipeline per epoch seeded from (seed, epoch, rank). That is what makes an epoch
-replayable on a fresh process (``set_epoch``) and sharding exact; DALI's own shuffle is a
-buffer shuffle whose order depends on the pipeline's history, and its sharding does not
-re-partition the data between epochs, so neither is used.
+The file reader is given the files of *one rank's share of one epoch, already in order*, with the
+dataset row of each file as its label. The loader decides that order from (seed, epoch)
+(`mlic_pipe.loading.order`). The crop and flip of each sample are drawn on the host from (seed,
+epoch, row) and fed to the pipeline (an external source), so a sample decodes to the same pixels
+whichever rank reads it and however the pipeline was rebuilt or resumed. That is what makes an
+epoch replayable on a fresh process (``set_epoch``), resumable mid-epoch and sharding exact;
+DALI's own shuffle is a buffer shuffle whose order depends on the pipeline's history, its sharding
+does not re-partition the data between epochs, and its random crop depends on the pipeline's
+history, so none is used.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import nvidia.dali.fn as fn
+import nvidia.dali.math as dmath
 import nvidia.dali.types as types
 from nvidia.dali import Pipeline, pipeline_def
+
+from mlic_pipe.loading.order import sample_uniforms
 
 __all__ = ["DecodeSettings", "build_pipeline", "probe_decode"]
 
@@ -63,40 +71,81 @@ class DecodeSettings:
             raise ValueError(f"hw_decoder_load must be within [0, 1], got {self.hw_decoder_load}")
 
 
+DRAWS = 5  # per-sample uniforms: crop area, crop aspect, crop x, crop y, flip
+
+
+class _Draws:
+    """The external source of per-sample draws: batch i holds the draws of rows[i*B:(i+1)*B].
+
+    Each row's draws come from (seed, epoch, row) (`sample_uniforms`), never from the pipeline's
+    history, so a rebuilt or resumed pipeline crops and flips every sample as the first one did.
+    """
+
+    def __init__(self, rows: list[int], batch_size: int, seed: int, epoch: int):
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.batch_size, self.seed, self.epoch = batch_size, seed, epoch
+
+    def __call__(self, info) -> np.ndarray:
+        start = info.iteration * self.batch_size
+        rows = self.rows[start:start + self.batch_size]
+        rows = np.resize(rows if len(rows) else self.rows[-1:], self.batch_size)  # the reader pads likewise
+        return sample_uniforms(self.seed, self.epoch, rows, DRAWS)
+
+
+def _random_crop_window(encoded, draws, settings: DecodeSettings):
+    """Anchor and shape (x, y order) of a random-area, random-aspect crop, computed in the pipeline.
+
+    The crop covers ``area ~ U(random_area)`` of the image at ``log aspect ~ U(log random_aspect_ratio)``,
+    clamped to the image, at a uniform position: one draw per sample, no rejection loop.
+    """
+    shape = fn.peek_image_shape(encoded, dtype=types.FLOAT)
+    height, width = shape[0], shape[1]
+    low, high = settings.random_area
+    log_low, log_high = (math.log(r) for r in settings.random_aspect_ratio)
+    area = height * width * (low + draws[0] * (high - low))
+    aspect = dmath.exp(log_low + draws[1] * (log_high - log_low))
+    crop_w = dmath.min(dmath.sqrt(area * aspect), width)
+    crop_h = dmath.min(dmath.sqrt(area / aspect), height)
+    anchor = fn.stack(draws[2] * (width - crop_w), draws[3] * (height - crop_h))
+    return anchor, fn.stack(crop_w, crop_h)
+
+
 @pipeline_def(enable_conditionals=False)
-def _decode_pipeline(files, rows, settings: DecodeSettings, gpu: bool):
+def _decode_pipeline(files, rows, settings: DecodeSettings, gpu: bool, draws: _Draws | None):
     encoded, labels = fn.readers.file(files=files, labels=rows, random_shuffle=False, pad_last_batch=True,
                                       name="reader")
     decoder = "mixed" if gpu else "cpu"
     gpu_args = {"hw_decoder_load": settings.hw_decoder_load} if gpu else {}
-    if settings.train:
-        images = fn.decoders.image_random_crop(
-            encoded, device=decoder, output_type=types.RGB, random_area=list(settings.random_area),
-            random_aspect_ratio=list(settings.random_aspect_ratio), num_attempts=10, **gpu_args)
-    else:
-        images = fn.decoders.image(encoded, device=decoder, output_type=types.RGB, **gpu_args)
     size = settings.image_size
+    if draws is None:
+        images = fn.decoders.image(encoded, device=decoder, output_type=types.RGB, **gpu_args)
+        return fn.resize(images, resize_x=size, resize_y=size, antialias=settings.antialias), labels
+    uniforms = fn.external_source(source=draws, batch=True, batch_info=True, dtype=types.FLOAT, ndim=1)
+    anchor, window = _random_crop_window(encoded, uniforms, settings)
+    images = fn.decoders.image_slice(encoded, anchor, window, device=decoder, output_type=types.RGB,
+                                     normalized_anchor=False, normalized_shape=False, axis_names="WH", **gpu_args)
     images = fn.resize(images, resize_x=size, resize_y=size, antialias=settings.antialias)
-    if settings.train and settings.flip_prob > 0:
-        images = fn.flip(images, horizontal=fn.random.coin_flip(probability=settings.flip_prob))
+    if settings.flip_prob > 0:
+        images = fn.flip(images, horizontal=fn.cast(uniforms[4] < settings.flip_prob, dtype=types.INT32))
     return images, labels
 
 
 def build_pipeline(files: list[str], rows: list[int], batch_size: int, settings: DecodeSettings, *,
-                   device_id: int | None, seed: int) -> Pipeline:
+                   device_id: int | None, seed: int, epoch: int = 0) -> Pipeline:
     """A built pipeline reading `files` in the given order; outputs (uint8 NHWC images, int32 rows).
 
     Args:
-        files: the paths, in delivery order (one rank's shard of one epoch).
+        files: the paths, in delivery order (one rank's share of one epoch, or its rest).
         rows: the dataset row of each file (the reader's label output).
         device_id: CUDA device for the 'mixed' decoder and GPU resize, or None for the CPU pipeline.
-        seed: DALI's seed for the crop and flip draws of this epoch.
+        seed, epoch: with each row, fix that sample's crop and flip (training).
 
     The reader pads the last batch by repeating its final sample; the loader cuts it back.
     """
     settings.validate()
-    pipe = _decode_pipeline(files, rows, settings, device_id is not None, batch_size=batch_size,
-                            num_threads=settings.num_threads, device_id=device_id, seed=seed,
+    draws = _Draws(rows, batch_size, seed, epoch) if settings.train else None
+    pipe = _decode_pipeline(files, rows, settings, device_id is not None, draws, batch_size=batch_size,
+                            num_threads=settings.num_threads, device_id=device_id, seed=seed & 0x7FFFFFFF,
                             prefetch_queue_depth=settings.prefetch)
     pipe.build()
     return pipe

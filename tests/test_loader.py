@@ -116,13 +116,16 @@ def test_ranks_partition_each_epoch_and_draw_different_plans(demo):
     for drop_last in (False, True):
         loaders = [MLICLoader(index, 4, image_size=32, mix=MixUp(append=True), rank=r, world_size=3, seed=1,
                               drop_last=drop_last, return_plan=True) for r in range(3)]
-        rows = [torch.cat([plan.indices for _, _, plan in loader]).tolist() for loader in loaders]
+        batches = [list(loader) for loader in loaders]
+        assert [len(b) for b in batches] == [len(loader) for loader in loaders] == [len(loaders[0])] * 3
+        rows = [torch.cat([b.rows[~b.padded] for b in rank]).tolist() for rank in batches]
         delivered = sum(rows, [])
-        assert len(delivered) == len(set(delivered))  # never twice
+        assert len(delivered) == len(set(delivered))  # never twice, padding aside
         if drop_last:
-            assert [len(r) for r in rows] == [4, 4, 4] and len({len(loader) for loader in loaders}) == 1
-        else:
-            assert sorted(delivered) == list(range(23))  # every sample exactly once
+            assert [len(r) for r in rows] == [4, 4, 4]
+        else:  # 23 = 3 x 8 - 1: one wrapped-around row marks the padding
+            assert sorted(delivered) == list(range(23))
+            assert sum(int(b.padded.sum()) for rank in batches for b in rank) == 1
     plans = [next(iter(MLICLoader(index, 4, image_size=32, mix=MixUp(append=True), rank=r, world_size=2,
                                   return_plan=True)))[2] for r in range(2)]
     assert not torch.equal(plans[0].lam, plans[1].lam)
@@ -137,8 +140,10 @@ def _distributed_worker(rank, world_size, init_file, result_dir, root):
         index = first(load("demo"), 23)
         loader = MLICLoader(index, 8, image_size=32, mix="splicemix", drop_last=False, num_threads=1,
                             return_plan=True)
-        rows = torch.cat([plan.indices for _, _, plan in loader])
-        torch.save(rows, os.path.join(result_dir, f"rank{rank}.pt"))
+        batches = list(loader)
+        rows = torch.cat([b.rows for b in batches])
+        padded = torch.cat([b.padded for b in batches])
+        torch.save((rows, padded, len(loader), len(batches)), os.path.join(result_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -148,9 +153,11 @@ def test_two_processes_over_gloo_deliver_the_dataset_once(demo, tmp_path):
 
     mp.spawn(_distributed_worker, args=(2, str(tmp_path / "init"), str(tmp_path), os.environ["MLIC_PIPE_CACHE_DIR"]),
              nprocs=2, join=True)
-    rows = [torch.load(tmp_path / f"rank{r}.pt").tolist() for r in range(2)]
-    assert len(rows[0]) == 12 and len(rows[1]) == 11
-    assert sorted(rows[0] + rows[1]) == list(range(23))
+    results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert [r[2] for r in results] == [r[3] for r in results] == [2, 2]  # equal steps, as len said
+    assert [len(r[0]) for r in results] == [12, 12] and int(results[1][1].sum()) == 1
+    real = sum((r[0][~r[1]].tolist() for r in results), [])
+    assert sorted(real) == list(range(23))
 
 
 def test_dali_buffer_is_handed_over_without_a_copy(demo, monkeypatch):
@@ -159,8 +166,10 @@ def test_dali_buffer_is_handed_over_without_a_copy(demo, monkeypatch):
     assert as_torch(decoded).data_ptr() == decoded.data_ptr()
 
     handed, rendered = [], []
-    real_as_torch, real_render = loader_module.as_torch, loader_module.render
-    monkeypatch.setattr(loader_module, "as_torch",
+    import mlic_pipe.loading.stream as stream_module
+
+    real_as_torch, real_render = stream_module.as_torch, loader_module.render
+    monkeypatch.setattr(stream_module, "as_torch",
                         lambda batch: handed.append(batch.data_ptr()) or real_as_torch(batch))
     monkeypatch.setattr(loader_module, "render",
                         lambda images, plan, **kw: rendered.append(images.data_ptr()) or real_render(images, plan, **kw))
@@ -243,10 +252,14 @@ def test_bad_images_are_skipped_counted_and_reported(tmp_path):
     files = [good["plain.jpg"], bad["empty.jpg"], good["gray.jpg"], bad["text.jpg"], good["bitmap.bmp"],
              bad["truncated.jpg"], good["rgba.png"]]
     loader = MLICLoader(_index(files), 2, image_size=16, train=False, on_error="skip", return_plan=True)
+    assert len(loader) == 4
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        rows = torch.cat([plan.indices for _, _, plan in loader]).tolist()
-    assert rows == [0, 2, 4, 6]
+        batches = list(loader)
+    # the epoch keeps its length: the skipped files' places are topped up with repeats, marked padded
+    assert len(batches) == 4
+    rows, padded = torch.cat([b.rows for b in batches]), torch.cat([b.padded for b in batches])
+    assert rows[~padded].tolist() == [0, 2, 4, 6] and rows[padded].tolist() == [0, 2, 4]
     assert set(loader.skipped) == set(bad.values()) and "empty" in loader.skipped[bad["empty.jpg"]]
     assert sum("skipped" in str(w.message) for w in caught) == 3
     assert len(loader) == 2  # the next epoch leaves them out from the start

@@ -202,3 +202,35 @@ def test_evaluate_equals_sklearn_on_the_same_predictions_with_ignore(tmp_path):
             expected.append(average_precision_score(index.targets[keep, c], scores[keep, c]))
     assert report.num_images == len(index)
     assert report.mAP == pytest.approx(np.mean(expected), rel=1e-5)
+
+
+def test_a_run_killed_mid_epoch_resumes_there_with_the_same_losses_and_weights(tmp_path, monkeypatch):
+    options = dict(epochs=2, limit_train_batches=4, val_split=None, checkpoint_every=2, mix="splicemix")
+    reference = train(small(tmp_path / "a", **options), progress=False)
+    reference_weights = torch.load(tmp_path / "a" / "run" / "last.pt", weights_only=False)["model"]
+
+    class Killed(Exception):
+        pass
+
+    original = checkpoint_module.save_checkpoint
+    saves = []
+
+    def save_then_die(path, state):
+        original(path, state)
+        saves.append(state.get("epoch_progress"))
+        if len(saves) == 3:  # epoch 1's mid-epoch save (after step 2): the job dies there
+            raise Killed
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        train(small(tmp_path / "b", **options), progress=False)
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", original)
+    assert saves[-1]["steps"] == 2 and saves[1] is None  # mid-epoch 0, end of epoch 0, mid-epoch 1
+    state = torch.load(tmp_path / "b" / "run" / "last.pt", weights_only=False)
+    assert state["loader"][0]["epoch"] == 1 and state["loader"][0]["batches"] == 2
+
+    resumed = train(small(tmp_path / "b", resume="auto", **options), progress=False)
+    assert [r["train_loss"] for r in resumed.history] == pytest.approx(
+        [r["train_loss"] for r in reference.history], rel=1e-5)
+    weights = torch.load(tmp_path / "b" / "run" / "last.pt", weights_only=False)["model"]
+    for name, value in reference_weights.items():
+        torch.testing.assert_close(weights[name], value, rtol=1e-4, atol=1e-6, msg=name)

@@ -14,9 +14,9 @@ from mlic_pipe.mix.plan import MixPlan
 from mlic_pipe.mix.reference import normalize, render_reference
 from mlic_pipe.mix.settings import IMAGENET_MEAN, IMAGENET_STD, RenderSettings
 from mlic_pipe.mix.splicemix import SpliceMix, parse_grid
-from mlic_pipe.mix.targets import mix_targets
+from mlic_pipe.mix.targets import mix_ignore, mix_targets
 
 __all__ = [
     "CutMix", "FMix", "IMAGENET_MEAN", "IMAGENET_STD", "MIXERS", "Mixer", "MixPlan", "MixUp", "RenderSettings", "SpliceMix",
-    "create_mixer", "fmix_masks", "mix_targets", "normalize", "parse_grid", "render", "render_reference",
+    "create_mixer", "fmix_masks", "mix_ignore", "mix_targets", "normalize", "parse_grid", "render", "render_reference",
 ]

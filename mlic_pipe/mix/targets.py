@@ -7,7 +7,7 @@ import torch
 
 from mlic_pipe.mix.plan import MixPlan
 
-__all__ = ["mix_targets", "TARGET_RULES"]
+__all__ = ["TARGET_RULES", "mix_ignore", "mix_targets"]
 
 TARGET_RULES = ("union", "area")
 
@@ -38,3 +38,21 @@ def mix_targets(targets: torch.Tensor, plan: MixPlan, rule: str = "union") -> to
         lam = plan.lam.float()[:, None]
         mixed = lam * primary + (1.0 - lam) * other
     return torch.where((partner >= 0)[:, None], mixed, primary)
+
+
+def mix_ignore(ignore: torch.Tensor | None, plan: MixPlan, targets: torch.Tensor) -> torch.Tensor | None:
+    """(N_out, C) bool "label unknown" mask of the outputs, from the (N_in, C) mask of the inputs.
+
+    A class is unknown in an output when it is unknown in one of the sources its pixels show (kept
+    cells, and the partner of a mask mix) and no source is positive for it (`targets`, the mixed
+    labels, > 0): a known object anywhere in the image makes the class known.
+    """
+    if ignore is None:
+        return None
+    plan = replace(plan, masks=None, indices=None).to(ignore.device)
+    unknown = ignore.bool()
+    cells = plan.cells.long()
+    from_cells = (unknown[cells.clamp_min(0)] & (cells >= 0)[..., None]).any(1)
+    partner = plan.partner.long()
+    from_partner = unknown[partner.clamp_min(0)] & (partner >= 0)[:, None]
+    return (from_cells | from_partner) & ~(targets.to(ignore.device) > 0)

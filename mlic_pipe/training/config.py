@@ -76,7 +76,10 @@ class TrainConfig:
     threads: int | None = option(None, "DALI CPU threads (default: CPU count, at most 8)")
     seed: int = option(0, "fixes init, order, crops and plans")
     out_dir: str = option("runs/mlic", "where log.jsonl, last.pt and best.pt go", metavar="DIR")
-    resume: str | None = option(None, "continue from a checkpoint, or 'auto' for OUT_DIR/last.pt", metavar="PATH")
+    resume: str | None = option(None, "continue from a checkpoint, or 'auto' for OUT_DIR/last.pt (mid-epoch too)",
+                                metavar="PATH")
+    checkpoint_every: int | None = option(None, "also write last.pt every N steps, so a resume continues mid-epoch",
+                                          metavar="N")
     limit_train_batches: int | None = option(None, "stop every epoch after this many steps (smoke runs)")
     on_error: str = option("raise", "undecodable images: raise, or skip and report", choices=ON_ERROR)
     missing: str = option("raise", "image files missing on disk: raise, or drop them with a warning",
@@ -101,5 +104,7 @@ class TrainConfig:
         if self.loss == "aam" and self.head == "csra":
             raise ConfigError("{loss:aam} needs cosine logits; CSRA's attention logits are not cosines: use "
                               "{head:avg}, max, mldecoder or graph")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise ConfigError(f"{{checkpoint_every}} must be at least 1, got {self.checkpoint_every}")
         if self.ema is not None and not 0 < self.ema < 1:
             raise ConfigError(f"{{ema}} decay must be in (0, 1), got {self.ema}")

@@ -10,17 +10,19 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from mlic_pipe.datasets import LabelIndex
-from mlic_pipe.loader import MLICLoader
+from mlic_pipe.loader import Batch, MLICLoader
 from mlic_pipe.metrics import MetricAccumulator, MetricReport
+from mlic_pipe.mix import mix_ignore
 from mlic_pipe.training.objective import Objective
 
-__all__ = ["LOG_EVERY", "RunParts", "evaluate", "train_one_epoch"]
+__all__ = ["LOG_EVERY", "EpochProgress", "RunParts", "evaluate", "train_one_epoch"]
 
 LOG_EVERY = 10  # steps between host reads of the running loss (each is a device sync)
 log = logging.getLogger(__name__)
@@ -56,12 +58,27 @@ class RunParts:
             self.ema.load_state_dict(state["ema"])
 
 
-def _step(parts: RunParts, images: torch.Tensor, targets: torch.Tensor, plan, global_step: int) -> torch.Tensor:
+@dataclass
+class EpochProgress:
+    """How far an epoch has come: saved in a mid-epoch checkpoint, so a resumed epoch's record is whole."""
+
+    loss_sum: torch.Tensor | float = 0.0  # a device tensor while training: no sync per step
+    steps: int = 0
+    images: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"loss_sum": float(self.loss_sum), "steps": self.steps, "images": self.images,
+                "seconds": self.seconds}
+
+
+def _step(parts: RunParts, batch: Batch, global_step: int) -> torch.Tensor:
     """Forward, loss, backward and optimizer step on one batch; returns the detached loss."""
+    plan = batch.plan
     with parts.autocast:
         splice = plan if parts.objective.wants_cells(plan) else None
-        output = parts.wrapped(images, splice_plan=splice) if splice is not None else parts.wrapped(images)
-        loss = parts.objective(output, targets, plan)
+        output = parts.wrapped(batch.images, splice_plan=splice) if splice is not None else parts.wrapped(batch.images)
+        loss = parts.objective(output, batch.targets, plan, mix_ignore(batch.ignore, plan, batch.targets))
     parts.optimizer.zero_grad(set_to_none=True)
     if parts.scaler is not None:
         parts.scaler.scale(loss).backward()
@@ -76,50 +93,62 @@ def _step(parts: RunParts, images: torch.Tensor, targets: torch.Tensor, plan, gl
     return loss.detach().float()
 
 
-def train_one_epoch(parts: RunParts, loader: MLICLoader, epoch: int, epochs: int, progress: bool = True) -> dict:
+def _check_finite(tally: EpochProgress, epoch: int) -> float:
+    mean_loss = float(tally.loss_sum) / tally.steps
+    if not math.isfinite(mean_loss):
+        raise FloatingPointError(f"the loss became {mean_loss} in epoch {epoch + 1} by step {tally.steps}: "
+                                 "lower the learning rate, or use bf16 or no AMP instead of fp16")
+    return mean_loss
+
+
+def train_one_epoch(parts: RunParts, loader: MLICLoader, epoch: int, epochs: int, progress: bool = True, *,
+                    resumed: EpochProgress | None = None, checkpoint_every: int | None = None,
+                    checkpoint: Callable[[EpochProgress], None] | None = None) -> dict:
     """Train on `loader`'s epoch `epoch` (at most `parts.steps_per_epoch` steps); returns its log record.
 
-    The running loss stays on the device and is read every `LOG_EVERY` steps; a non-finite value
-    then raises `FloatingPointError` saying what to change.
+    With `resumed` (a mid-epoch checkpoint's progress; the loader already holds its state) the epoch
+    continues where it stopped. Every `checkpoint_every` steps `checkpoint(progress)` saves. The
+    running loss stays on the device and is read every `LOG_EVERY` steps; a non-finite value then
+    raises `FloatingPointError` saying what to change.
     """
-    loader.set_epoch(epoch)
+    if resumed is None:
+        loader.set_epoch(epoch)
     parts.wrapped.train()
-    total = parts.steps_per_epoch
-    start, loss_sum, images_seen, steps_done = time.perf_counter(), None, 0, 0
-    bar = tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, unit="step")
-    for step, (images, targets, plan) in enumerate(loader):
-        if step >= total:
+    total, tally = parts.steps_per_epoch, resumed or EpochProgress()
+    start = time.perf_counter() - tally.seconds
+    bar = tqdm(total=total, initial=tally.steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress,
+               unit="step")
+    for batch in loader:
+        if batch.index >= total:
             break
-        loss = _step(parts, images, targets, plan, epoch * total + step)
-        loss_sum = loss if loss_sum is None else loss_sum + loss  # no sync per step
-        images_seen += len(images)
-        steps_done = step + 1
-        if steps_done % LOG_EVERY == 0 or steps_done == total:
-            mean_loss = float(loss_sum) / steps_done
-            if not math.isfinite(mean_loss):
-                raise FloatingPointError(f"the loss became {mean_loss} in epoch {epoch + 1} by step {steps_done}: "
-                                         "lower the learning rate, or use bf16 or no AMP instead of fp16")
-            bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{parts.optimizer.param_groups[-1]['lr']:.2e}")
+        tally.loss_sum = tally.loss_sum + _step(parts, batch, epoch * total + batch.index)
+        tally.images += len(batch.images)
+        tally.steps = batch.index + 1
+        if tally.steps % LOG_EVERY == 0 or tally.steps == total:
+            bar.set_postfix(loss=f"{_check_finite(tally, epoch):.4f}", lr=f"{parts.optimizer.param_groups[-1]['lr']:.2e}")
         bar.update()
+        if checkpoint is not None and checkpoint_every and tally.steps % checkpoint_every == 0 and tally.steps < total:
+            tally.seconds = time.perf_counter() - start
+            checkpoint(tally)
     bar.close()
     seconds = time.perf_counter() - start
-    mean = float(loss_sum) / steps_done if steps_done else float("nan")
+    mean = float(tally.loss_sum) / tally.steps if tally.steps else float("nan")
     return {"epoch": epoch + 1, "train_loss": mean, "lr": parts.optimizer.param_groups[-1]["lr"],
-            "seconds": seconds, "images_per_s": images_seen / seconds, "skipped": len(loader.skipped)}
+            "seconds": seconds, "images_per_s": tally.images / seconds, "skipped": len(loader.skipped)}
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: MLICLoader, index: LabelIndex, objective: Objective,
              autocast: contextlib.AbstractContextManager, desc: str = "eval", progress: bool = True) -> MetricReport:
-    """Metrics of `model` on the unmixed evaluation loader, gathered over ranks."""
+    """Metrics of `model` on the unmixed evaluation loader, gathered over ranks; padding counted once."""
     was_training = model.training
     model.eval()
     accumulator = MetricAccumulator(index.classes)
-    ignore = torch.as_tensor(index.ignore) if index.ignore is not None else None
-    for images, targets, plan in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
         with autocast:
-            logits = model(images)
-        rows = plan.indices.cpu().long()
-        accumulator.update(objective.probabilities(logits), targets, ignore[rows] if ignore is not None else None)
+            logits = model(batch.images)
+        real = ~batch.padded.to(logits.device)
+        ignore = None if batch.ignore is None else batch.ignore[real]
+        accumulator.update(objective.probabilities(logits)[real], batch.targets[real], ignore)
     model.train(was_training)
     return accumulator.compute(distributed=True)

@@ -28,13 +28,15 @@ class Objective:
         """Whether the model should run the spliced cells through its head in this step's forward."""
         return self.consistency is not None and plan.num_mixed > 0
 
-    def __call__(self, output, targets: torch.Tensor, plan: MixPlan) -> torch.Tensor:
+    def __call__(self, output, targets: torch.Tensor, plan: MixPlan, ignore: torch.Tensor | None = None) -> torch.Tensor:
+        """The step's loss; `ignore` is the outputs' "label unknown" mask (`mix_ignore`), or None."""
         logits = output[0] if isinstance(output, tuple) else output
         if self.sumix is not None and plan.num_mixed > 0:
             regular = plan.num_regular
-            loss = self.base(logits[:regular], targets[:regular]) + self.sumix(logits, targets, plan)
+            known = None if ignore is None else ignore[:regular]
+            loss = self.base(logits[:regular], targets[:regular], known) + self.sumix(logits, targets, plan)
         else:
-            loss = self.base(logits, targets)
+            loss = self.base(logits, targets, ignore)
         if self.consistency is not None and isinstance(output, tuple):
             loss = loss + self.consistency.from_cells(output[1], output[2], logits)
         return loss

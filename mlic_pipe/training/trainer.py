@@ -24,7 +24,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 
 from mlic_pipe.datasets import LabelIndex, load
-from mlic_pipe.distributed import is_main_process, join_torchrun
+from mlic_pipe.distributed import all_gather_objects, is_main_process, join_torchrun
 from mlic_pipe.errors import ConfigError
 from mlic_pipe.loader import MLICLoader
 from mlic_pipe.metrics import MetricReport
@@ -32,7 +32,7 @@ from mlic_pipe.mix import create_mixer
 from mlic_pipe.models import build_model, cooccurrence_adjacency
 from mlic_pipe.training import checkpoint
 from mlic_pipe.training.config import MASK_MIXES, TrainConfig
-from mlic_pipe.training.loop import RunParts, evaluate, train_one_epoch
+from mlic_pipe.training.loop import EpochProgress, RunParts, evaluate, train_one_epoch
 from mlic_pipe.training.objective import Objective
 from mlic_pipe.training.optim import build_optimizer, build_scheduler
 
@@ -76,7 +76,7 @@ def _load_data(config: TrainConfig) -> tuple[LabelIndex, LabelIndex | None]:
 def _loaders(config: TrainConfig, train_index: LabelIndex, val_index: LabelIndex | None, device: str):
     mixer_options = {"alpha": 1.0, "append": config.mix_append} if config.mix in MASK_MIXES else {}
     common = dict(image_size=config.image_size, device=device, num_threads=config.threads, seed=config.seed,
-                  return_plan=True, channels_last=config.channels_last, on_error=config.on_error)
+                  channels_last=config.channels_last, on_error=config.on_error)
     loader = MLICLoader(train_index, config.batch_size, train=True,
                         mix=create_mixer(config.mix, **mixer_options), **common)
     if len(loader) == 0:
@@ -127,15 +127,25 @@ def _parts(config: TrainConfig, model: nn.Module, steps_per_epoch: int, distribu
 
 # ----------------------------------------------------------------------------------- epochs and files
 
-def _resume(config: TrainConfig, parts: RunParts, result: TrainResult, device: torch.device) -> None:
+def _resume(config: TrainConfig, parts: RunParts, result: TrainResult, loader: MLICLoader) -> EpochProgress | None:
+    """Restore a checkpoint; returns the progress of the epoch it stopped in, if it stopped mid-epoch."""
     path = checkpoint.resume_path(config.resume, result.out_dir)
     if path is None:
-        return
-    state = checkpoint.load_checkpoint(path, device)
+        return None
+    state = checkpoint.load_checkpoint(path, loader.device)
     parts.load_state_dict(state)
+    if state.get("rng") is not None:
+        torch.set_rng_state(state["rng"])
     result.history, result.best_map, result.best_epoch = state["history"], state["best_map"], state["best_epoch"]
-    result.start_epoch = state["epoch"] + 1
-    log.info("resumed from %s at epoch %d/%d", path, result.start_epoch + 1, config.epochs)
+    if state.get("epoch_progress") is None:
+        result.start_epoch = state["epoch"] + 1
+        log.info("resumed from %s at epoch %d/%d", path, result.start_epoch + 1, config.epochs)
+        return None
+    result.start_epoch = state["epoch"]
+    loader.load_state_dict(state["loader"])  # every rank's loader state: any world size resumes
+    progress = EpochProgress(**state["epoch_progress"])
+    log.info("resumed from %s in epoch %d/%d after step %d", path, state["epoch"] + 1, config.epochs, progress.steps)
+    return progress
 
 
 def _validate_epoch(parts: RunParts, val_loader, val_index, record: dict, progress: bool) -> MetricReport:
@@ -147,13 +157,27 @@ def _validate_epoch(parts: RunParts, val_loader, val_index, record: dict, progre
     return final
 
 
+def _state(config: TrainConfig, parts: RunParts, result: TrainResult, classes: list[str], epoch: int) -> dict:
+    return dict(parts.state_dict(), epoch=epoch, config=asdict(config), classes=classes, history=result.history,
+                best_map=result.best_map, best_epoch=result.best_epoch, rng=torch.get_rng_state())
+
+
+def _save_mid_epoch(config: TrainConfig, parts: RunParts, result: TrainResult, classes: list[str], epoch: int,
+                    loader: MLICLoader, progress: EpochProgress) -> None:
+    """``last.pt`` in the middle of `epoch`: the loaders' states of every rank make `resume` continue there."""
+    loader_states = all_gather_objects(loader.state_dict())  # a collective: every rank is at this step
+    if is_main_process():
+        state = dict(_state(config, parts, result, classes, epoch), loader=loader_states,
+                     epoch_progress=progress.as_dict())
+        checkpoint.save_checkpoint(result.out_dir / "last.pt", state)
+
+
 def _save_epoch(config: TrainConfig, parts: RunParts, result: TrainResult, classes: list[str], epoch: int,
                 improved: bool, has_validation: bool) -> None:
     record = result.history[-1]
     with (result.out_dir / "log.jsonl").open("a") as handle:
         handle.write(json.dumps(record) + "\n")
-    state = dict(parts.state_dict(), epoch=epoch, config=asdict(config), classes=classes, history=result.history,
-                 best_map=result.best_map, best_epoch=result.best_epoch)
+    state = _state(config, parts, result, classes, epoch)
     checkpoint.save_checkpoint(result.out_dir / "last.pt", state)
     if improved and has_validation:
         checkpoint.save_checkpoint(result.out_dir / "best.pt", state)
@@ -180,12 +204,16 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     result = TrainResult(history=[], out_dir=Path(config.out_dir))
     if is_main:
         result.out_dir.mkdir(parents=True, exist_ok=True)
-    _resume(config, parts, result, loader.device)
-    if is_main and result.start_epoch == 0:
+    resumed = _resume(config, parts, result, loader)
+    if is_main and result.start_epoch == 0 and resumed is None:
         header = {"config": asdict(config), "classes": train_index.classes}
         (result.out_dir / "log.jsonl").write_text(json.dumps(header) + "\n")
     for epoch in range(result.start_epoch, config.epochs):
-        record = train_one_epoch(parts, loader, epoch, config.epochs, progress=progress)
+        def save(tally, epoch=epoch):
+            _save_mid_epoch(config, parts, result, train_index.classes, epoch, loader, tally)
+        record = train_one_epoch(parts, loader, epoch, config.epochs, progress=progress, resumed=resumed,
+                                 checkpoint_every=config.checkpoint_every, checkpoint=save)
+        resumed = None
         if val_loader is not None:
             result.final = _validate_epoch(parts, val_loader, val_index, record, progress)
         improved = result.add(record)

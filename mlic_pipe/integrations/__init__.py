@@ -1,0 +1,1 @@
+"""Adapters to training frameworks (optional dependencies, imported only when used)."""
