@@ -22,7 +22,7 @@ from mlic_pipe.registry import Registry
 
 __all__ = ["AAMLoss", "AsymmetricLoss", "BCELoss", "LOSSES", "SUMix", "SpliceMixCL", "create_loss"]
 
-REDUCTIONS = ("sum", "mean", "none")
+REDUCTIONS = ("sum", "mean", "batch", "none")  # batch: sum over classes, mean over rows
 
 
 def _reduce(loss: torch.Tensor, ignore: torch.Tensor | None, reduction: str) -> torch.Tensor:
@@ -34,6 +34,8 @@ def _reduce(loss: torch.Tensor, ignore: torch.Tensor | None, reduction: str) -> 
         loss = loss.masked_fill(ignore.to(device=loss.device, dtype=torch.bool), 0.0)
     if reduction == "sum":
         return loss.sum()
+    if reduction == "batch":
+        return loss.sum() / max(loss.shape[0], 1)
     if reduction == "mean":
         count = loss.numel() if ignore is None else int((~ignore.bool()).sum())
         return loss.sum() / max(count, 1)
@@ -63,57 +65,68 @@ class AsymmetricLoss(nn.Module):
 
     With p = sigmoid(x) and the shifted negative probability p_m = max(p - clip, 0):
     ``L+ = (1 - p)^gamma_pos * log(p)`` and ``L- = p_m^gamma_neg * log(1 - p_m)``; the loss is
-    ``-sum(y L+ + (1 - y) L-)``. Logs are clamped at `eps`, so fp16 logits are safe. Gradients
-    flow through the focusing weights (the paper's definition).
+    ``-sum(y L+ + (1 - y) L-)``. Logs are clamped at `eps`, so fp16 logits are safe.
+
+    Args:
+        detach_focus: compute the focusing weights without gradient (default), as both published
+            training scripts (ASL's and ML-Decoder's ``train.py``) do with
+            ``disable_torch_grad_focal_loss=True``; False differentiates through them too (the
+            paper's equation read literally: about 3x larger gradients on negatives).
     """
 
     def __init__(self, gamma_neg: float = 4.0, gamma_pos: float = 0.0, clip: float = 0.05, eps: float = 1e-8,
-                 reduction: str = "sum"):
+                 reduction: str = "sum", detach_focus: bool = True):
         super().__init__()
         if clip < 0 or clip >= 1:
             raise ValueError(f"clip must be in [0, 1), got {clip}")
         self.gamma_neg, self.gamma_pos, self.clip, self.eps, self.reduction = gamma_neg, gamma_pos, clip, eps, reduction
+        self.detach_focus = detach_focus
 
     def forward(self, logits, targets, ignore=None):
         logits, targets = _check(logits, targets)
         prob = torch.sigmoid(logits)
         prob_neg = (1 - prob + self.clip).clamp(max=1.0)  # 1 - p_m
-        positive = torch.log(prob.clamp(min=self.eps)) * (1 - prob).pow(self.gamma_pos)
-        negative = torch.log(prob_neg.clamp(min=self.eps)) * (1 - prob_neg).pow(self.gamma_neg)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_focus):
+            focus_pos = (1 - prob).pow(self.gamma_pos)
+            focus_neg = (1 - prob_neg).pow(self.gamma_neg)
+        positive = torch.log(prob.clamp(min=self.eps)) * focus_pos
+        negative = torch.log(prob_neg.clamp(min=self.eps)) * focus_neg
         loss = -(targets * positive + (1 - targets) * negative)
         return _reduce(loss, ignore, self.reduction)
 
 
 class AAMLoss(nn.Module):
-    """Additive angular margin loss for multi-label cosine logits, with ASL-style focusing.
+    """Additive angular margin loss for multi-label cosine logits: deep-object-reid's ``AMBinaryLoss``.
 
     Input is the cosine between features and class weights (a head built with ``cosine=True``),
-    in [-1, 1]. A margin m is demanded on both sides: ``p+ = sigmoid(s (cos - m))`` must be high
-    for a positive and ``p- = sigmoid(-s (cos + m))`` high for a negative. The terms are
-    ``L+ = k (1 - p+)^gamma_pos log p+`` and ``L- = (1 - k) (1 - p-)^gamma_neg log p-``, k balancing the
-    few positives against the many negatives. Logs come from `logsigmoid` in float32 and are
-    clamped at log(eps), so the loss and its gradient stay finite under fp16/bf16 autocast.
-    (The parametrisation follows DESIGN.md; the defaults are ours, tuned for nothing in particular.)
+    in [-1, 1]. With ``p+ = sigmoid(s (cos - m))`` and ``p- = sigmoid(-s (cos + m))``:
+    ``loss = -sum[(k / s) y log p+ + ((1 - k) / s) (1 - y) log p-]`` over classes, averaged over the
+    batch's rows (``reduction="batch"``, as published). When a gamma > 0 each term is weighted by
+    ``pt^gamma`` (gradient flowing through it, as published), ``pt = min(p- + margin, 1)`` for
+    positives (gamma_pos) and ``pt = p+`` for negatives (gamma_neg). Logs come from `logsigmoid`
+    in float32, unclamped, so the hardest errors keep their gradient under fp16/bf16 autocast.
+    Defaults are the class's published defaults; the published configs live in the recipes.
     """
 
-    def __init__(self, s: float = 16.0, m: float = 0.2, k: float = 0.8, gamma_pos: float = 0.0,
-                 gamma_neg: float = 4.0, eps: float = 1e-8, reduction: str = "sum"):
+    def __init__(self, s: float = 30.0, m: float = 0.35, k: float = 0.8, gamma_pos: float = 0.0,
+                 gamma_neg: float = 0.0, margin: float = 0.05, reduction: str = "batch"):
         super().__init__()
         if not 0 < k < 1:
             raise ValueError(f"k balances positives (k) and negatives (1 - k): it must be in (0, 1), got {k}")
         self.s, self.m, self.k, self.gamma_pos, self.gamma_neg = s, m, k, gamma_pos, gamma_neg
-        self.eps, self.reduction = eps, reduction
+        self.margin, self.reduction = margin, reduction
 
     def forward(self, cosines, targets, ignore=None):
         cosines, targets = _check(cosines, targets)
-        floor = math.log(self.eps)
         pos_logit = self.s * (cosines - self.m)
         neg_logit = -self.s * (cosines + self.m)
-        log_pos = F.logsigmoid(pos_logit).clamp(min=floor)
-        log_neg = F.logsigmoid(neg_logit).clamp(min=floor)
-        positive = self.k * torch.sigmoid(-pos_logit).pow(self.gamma_pos) * log_pos
-        negative = (1 - self.k) * torch.sigmoid(-neg_logit).pow(self.gamma_neg) * log_neg
-        return _reduce(-(targets * positive + (1 - targets) * negative), ignore, self.reduction)
+        loss = (self.k / self.s) * targets * F.logsigmoid(pos_logit) + \
+            ((1 - self.k) / self.s) * (1 - targets) * F.logsigmoid(neg_logit)
+        if self.gamma_pos > 0 or self.gamma_neg > 0:
+            p_neg = (torch.sigmoid(neg_logit) + self.margin).clamp(max=1.0)
+            pt = targets * p_neg + (1 - targets) * torch.sigmoid(pos_logit)
+            loss = loss * pt.pow(self.gamma_pos * targets + self.gamma_neg * (1 - targets))
+        return _reduce(-loss, ignore, self.reduction)
 
 
 # ------------------------------------------------------------------------------------ SpliceMix-CL

@@ -13,7 +13,9 @@ follow the definitions the papers state, checked against scikit-learn:
   two zeros is 0. Nothing here divides 0 by 0.
 - CP and CR are per-class means; CF1 is the harmonic mean of CP and CR (not the mean of per-class
   F1s). OP, OR, OF1 pool the counts of all classes. The top-k variants predict each image's k
-  highest-scoring classes, whatever their score.
+  highest-scoring classes; by default (`multilabel_metrics`) only those whose probability also
+  reaches 0.5, as ML-GCN's evaluation (and the papers that reuse it) computes the top-3 numbers.
+- AP ties are scikit-learn's: tied scores form one precision-recall step.
 
 All functions take (N, C) scores, {0, 1} targets and an optional boolean ignore mask as torch
 tensors or numpy arrays. `MetricAccumulator` collects batches (across ranks with
@@ -123,15 +125,19 @@ def _harmonic(p: float, r: float) -> float:
 
 
 def precision_recall_f1(scores, targets, ignore=None, *, threshold: float | None = 0.5,
-                        top_k: int | None = None) -> dict[str, float]:
+                        top_k: int | None = None, top_k_threshold: float | None = None) -> dict[str, float]:
     """CP, CR, CF1, OP, OR, OF1 for predictions ``score >= threshold`` or, with `top_k`, each image's top k.
 
+    With `top_k` and `top_k_threshold`, a top-k class is predicted only if its score also reaches
+    the threshold (the ML-GCN lineage's top-3: ``score >= 0.5`` on probabilities, logit >= 0).
     Per-class (C*) means run over the classes with at least one positive, like mAP; the overall (O*)
     figures pool every counted entry.
     """
     scores, targets, counts = _as_inputs(scores, targets, ignore)
     if top_k is not None:
         predicted = _top_k_predictions(scores, top_k)
+        if top_k_threshold is not None:
+            predicted &= scores >= top_k_threshold
     elif threshold is not None:
         predicted = scores >= threshold
     else:
@@ -213,9 +219,12 @@ class MetricReport:
 
 
 def multilabel_metrics(scores, targets, ignore=None, *, classes: list[str] | None = None,
-                       top_k: int = 3) -> MetricReport:
-    """Everything at once: mAP, the P/R/F1 family at 0.5 and at top-k (scores: logits are fine for top-k,
-    but pass probabilities for the 0.5 threshold to mean what the papers mean)."""
+                       top_k: int = 3, top_k_threshold: float | None = 0.5) -> MetricReport:
+    """Everything at once: mAP, the P/R/F1 family at 0.5 and at top-k.
+
+    Pass probabilities. The top-k family is the ML-GCN lineage's by default (a top-k class counts
+    only if its probability reaches 0.5); ``top_k_threshold=None`` gives the plain top-k.
+    """
     ap = average_precision(scores, targets, ignore)
     names = classes if classes is not None else [str(i) for i in range(len(ap))]
     if len(names) != len(ap):
@@ -226,7 +235,7 @@ def multilabel_metrics(scores, targets, ignore=None, *, classes: list[str] | Non
         mAP=float(ap[valid].mean()) if valid.any() else float("nan"),
         ap=ap.tolist(),
         threshold=precision_recall_f1(scores, targets, ignore, threshold=0.5),
-        top3=precision_recall_f1(scores, targets, ignore, top_k=min(top_k, len(ap))),
+        top3=precision_recall_f1(scores, targets, ignore, top_k=min(top_k, len(ap)), top_k_threshold=top_k_threshold),
         classes_without_positives=missing,
         num_images=int(_on_host(targets).shape[0]),
     )

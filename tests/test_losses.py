@@ -42,26 +42,64 @@ def test_asl_equals_the_formula(soft):
         asl_by_formula(x, y, torch.zeros_like(ignore), 2, 1, 0.1), rel=1e-6)
 
 
-def aam_by_formula(cos, y, ignore, s, m, k, gamma_pos, gamma_neg):
-    total = 0.0
-    for ci, yi, ii in zip(cos.flatten().tolist(), y.flatten().tolist(), ignore.flatten().tolist()):
-        if ii:
-            continue
-        p_pos = 1 / (1 + math.exp(-s * (ci - m)))
-        p_neg = 1 / (1 + math.exp(s * (ci + m)))
-        pos = k * (1 - p_pos) ** gamma_pos * math.log(p_pos)
-        neg = (1 - k) * (1 - p_neg) ** gamma_neg * math.log(p_neg)
-        total += -(yi * pos + (1 - yi) * neg)
-    return total
+def aam_published(cos, y, s, m, k, gamma_pos, gamma_neg, margin=0.05):
+    """deep-object-reid's AMBinaryLoss, written out in float64 torch: per-class sum, mean over rows."""
+    log_pos = torch.nn.functional.logsigmoid(s * (cos - m))
+    log_neg = torch.nn.functional.logsigmoid(-s * (cos + m))
+    loss = (k / s) * y * log_pos + ((1 - k) / s) * (1 - y) * log_neg
+    if gamma_pos > 0 or gamma_neg > 0:
+        xs_pos, xs_neg = torch.sigmoid(s * (cos - m)), torch.sigmoid(-s * (cos + m))
+        xs_neg = (xs_neg + margin).clamp(max=1)
+        pt = xs_neg * y + xs_pos * (1 - y)
+        loss = loss * torch.pow(pt, gamma_pos * y + gamma_neg * (1 - y))
+    return -loss.sum() / cos.shape[0]
 
 
-@pytest.mark.parametrize("params", [dict(s=16, m=0.2, k=0.8, gamma_pos=0, gamma_neg=4),
+@pytest.mark.parametrize("params", [dict(s=30, m=0.35, k=0.8, gamma_pos=0, gamma_neg=0),
+                                    dict(s=23, m=0.0, k=0.7, gamma_pos=0, gamma_neg=0),
                                     dict(s=8, m=0.35, k=0.5, gamma_pos=1, gamma_neg=2)])
-def test_aam_equals_the_formula(params):
-    x, y, ignore = case(seed=1)
-    cos = torch.tanh(x / 3)  # cosines in (-1, 1)
-    ours = AAMLoss(**params)(cos, y, ignore)
-    assert float(ours) == pytest.approx(aam_by_formula(cos, y, ignore, **params), rel=1e-5)
+def test_aam_equals_the_published_loss_in_value_and_gradient(params):
+    x, y, _ = case(seed=1)
+    cos = torch.tanh(x / 3).requires_grad_()  # cosines in (-1, 1)
+    ours = AAMLoss(**params)(cos, y)
+    (grad,) = torch.autograd.grad(ours, cos)
+    reference_cos = cos.detach().clone().requires_grad_()
+    reference = aam_published(reference_cos, y, **params)
+    reference.backward()
+    assert float(ours.detach()) == pytest.approx(float(reference.detach()), rel=1e-6)
+    torch.testing.assert_close(grad, reference_cos.grad, rtol=1e-5, atol=1e-7)  # ours computes in float32
+
+
+def test_aam_defaults_are_the_published_class_defaults_and_hard_errors_keep_their_gradient():
+    loss = AAMLoss()
+    assert (loss.s, loss.m, loss.k, loss.gamma_pos, loss.gamma_neg, loss.margin) == (30, 0.35, 0.8, 0, 0, 0.05)
+    cos = torch.tensor([[-1.0, 1.0]], requires_grad=True)  # a positive at -1, a negative at +1: the worst
+    AAMLoss()(cos, torch.tensor([[1.0, 0.0]])).backward()
+    # unclamped logs: the hardest errors keep the full gradient, k and 1 - k (a clamp at log eps zeroes it)
+    torch.testing.assert_close(cos.grad, torch.tensor([[-0.8, 0.2]]), atol=1e-4, rtol=0)
+
+
+def asl_published(x, y, gamma_neg=4, gamma_pos=0, clip=0.05, eps=1e-8):
+    """The published ASL with disable_torch_grad_focal_loss=True, in float64 torch: weights without gradient."""
+    xs_pos = torch.sigmoid(x)
+    xs_neg = (1 - xs_pos + clip).clamp(max=1)
+    loss = y * torch.log(xs_pos.clamp(min=eps)) + (1 - y) * torch.log(xs_neg.clamp(min=eps))
+    with torch.no_grad():
+        pt = xs_pos * y + xs_neg * (1 - y)
+        weight = torch.pow(1 - pt, gamma_pos * y + gamma_neg * (1 - y))
+    return -(loss * weight).sum()
+
+
+def test_asl_gradient_is_the_published_training_scripts_with_the_focusing_weight_detached():
+    x, y, _ = case(seed=4)
+    x = x.requires_grad_()
+    (ours,) = torch.autograd.grad(AsymmetricLoss()(x, y), x)
+    reference_x = x.detach().clone().requires_grad_()
+    asl_published(reference_x, y).backward()
+    torch.testing.assert_close(ours, reference_x.grad, rtol=1e-5, atol=1e-7)  # ours computes in float32
+    (through,) = torch.autograd.grad(AsymmetricLoss(detach_focus=False)(x, y), x)
+    negatives = (y == 0) & (torch.sigmoid(x) > 0.1)
+    assert (through[negatives].abs() > ours[negatives].abs()).all()  # the literal reading pushes harder
 
 
 def test_bce_equals_the_formula_and_ignore_drops_entries_from_sum_and_count():

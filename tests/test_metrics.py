@@ -141,3 +141,25 @@ def test_bad_inputs_raise_clear_errors():
         average_precision(np.zeros((3, 2)), np.zeros((3, 3)))
     with pytest.raises(ValueError, match="no batches"):
         MetricAccumulator().compute()
+
+
+def test_default_top3_is_the_ml_gcn_lineage_a_top3_class_counts_only_above_half():
+    """Against ML-GCN's evaluation written out here: top-3 indices, predicted where the score >= 0.5."""
+    rng = np.random.default_rng(5)
+    scores = rng.random((40, 7))
+    targets = (rng.random((40, 7)) < 0.3).astype(np.uint8)
+    targets[0] = 1  # every class has a positive
+    predicted = np.zeros_like(targets)
+    for i in range(40):
+        for c in np.argsort(-scores[i])[:3]:
+            predicted[i, c] = 1 if scores[i, c] >= 0.5 else 0
+    tp = (predicted * targets).sum(0).astype(float)
+    n_pred, n_pos = predicted.sum(0).astype(float), targets.sum(0).astype(float)
+    cp = np.mean(np.where(n_pred > 0, tp / np.maximum(n_pred, 1), 0.0))
+    cr = np.mean(tp / n_pos)
+    op, orecall = tp.sum() / n_pred.sum(), tp.sum() / n_pos.sum()
+    report = multilabel_metrics(torch.from_numpy(scores), torch.from_numpy(targets))
+    assert report.top3["CP"] == pytest.approx(cp) and report.top3["CR"] == pytest.approx(cr)
+    assert report.top3["OP"] == pytest.approx(op) and report.top3["OR"] == pytest.approx(orecall)
+    plain = multilabel_metrics(torch.from_numpy(scores), torch.from_numpy(targets), top_k_threshold=None)
+    assert plain.top3["OR"] > report.top3["OR"]  # plain top-3 also predicts the sub-0.5 classes
