@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlic_pipe.mix.cells import splice_cell_logits
+from mlic_pipe.mix.cells import CELL_FORMS, DROPPED_LOGIT, splice_cell_logits
 from mlic_pipe.mix.plan import MASK_NONE, MixPlan
 from mlic_pipe.registry import Registry
 
@@ -134,37 +134,56 @@ class AAMLoss(nn.Module):
 class SpliceMixCL(nn.Module):
     """SpliceMix's consistency loss: each cell of a spliced image should predict what its source did.
 
-    A cell's logits are pulled towards ``sigmoid(regular logits of its source).detach()`` with
-    binary cross-entropy (the published loss). We subtract the target's own entropy, which does
-    not depend on the cell logits: the gradient is the published one, and the value is the
-    Bernoulli KL divergence, zero exactly when cell and regular predictions agree. The mean runs
-    over the kept cells and classes only: dropped cells count in neither the sum nor the count
-    (the public code counted them in the denominator). ``reduction="sum"`` matches a summed base
-    loss such as ASL, so that weight 1 means the same balance as with a mean BCE.
+    ``form="published"`` (the default; zuiran/SpliceMix, models/SpliceMix_CL.py): the cells come
+    from an even split of the resized feature map (`splice_cell_logits`); a dropped cell is set to
+    `DROPPED_LOGIT` on both sides, so its terms are 0 but it counts in the mean; the loss is
+    ``BCE(cell logits, sigmoid(source logits))`` averaged over all cells x classes, the teacher
+    detached (``detach_teacher=False`` is the published VOC 2007 variant). Beside a mean base loss
+    a CL entry then weighs N_out / K_all times a base entry; ``reduction="sum"`` (beside a summed
+    base loss such as ASL) multiplies the mean by N_out x C, which keeps that published balance.
+
+    ``form="exact"``: the exact partition, kept cells only, and the Bernoulli KL (the BCE minus the
+    teacher's entropy: the same gradient, zero when cell and source agree), averaged (or summed)
+    over the kept cells x classes.
 
     Call it as ``loss(head, features, plan, logits)`` with the model's head and the (N_out, D, h, w)
     feature maps, or as ``loss.from_cells(cell_logits, sources, logits)`` when the model already ran
-    the cells (`MLICModel.forward(images, splice_plan=plan)` does, which keeps DDP's one-forward rule).
+    the cells (``MLICModel.forward(images, splice_plan=plan, cell_form=loss.form)`` does, which keeps
+    DDP's one-forward rule).
     """
 
-    def __init__(self, weight: float = 1.0, reduction: str = "mean"):
+    def __init__(self, weight: float = 1.0, reduction: str = "mean", form: str = "published",
+                 detach_teacher: bool = True):
         super().__init__()
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-        self.weight, self.reduction = weight, reduction
+        if form not in CELL_FORMS:
+            raise ValueError(f"form must be one of {CELL_FORMS}, got {form!r}")
+        self.weight, self.reduction, self.form, self.detach_teacher = weight, reduction, form, detach_teacher
 
     def from_cells(self, cell_logits: torch.Tensor, sources: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         if len(sources) == 0:
             return logits.sum() * 0.0  # no spliced cells in this batch; keeps the graph connected
-        teacher_logits = logits.detach()[sources.to(logits.device)].float()
-        teacher = torch.sigmoid(teacher_logits)
-        cross = F.binary_cross_entropy_with_logits(cell_logits.float(), teacher, reduction="none")
-        entropy = F.binary_cross_entropy_with_logits(teacher_logits, teacher, reduction="none")
-        divergence = cross - entropy
-        return self.weight * (divergence.sum() if self.reduction == "sum" else divergence.mean())
+        sources = sources.to(logits.device)
+        teacher_logits = logits[sources.clamp_min(0)].float()
+        if self.detach_teacher:
+            teacher_logits = teacher_logits.detach()
+        if self.form == "exact":
+            teacher = torch.sigmoid(teacher_logits)
+            cross = F.binary_cross_entropy_with_logits(cell_logits.float(), teacher, reduction="none")
+            entropy = F.binary_cross_entropy_with_logits(teacher_logits.detach(), teacher.detach(), reduction="none")
+            divergence = cross - entropy
+            return self.weight * (divergence.sum() if self.reduction == "sum" else divergence.mean())
+        dropped = (sources < 0)[:, None]
+        teacher = torch.sigmoid(teacher_logits.masked_fill(dropped, DROPPED_LOGIT))
+        cells = cell_logits.float().masked_fill(dropped, DROPPED_LOGIT)
+        loss = F.binary_cross_entropy_with_logits(cells, teacher)
+        if self.reduction == "sum":
+            loss = loss * logits.numel()  # N_out x C: a CL entry weighs N_out / K_all summed base entries
+        return self.weight * loss
 
     def forward(self, head: nn.Module, features: torch.Tensor, plan: MixPlan, logits: torch.Tensor) -> torch.Tensor:
-        cell_logits, sources = splice_cell_logits(head, features, plan)
+        cell_logits, sources = splice_cell_logits(head, features, plan, form=self.form)
         return self.from_cells(cell_logits, sources, logits)
 
 

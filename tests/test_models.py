@@ -196,7 +196,7 @@ def test_cell_logits_equal_the_head_on_hand_sliced_cells():
     plan = spliced_plan()
     head = PoolHead(8, 5)
     features = torch.randn(plan.num_outputs, 8, 7, 7)  # 7 splits unevenly into 2 and 3
-    logits, sources, positions = splice_cell_logits(head, features, plan, with_positions=True)
+    logits, sources, positions = splice_cell_logits(head, features, plan, form="exact", with_positions=True)
     expected = {}
     for n in range(plan.num_regular, plan.num_outputs):
         rows, cols = plan.grid[n].tolist()
@@ -233,10 +233,10 @@ def test_consistency_loss_is_zero_when_cells_agree_and_counts_only_kept_cells():
                 features[n, :, y0:y1, x0:x1] = vectors[source][:, None, None]
     assert (plan.cells[plan.num_regular:] == -1).any()  # some cell really is dropped
     logits = head(features)
-    loss_fn = SpliceMixCL()
+    loss_fn = SpliceMixCL(form="exact")
     assert float(loss_fn(head, features, plan, logits).detach()) == pytest.approx(0.0, abs=1e-6)
     # one disagreeing cell: the loss is its Bernoulli KL over (kept cells x classes)
-    cell_logits, sources = splice_cell_logits(head, features, plan)
+    cell_logits, sources = splice_cell_logits(head, features, plan, form="exact")
     shifted = cell_logits.clone()
     shifted[0] += 2.0
     p = torch.sigmoid(logits[sources[0]].detach().double())
@@ -251,7 +251,7 @@ def test_consistency_gradient_reaches_the_cells_not_the_teacher():
     head = PoolHead(8, 5)
     features = torch.randn(plan.num_outputs, 8, 7, 7, requires_grad=True)
     logits = head(features)
-    SpliceMixCL()(head, features, plan, logits).backward()
+    SpliceMixCL(form="exact")(head, features, plan, logits).backward()
     grad = features.grad.abs().sum((1, 2, 3))
     assert (grad[:plan.num_regular] == 0).all() and (grad[plan.num_regular:] > 0).all()
 
@@ -260,8 +260,8 @@ def test_model_forward_with_a_splice_plan_returns_the_cells_too():
     plan = spliced_plan(seed=3)
     model = build_model("resnet18", "avg", 5).eval()
     images = torch.randn(plan.num_outputs, 3, 224, 224)
-    logits, cell_logits, sources = model(images, splice_plan=plan)
-    want_logits, want_sources = splice_cell_logits(model.head, model.features(images), plan)
+    logits, cell_logits, sources = model(images, splice_plan=plan, cell_form="exact")
+    want_logits, want_sources = splice_cell_logits(model.head, model.features(images), plan, form="exact")
     torch.testing.assert_close(cell_logits, want_logits)
     assert torch.equal(sources, want_sources) and logits.shape == (plan.num_outputs, 5)
 
@@ -270,3 +270,59 @@ def test_a_grid_larger_than_the_feature_map_is_a_clear_error():
     plan = spliced_plan()
     with pytest.raises(ValueError, match="does not fit a 1x1 feature map"):
         splice_cell_logits(PoolHead(8, 5), torch.randn(plan.num_outputs, 8, 1, 1), plan)
+
+
+def published_cl(head, features, plan, logits, detach=True):
+    """zuiran/SpliceMix's SpliceMix_CL written out: resize, even split, -1e3 on dropped cells, BCE mean."""
+    h, w = features.shape[-2:]
+    preds_m, preds_m_r = [], []
+    for n in range(plan.num_regular, plan.num_outputs):
+        rows, cols = plan.grid[n].tolist()
+        fea = features[n:n + 1]
+        if h % rows + w % cols != 0:
+            fea = torch.nn.functional.interpolate(fea, (h // rows * rows, w // cols * cols), mode="bilinear",
+                                                  align_corners=True)
+        ch, cw = fea.shape[-2] // rows, fea.shape[-1] // cols
+        for k in range(rows * cols):
+            r, c = divmod(k, cols)
+            source = int(plan.cells[n, k])
+            pred = head(fea[:, :, r * ch:(r + 1) * ch, c * cw:(c + 1) * cw])[0]
+            teacher = logits[max(source, 0)]
+            if source < 0:
+                pred, teacher = torch.full_like(pred, -1e3), torch.full_like(teacher, -1e3)
+            preds_m.append(pred)
+            preds_m_r.append(teacher)
+    target = torch.sigmoid(torch.stack(preds_m_r))
+    return torch.nn.functional.binary_cross_entropy_with_logits(torch.stack(preds_m),
+                                                               target.detach() if detach else target)
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_published_consistency_equals_the_published_code_in_value_and_gradient(detach):
+    torch.manual_seed(1)
+    plan = spliced_plan(seed=2)
+    assert (plan.cells[plan.num_regular:] == -1).any()
+    head = PoolHead(8, 5, pool="max")
+    features = torch.randn(plan.num_outputs, 8, 7, 7, dtype=torch.float64, requires_grad=True)
+    head = head.double()
+    logits = head(features)
+    ours = SpliceMixCL(detach_teacher=detach)(head, features, plan, logits)
+    (grad,) = torch.autograd.grad(ours, features, retain_graph=True)
+    reference = published_cl(head, features, plan, logits, detach)
+    (want,) = torch.autograd.grad(reference, features)
+    assert float(ours.detach()) == pytest.approx(float(reference.detach()), rel=1e-6)
+    torch.testing.assert_close(grad, want, rtol=1e-5, atol=1e-8)
+    regular_grad = grad[:plan.num_regular].abs().sum()
+    assert (regular_grad > 0) == (not detach)  # the VOC variant trains the teacher too
+
+
+def test_published_consistency_summed_keeps_the_published_balance_beside_a_summed_base_loss():
+    plan = spliced_plan(seed=2)
+    head = PoolHead(8, 5)
+    features = torch.randn(plan.num_outputs, 8, 7, 7)
+    logits = head(features)
+    mean = SpliceMixCL()(head, features, plan, logits)
+    summed = SpliceMixCL(reduction="sum")(head, features, plan, logits)
+    # with means on both sides a CL entry weighs N_out / K_all base entries; with a summed base loss
+    # (weight 1 per entry) the summed CL must weigh each entry N_out / K_all: mean x K_all x C x N_out / K_all
+    assert float(summed.detach()) == pytest.approx(float(mean.detach()) * plan.num_outputs * 5, rel=1e-6)

@@ -20,8 +20,8 @@ class MLICModel(nn.Module):
     """``head(backbone(images))``, with the two halves callable on their own.
 
     `features(images)` gives the (B, D, h, w) map and `head(features)` the (B, C) logits;
-    SpliceMix-CL needs both. ``forward(images, splice_plan=plan)`` also runs every kept cell of the
-    spliced images through the head and returns ``(logits, cell_logits, cell_sources)``: doing that
+    SpliceMix-CL needs both. ``forward(images, splice_plan=plan, cell_form=...)`` also runs the cells of
+    the spliced images through the head (`splice_cell_logits`) and returns ``(logits, cell_logits, cell_sources)``: doing that
     inside `forward` keeps DistributedDataParallel's rule of one forward per step.
     """
 
@@ -33,12 +33,12 @@ class MLICModel(nn.Module):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone(images)
 
-    def forward(self, images: torch.Tensor, splice_plan: MixPlan | None = None):
+    def forward(self, images: torch.Tensor, splice_plan: MixPlan | None = None, cell_form: str = "published"):
         features = self.backbone(images)
         logits = self.head(features)
         if splice_plan is None:
             return logits
-        cell_logits, sources = splice_cell_logits(self.head, features, splice_plan)
+        cell_logits, sources = splice_cell_logits(self.head, features, splice_plan, form=cell_form)
         return logits, cell_logits, sources
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from mlic_pipe.datasets.index import MISSING_FILES
 from mlic_pipe.errors import ON_ERROR, ConfigError
 from mlic_pipe.losses import LOSSES
+from mlic_pipe.mix.cells import CELL_FORMS
 from mlic_pipe.mix import MIXERS
 from mlic_pipe.models import HEADS
 from mlic_pipe.training.optim import OPTIMIZERS, SCHEDULES
@@ -54,6 +55,11 @@ class TrainConfig:
     mix_append: bool = option(False, "mask mixes: append B/4 mixed images, keeping the sources (needed by SUMix)")
     splicemix_cl: bool = option(False, "add the SpliceMix-CL consistency loss")
     cl_weight: float = option(1.0, "weight of SpliceMix-CL")
+    cl_form: str = option("published", "SpliceMix-CL cells: published (resized feature map split evenly, dropped "
+                          "cells counted in the mean) or exact (the pixels' exact partition, kept cells only)",
+                          choices=CELL_FORMS)
+    cl_teacher_gradient: bool = option(False, "SpliceMix-CL: let the gradient reach the source predictions too "
+                                       "(the published VOC 2007 variant)")
     sumix: bool = option(False, "SUMix learned mix ratio for mask mixes (with mix_append)")
     sumix_gamma: float = option(0.5, "SUMix uncertainty weight")
     epochs: int = option(10, "epochs")
@@ -91,7 +97,8 @@ class TrainConfig:
             registry = type(self).__dataclass_fields__[name].metadata["choices"]
             if getattr(self, name) not in registry:
                 raise ConfigError(f"{{{name}}} must be one of {', '.join(registry)}, got {getattr(self, name)!r}")
-        for name, allowed in (("amp", AMP_MODES), ("on_error", ON_ERROR), ("missing", MISSING_FILES)):
+        for name, allowed in (("amp", AMP_MODES), ("on_error", ON_ERROR), ("missing", MISSING_FILES),
+                              ("cl_form", CELL_FORMS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{{{name}}} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.epochs < 1 or self.batch_size < 1:

@@ -77,7 +77,10 @@ def _step(parts: RunParts, batch: Batch, global_step: int) -> torch.Tensor:
     plan = batch.plan
     with parts.autocast:
         splice = plan if parts.objective.wants_cells(plan) else None
-        output = parts.wrapped(batch.images, splice_plan=splice) if splice is not None else parts.wrapped(batch.images)
+        if splice is not None:
+            output = parts.wrapped(batch.images, splice_plan=splice, cell_form=parts.objective.consistency.form)
+        else:
+            output = parts.wrapped(batch.images)
         loss = parts.objective(output, batch.targets, plan, mix_ignore(batch.ignore, plan, batch.targets))
     parts.optimizer.zero_grad(set_to_none=True)
     if parts.scaler is not None:

@@ -20,7 +20,8 @@ class Objective:
     def __init__(self, config: TrainConfig):
         self.base = create_loss(config.loss)
         reduction = getattr(self.base, "reduction", "mean")
-        self.consistency = SpliceMixCL(config.cl_weight, reduction=reduction) if config.splicemix_cl else None
+        self.consistency = None if not config.splicemix_cl else SpliceMixCL(
+            config.cl_weight, reduction=reduction, form=config.cl_form, detach_teacher=not config.cl_teacher_gradient)
         self.sumix = SUMix(config.sumix_gamma, loss=self.base) if config.sumix else None
         self.cosine = config.loss == "aam"
 
