@@ -234,3 +234,39 @@ def test_a_run_killed_mid_epoch_resumes_there_with_the_same_losses_and_weights(t
     weights = torch.load(tmp_path / "b" / "run" / "last.pt", weights_only=False)["model"]
     for name, value in reference_weights.items():
         torch.testing.assert_close(weights[name], value, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_sam_two_step_update_equals_a_hand_computation_on_a_tiny_model():
+    from mlic_pipe.training.sam import SAM
+
+    torch.manual_seed(0)
+    x, y = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+    weight = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    start = weight.detach().clone()
+
+    def loss_at(w):
+        return ((x @ w.T - y) ** 2).mean()
+
+    # by hand: g1 at w, e = rho g1 / |g1|, g2 at w + e, w' = w - lr g2
+    w0 = start.clone().requires_grad_()
+    (g1,) = torch.autograd.grad(loss_at(w0), w0)
+    shifted = (start + 0.1 * g1 / g1.norm()).requires_grad_()
+    (g2,) = torch.autograd.grad(loss_at(shifted), shifted)
+    expected = start - 0.5 * g2
+
+    sam = SAM(torch.optim.SGD([weight], lr=0.5), rho=0.1)
+    loss_at(weight).backward()
+    sam.perturb()
+    sam.zero_grad()
+    loss_at(weight).backward()
+    sam.step()
+    torch.testing.assert_close(weight.detach(), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("amp", ["off", "bf16"])
+def test_sam_trains_through_the_trainer_and_early_stopping_stops(tmp_path, amp):
+    config = small(tmp_path, epochs=4, optimizer="sam", sam_base="sgd", sam_rho=0.05, amp=amp, early_stop=1,
+                   lr=0.0)  # lr 0: validation mAP cannot improve after epoch 1, so the run stops after epoch 2
+    result = train(config, progress=False)
+    assert len(result.history) == 2 and result.best_epoch == 1
+    assert all(math.isfinite(r["train_loss"]) for r in result.history)

@@ -16,7 +16,7 @@ from mlic_pipe.losses import LOSSES
 from mlic_pipe.mix.cells import CELL_FORMS
 from mlic_pipe.mix import MIXERS
 from mlic_pipe.models import HEADS
-from mlic_pipe.training.optim import OPTIMIZERS, SCHEDULES
+from mlic_pipe.training.optim import BASE_OPTIMIZERS, OPTIMIZERS, SCHEDULES
 
 __all__ = ["AMP_MODES", "MASK_MIXES", "TrainConfig"]
 
@@ -66,6 +66,8 @@ class TrainConfig:
     batch_size: int = option(32, "images read per step per rank")
     image_size: int = option(448, "image size S")
     optimizer: str = option("adamw", "optimizer", choices=OPTIMIZERS)
+    sam_base: str = option("sgd", "the optimizer SAM wraps (with --optimizer sam)", choices=BASE_OPTIMIZERS)
+    sam_rho: float = option(0.05, "SAM's neighbourhood radius")
     lr: float | None = option(None, "head learning rate (default: the optimizer's, 1e-4 adamw, 0.05 sgd)")
     weight_decay: float = option(1e-4, "weight decay")
     momentum: float = option(0.9, "SGD momentum (Nesterov)")
@@ -84,6 +86,8 @@ class TrainConfig:
     out_dir: str = option("runs/mlic", "where log.jsonl, last.pt and best.pt go", metavar="DIR")
     resume: str | None = option(None, "continue from a checkpoint, or 'auto' for OUT_DIR/last.pt (mid-epoch too)",
                                 metavar="PATH")
+    early_stop: int | None = option(None, "stop when validation mAP has not improved for this many epochs",
+                                    metavar="PATIENCE")
     checkpoint_every: int | None = option(None, "also write last.pt every N steps, so a resume continues mid-epoch",
                                           metavar="N")
     limit_train_batches: int | None = option(None, "stop every epoch after this many steps (smoke runs)")
@@ -111,6 +115,11 @@ class TrainConfig:
         if self.loss == "aam" and self.head == "csra":
             raise ConfigError("{loss:aam} needs cosine logits; CSRA's attention logits are not cosines: use "
                               "{head:avg}, max, mldecoder or graph")
+        if self.sam_base not in BASE_OPTIMIZERS or self.sam_rho <= 0:
+            raise ConfigError(f"{{sam_base}} must be one of {', '.join(BASE_OPTIMIZERS)} and {{sam_rho}} positive")
+        if self.early_stop is not None and (self.early_stop < 1 or not self.val_split and not self.val_data):
+            raise ConfigError("{early_stop} needs a patience of at least 1 epoch and a validation set "
+                              "({val_split} or {val_data})")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise ConfigError(f"{{checkpoint_every}} must be at least 1, got {self.checkpoint_every}")
         if self.ema is not None and not 0 < self.ema < 1:

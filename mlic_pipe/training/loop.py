@@ -21,6 +21,7 @@ from mlic_pipe.loader import Batch, MLICLoader
 from mlic_pipe.metrics import MetricAccumulator, MetricReport
 from mlic_pipe.mix import mix_ignore
 from mlic_pipe.training.objective import Objective
+from mlic_pipe.training.sam import SAM
 
 __all__ = ["LOG_EVERY", "EpochProgress", "RunParts", "evaluate", "train_one_epoch"]
 
@@ -72,23 +73,33 @@ class EpochProgress:
                 "seconds": self.seconds}
 
 
-def _step(parts: RunParts, batch: Batch, global_step: int) -> torch.Tensor:
-    """Forward, loss, backward and optimizer step on one batch; returns the detached loss."""
+def _forward_loss(parts: RunParts, batch: Batch) -> torch.Tensor:
     plan = batch.plan
     with parts.autocast:
-        splice = plan if parts.objective.wants_cells(plan) else None
-        if splice is not None:
-            output = parts.wrapped(batch.images, splice_plan=splice, cell_form=parts.objective.consistency.form)
+        if parts.objective.wants_cells(plan):
+            output = parts.wrapped(batch.images, splice_plan=plan, cell_form=parts.objective.consistency.form)
         else:
             output = parts.wrapped(batch.images)
-        loss = parts.objective(output, batch.targets, plan, mix_ignore(batch.ignore, plan, batch.targets))
+        return parts.objective(output, batch.targets, plan, mix_ignore(batch.ignore, plan, batch.targets))
+
+
+def _backward(parts: RunParts, loss: torch.Tensor) -> None:
+    (parts.scaler.scale(loss) if parts.scaler is not None else loss).backward()
+
+
+def _step(parts: RunParts, batch: Batch, global_step: int) -> torch.Tensor:
+    """Forward, loss, backward and optimizer step on one batch (two passes under SAM); the detached loss."""
     parts.optimizer.zero_grad(set_to_none=True)
+    loss = _forward_loss(parts, batch)
+    _backward(parts, loss)
+    if isinstance(parts.optimizer, SAM):  # the second gradient, at the perturbed weights
+        parts.optimizer.perturb(parts.scaler.get_scale() if parts.scaler is not None else 1.0)
+        parts.optimizer.zero_grad(set_to_none=True)
+        _backward(parts, _forward_loss(parts, batch))
     if parts.scaler is not None:
-        parts.scaler.scale(loss).backward()
         parts.scaler.step(parts.optimizer)
         parts.scaler.update()
     else:
-        loss.backward()
         parts.optimizer.step()
     parts.scheduler.step()
     if parts.ema is not None:

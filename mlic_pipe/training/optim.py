@@ -14,11 +14,12 @@ from torch import nn
 from torch.optim import lr_scheduler
 
 from mlic_pipe.registry import Registry
+from mlic_pipe.training.sam import SAM
 
 if TYPE_CHECKING:
     from mlic_pipe.training.config import TrainConfig
 
-__all__ = ["DEFAULT_LR", "OPTIMIZERS", "SCHEDULES", "build_optimizer", "build_scheduler"]
+__all__ = ["BASE_OPTIMIZERS", "DEFAULT_LR", "OPTIMIZERS", "SCHEDULES", "build_optimizer", "build_scheduler"]
 
 DEFAULT_LR = {"adamw": 1e-4, "sgd": 0.05}
 
@@ -33,14 +34,22 @@ def _adamw(groups, lr: float, config: "TrainConfig") -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=lr, weight_decay=config.weight_decay)
 
 
+def _sam(groups, lr: float, config: "TrainConfig") -> torch.optim.Optimizer:
+    """SAM (sharpness-aware minimization) around sam_base, radius sam_rho"""
+    base = OPTIMIZERS.create(config.sam_base, groups, lr, config)
+    return SAM(base, rho=config.sam_rho)
+
+
 OPTIMIZERS: Registry[torch.optim.Optimizer] = Registry("optimizer")
 OPTIMIZERS.register("adamw", _adamw)
 OPTIMIZERS.register("sgd", _sgd)
+OPTIMIZERS.register("sam", _sam)
+BASE_OPTIMIZERS = ("adamw", "sgd")  # what SAM may wrap
 
 
 def build_optimizer(config: "TrainConfig", model: nn.Module) -> torch.optim.Optimizer:
     """The configured optimizer over the model's backbone (scaled lr) and head parameter groups."""
-    lr = config.lr if config.lr is not None else DEFAULT_LR[config.optimizer]
+    lr = config.lr if config.lr is not None else DEFAULT_LR[config.sam_base if config.optimizer == "sam" else config.optimizer]
     backbone = [p for p in model.backbone.parameters() if p.requires_grad]
     head = [p for p in model.head.parameters() if p.requires_grad]
     groups = [{"params": backbone, "lr": lr * config.backbone_lr_mult}, {"params": head, "lr": lr}]

@@ -219,4 +219,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         improved = result.add(record)
         if is_main:
             _save_epoch(config, parts, result, train_index.classes, epoch, improved, val_loader is not None)
+        if config.early_stop and epoch + 1 - result.best_epoch >= config.early_stop:
+            log.info("early stop after epoch %d: no better validation mAP for %d epochs (best %.2f at epoch %d)",
+                     epoch + 1, config.early_stop, 100 * result.best_map, result.best_epoch)
+            break
     return result
