@@ -21,7 +21,8 @@ __all__ = ["FLAGS", "build_parser", "main"]
 DATA_HELP = ("dataset: 'demo' (built-in), a COCO .json or root, a VOCdevkit, a NUS-WIDE root, "
              "or a path,labels .csv (default: demo)")
 # How library option names read on this command line, where they differ from --name-with-dashes NAME.
-FLAGS = {"image_dir": "--images DIR", "head_kwargs": "--head-arg KEY=VALUE", "val_data": "--val-data DATA",
+FLAGS = {"image_dir": "--images DIR", "head_kwargs": "--head-arg KEY=VALUE", "loss_kwargs": "--loss-arg KEY=VALUE",
+         "val_data": "--val-data DATA",
          "out_dir": "--out-dir DIR", "resume": "--resume PATH", "ema": "--ema DECAY", "num_threads": "--threads N",
          "split": "--split SPLIT", "missing": "--missing drop|raise", "on_error": "--on-error skip|raise"}
 
@@ -92,14 +93,42 @@ def _key_values(pairs: list[str]) -> dict:
     return kwargs
 
 
+def _train_options(args: argparse.Namespace) -> dict:
+    """TrainConfig fields: the recipe's settings (if any), overridden by every flag given."""
+    from mlic_pipe.training import TrainConfig
+    from mlic_pipe.training.recipes import recipe_settings
+
+    options = recipe_settings(args.recipe) if args.recipe else {}
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    for name in ("head_kwargs", "loss_kwargs"):  # --head-arg / --loss-arg add to the recipe's options
+        if name in given:
+            given[name] = {**options.get(name, {}), **_key_values(given[name])}
+    options.update(given)
+    if getattr(args, "data_option", None):
+        options["data"] = args.data_option
+    return options
+
+
+def _list_recipes() -> int:
+    from mlic_pipe.training.recipes import RECIPES
+
+    for name in RECIPES:
+        recipe = RECIPES.create(name)
+        print(f"{name}: {RECIPES.help(name)}")
+        print("  settings: " + ", ".join(f"{k}={v}" for k, v in recipe.settings.items()))
+        print(f"  source: {recipe.source}")
+        if recipe.differences:
+            print(f"  not reproduced: {recipe.differences}")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from mlic_pipe.distributed import is_distributed, is_main_process
     from mlic_pipe.training import TrainConfig, train
 
-    options = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
-    options["data"] = args.data_option or args.data
-    options["head_kwargs"] = _key_values(args.head_kwargs)
-    result = train(TrainConfig(**options), progress=not args.quiet)
+    if args.list_recipes:
+        return _list_recipes()
+    result = train(TrainConfig(**_train_options(args)), progress=not args.quiet)
     if is_main_process():  # under torchrun, one rank speaks
         if result.final is not None:
             print(f"\nvalidation after epoch {len(result.history)}:\n{result.final.format()}")
@@ -162,20 +191,22 @@ def _config_flag(parser: argparse.ArgumentParser, spec: Field) -> None:
     default = spec.default if spec.default is not MISSING else spec.default_factory()
     kind = str(spec.type).split("|")[0].strip()
     help_text = meta["help"] + (f" (default {default})" if default not in (None, False, {}, "") else "")
+    unset = argparse.SUPPRESS  # a flag not given stays absent, so a recipe's value is not overwritten
     if meta.get("flag") == "positional":
-        parser.add_argument(spec.name, nargs="?", default=default, help=help_text)
+        parser.add_argument(spec.name, nargs="?", default=unset, help=help_text)
         parser.add_argument(f"--{spec.name}", dest=f"{spec.name}_option", metavar=spec.name.upper(),
                             help=f"same as the positional {spec.name.upper()}")
         return
     flag = meta.get("flag") or f"--{spec.name.replace('_', '-')}"
-    if kind == "bool":
-        parser.add_argument(flag, dest=spec.name, action="store_true", help=meta["help"])
+    if kind == "bool":  # --name / --no-name, so a recipe's choice can be switched either way
+        parser.add_argument(flag, dest=spec.name, action=argparse.BooleanOptionalAction, default=unset,
+                            help=help_text)
     elif kind == "dict":
-        parser.add_argument(flag, dest=spec.name, action="append", default=[], metavar=meta.get("metavar"),
+        parser.add_argument(flag, dest=spec.name, action="append", default=unset, metavar=meta.get("metavar"),
                             help=help_text)
     else:
         choices = list(meta["choices"]) if meta.get("choices") is not None else None
-        parser.add_argument(flag, dest=spec.name, type={"int": int, "float": float}.get(kind, str), default=default,
+        parser.add_argument(flag, dest=spec.name, type={"int": int, "float": float}.get(kind, str), default=unset,
                             choices=choices, metavar=meta.get("metavar"), help=help_text)
 
 
@@ -204,13 +235,18 @@ def _profile_parser(commands) -> None:
 
 def _train_parser(commands) -> None:
     from mlic_pipe.training import TrainConfig
+    from mlic_pipe.training.recipes import RECIPES
 
     train = commands.add_parser("train", help="train a multi-label classifier on the loader (reference trainer)",
                                 description="Train any timm backbone + head + loss + mix with MLICLoader; "
                                             "evaluates every epoch, logs JSON lines, checkpoints, resumes; "
                                             "run under torchrun for DDP.")
+    options = train.add_argument_group("run options (TrainConfig fields; a flag given overrides the recipe)")
     for spec in fields(TrainConfig):
-        _config_flag(train, spec)
+        _config_flag(options, spec)
+    train.add_argument("--recipe", choices=list(RECIPES), help="start from a paper's published settings "
+                       "(see --list-recipes); flags given override them")
+    train.add_argument("--list-recipes", action="store_true", help="print the recipes, their settings and sources")
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     train.set_defaults(run=_cmd_train)
 

@@ -270,3 +270,42 @@ def test_sam_trains_through_the_trainer_and_early_stopping_stops(tmp_path, amp):
     result = train(config, progress=False)
     assert len(result.history) == 2 and result.best_epoch == 1
     assert all(math.isfinite(r["train_loss"]) for r in result.history)
+
+
+@pytest.mark.parametrize("recipe", ["splicemix-coco", "splicemix-cl-coco", "csra-coco", "mldecoder-asl-coco",
+                                    "mldecoder-aam-coco"])
+def test_every_recipe_loads_and_trains_two_steps_on_the_demo_data(tmp_path, recipe, monkeypatch):
+    from mlic_pipe.training import trainer as trainer_module
+    from mlic_pipe.training.recipes import recipe_settings
+
+    seen = {}
+    real_train = trainer_module.train
+
+    def spy(config, progress=True):
+        seen["config"] = config
+        return real_train(config, progress=progress)
+    monkeypatch.setattr("mlic_pipe.training.train", spy)
+    # the published settings, made small enough for this machine by flags, which override the recipe
+    small_head = ["--head-arg", "embed_dim=32"] if recipe.startswith("mldecoder") else []
+    code = main(["train", "--recipe", recipe, "--backbone", "resnet18", "--no-pretrained", "--image-size", "64",
+                 "--batch-size", "8", "--epochs", "1", "--limit-train-batches", "2", "--amp", "off", "--threads", "2",
+                 *small_head, "--out-dir", str(tmp_path), "-q"])
+    assert code == 0
+    config, published = seen["config"], recipe_settings(recipe)
+    overridden = {"backbone", "pretrained", "image_size", "batch_size", "epochs", "amp", "head_kwargs"}
+    for key, value in published.items():
+        if key not in overridden:
+            assert getattr(config, key) == value, key
+    assert config.pretrained is False and config.image_size == 64  # the flags given won over the recipe
+    want_head = {**published.get("head_kwargs", {}), **({"embed_dim": 32} if small_head else {})}
+    assert config.head_kwargs == want_head
+    record = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[1])
+    assert math.isfinite(record["train_loss"]) and 0 <= record["mAP"] <= 1
+
+
+def test_list_recipes_prints_each_with_its_source(capsys):
+    assert main(["train", "--list-recipes"]) == 0
+    out = capsys.readouterr().out
+    for name in ("splicemix-coco", "splicemix-cl-coco", "csra-coco", "mldecoder-asl-coco", "mldecoder-aam-coco"):
+        assert f"{name}:" in out
+    assert "zuiran/SpliceMix" in out and "Kevinz-code/CSRA" in out and "ML_Decoder" in out

@@ -51,6 +51,8 @@ class TrainConfig:
                                flag="--head-arg", metavar="KEY=VALUE", factory=dict)
     pretrained: bool = option(False, "start from timm's pretrained weights (needs them downloaded or cached)")
     loss: str = option("asl", "base loss", choices=LOSSES)
+    loss_kwargs: dict = option(None, "loss option, repeatable, e.g. --loss-arg s=23 --loss-arg m=0",
+                               flag="--loss-arg", metavar="KEY=VALUE", factory=dict)
     mix: str = option("splicemix", "augmentation", choices=MIXERS)
     mix_append: bool = option(False, "mask mixes: append B/4 mixed images, keeping the sources (needed by SUMix)")
     splicemix_cl: bool = option(False, "add the SpliceMix-CL consistency loss")
@@ -70,11 +72,14 @@ class TrainConfig:
     sam_rho: float = option(0.05, "SAM's neighbourhood radius")
     lr: float | None = option(None, "head learning rate (default: the optimizer's, 1e-4 adamw, 0.05 sgd)")
     weight_decay: float = option(1e-4, "weight decay")
-    momentum: float = option(0.9, "SGD momentum (Nesterov)")
+    momentum: float = option(0.9, "SGD momentum")
+    sgd_nesterov: bool = option(True, "Nesterov momentum for SGD")
     backbone_lr_mult: float = option(0.1, "backbone lr = lr x this")
     schedule: str = option("cosine", "lr schedule after the warmup", choices=SCHEDULES)
     warmup_epochs: float = option(1.0, "linear warmup, in epochs")
     step_size: int = option(10, "step schedule: epochs between decays")
+    step_epochs: str | None = option(None, "step schedule: decay after these epochs instead, e.g. 39,59",
+                                     metavar="E1,E2")
     step_gamma: float = option(0.1, "step schedule: factor of each decay")
     amp: str = option("auto", "mixed precision (auto: bf16 on CUDA, off on CPU)", choices=AMP_MODES)
     ema: float | None = option(None, "keep EMA weights with this decay (e.g. 0.9997) and evaluate them too",

@@ -18,7 +18,7 @@ class Objective:
     """
 
     def __init__(self, config: TrainConfig):
-        self.base = create_loss(config.loss)
+        self.base = create_loss(config.loss, **config.loss_kwargs)
         reduction = getattr(self.base, "reduction", "mean")
         self.consistency = None if not config.splicemix_cl else SpliceMixCL(
             config.cl_weight, reduction=reduction, form=config.cl_form, detach_teacher=not config.cl_teacher_gradient)

@@ -7,6 +7,7 @@ classes (a `LinearLR` warm-up chained by `SequentialLR` to `CosineAnnealingLR` o
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -21,12 +22,18 @@ if TYPE_CHECKING:
 
 __all__ = ["BASE_OPTIMIZERS", "DEFAULT_LR", "OPTIMIZERS", "SCHEDULES", "build_optimizer", "build_scheduler"]
 
-DEFAULT_LR = {"adamw": 1e-4, "sgd": 0.05}
+DEFAULT_LR = {"adamw": 1e-4, "adam": 1e-4, "sgd": 0.05}
 
 
 def _sgd(groups, lr: float, config: "TrainConfig") -> torch.optim.Optimizer:
-    """SGD with Nesterov momentum"""
-    return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True)
+    """SGD with momentum (Nesterov unless sgd_nesterov is off)"""
+    return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                           nesterov=config.sgd_nesterov)
+
+
+def _adam(groups, lr: float, config: "TrainConfig") -> torch.optim.Optimizer:
+    """Adam with L2 weight decay (ML-Decoder's published optimizer)"""
+    return torch.optim.Adam(groups, lr=lr, weight_decay=config.weight_decay)
 
 
 def _adamw(groups, lr: float, config: "TrainConfig") -> torch.optim.Optimizer:
@@ -42,9 +49,10 @@ def _sam(groups, lr: float, config: "TrainConfig") -> torch.optim.Optimizer:
 
 OPTIMIZERS: Registry[torch.optim.Optimizer] = Registry("optimizer")
 OPTIMIZERS.register("adamw", _adamw)
+OPTIMIZERS.register("adam", _adam)
 OPTIMIZERS.register("sgd", _sgd)
 OPTIMIZERS.register("sam", _sam)
-BASE_OPTIMIZERS = ("adamw", "sgd")  # what SAM may wrap
+BASE_OPTIMIZERS = ("adamw", "adam", "sgd")  # what SAM may wrap
 
 
 def build_optimizer(config: "TrainConfig", model: nn.Module) -> torch.optim.Optimizer:
@@ -71,18 +79,22 @@ def _cosine(optimizer, config: "TrainConfig", steps_per_epoch: int, warmup: int)
 
 
 def _step(optimizer, config: "TrainConfig", steps_per_epoch: int, warmup: int):
-    """linear warm-up, then the lr times step_gamma every step_size epochs (counted from the run's start)"""
-    every = max(config.step_size * steps_per_epoch, 1)
-    total = config.epochs * steps_per_epoch
-    milestones = [k * every - warmup for k in range(1, total // every + 1) if k * every > warmup]
+    """linear warm-up, then the lr times step_gamma after each epoch of step_epochs, or every step_size epochs"""
+    if config.step_epochs:
+        epochs = [int(e) for e in str(config.step_epochs).split(",") if e.strip()]
+    else:
+        epochs = list(range(config.step_size, config.epochs + 1, max(config.step_size, 1)))
+    milestones = [e * steps_per_epoch - warmup for e in epochs if e * steps_per_epoch > warmup]
     return lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=config.step_gamma)
 
 
 def _onecycle(optimizer, config: "TrainConfig", steps_per_epoch: int, warmup: int):
     """one-cycle (its own warm-up: warmup_epochs / epochs of the run, within 1% .. 50%)"""
     peaks = [group["lr"] for group in optimizer.param_groups]
-    return lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=max(config.epochs * steps_per_epoch, 1),
-                                   pct_start=min(0.5, max(config.warmup_epochs / config.epochs, 0.01)))
+    pct_start = min(0.5, max(config.warmup_epochs / config.epochs, 0.01))
+    # OneCycleLR divides by its phase lengths: a run of a handful of steps gets a schedule a little longer
+    total = max(config.epochs * steps_per_epoch, math.ceil(2 / pct_start) + 1)
+    return lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=total, pct_start=pct_start)
 
 
 SCHEDULES: Registry[lr_scheduler.LRScheduler] = Registry("schedule")
