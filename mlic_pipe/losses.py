@@ -189,59 +189,84 @@ class SpliceMixCL(nn.Module):
 
 # --------------------------------------------------------------------------------------------- SUMix
 
+def _l2_rows(x: torch.Tensor) -> torch.Tensor:
+    return x / x.pow(2).sum(1).sqrt()[:, None]
+
+
 class SUMix(nn.Module):
-    """SUMix (Qin et al., ECCV 2024) for mask mixes, in a multi-label (sigmoid) form.
+    """SUMix (Qin et al., ECCV 2024), ported from JinXins/SUMix ``ClsUncertainMixupHead.IN_loss``.
 
-    The published method learns, per mixed image, the mix ratio its pixels really show, from how
-    close the mixed image's prediction is to each source's, and adds an uncertainty regulariser.
-    It is single-label (softmax). Ours, for the appended layout (``CutMix/FMix/MixUp(append=True)``:
-    the B sources are regular outputs of the same batch, so no extra forward pass is needed):
+    For each mask-mixed output m with primary a, partner b and pixel fraction lam (CutMix / FMix /
+    MixUp with ``append=True``: both sources are regular outputs of the same batch, so no second
+    forward pass is needed), with N mixed outputs and softmaxes taken over classes:
 
-    - p_m, p_a, p_b: sigmoid of the mixed output's logits and of its primary's and partner's
-      regular logits (the sources are detached).
-    - distances d_a = mean_c |p_m - p_a|, d_b likewise; learned ratio
-      ``lam_hat = (d_b + eps * lam) / (d_a + d_b + eps)``: near 1 when the mixed image looks like its
-      primary, and the realized pixel fraction `lam` when the two sources are indistinguishable.
-      lam_hat is detached: it sets the target, it is not itself optimised.
-    - mix loss: ``loss(logits_m, lam_hat * y_a + (1 - lam_hat) * y_b)`` with the run's base loss
-      (default: BCE, mean over outputs and classes).
-    - uncertainty regulariser: ``gamma * mean |p_m - (lam_hat p_a + (1 - lam_hat) p_b)|``, the gap
-      between the mixed prediction and the mixture of its sources' predictions.
+    - ``s_a = softmax(logits_a)`` with the classes of b set to 0, ``s_b`` likewise (no gradient);
+      ``alpha = N * l2norm(softmax(softmax(logits_m) - s_a))``, ``alpha' `` likewise with s_b;
+    - ``beta = u_a + u_m``, ``beta' = u_b + u_m`` from the uncertainty layer
+      (`mlic_pipe.models.uncertainty_vectors`, which `MLICModel` returns with ``with_uncertainty=True``);
+    - ``lam_a = lam * w_a``, ``lam_b = (1 - lam) * w_b`` normalized to sum to 1, where w_a is
+      ``exp(-alpha)`` at a's label;
+    - ``loss = mean(L(logits_m, y_a) lam_a + L(logits_m, y_b) lam_b)
+      + gamma * mean(L(exp(-(beta + alpha)), y_a) lam + L(exp(-(beta' + alpha')), y_b) (1 - lam))``.
+
+    Changes forced by multi-hot targets, and the crash fixed (each also in the tests):
+
+    - L is binary cross-entropy with logits summed over classes and averaged over the N outputs
+      (the published cross-entropy with ``avg_factor=N``);
+    - "a's label" is a's positive classes: w_a is the mean of ``exp(-alpha)`` over them (over all
+      classes when a has none), and "the classes of b" are b's positive classes;
+    - the published code returns an undefined name (``info``) and puts the weights on 'cuda'
+      whatever the device; here the loss is returned and everything stays on the logits' device.
 
     Returns the loss of the mask-mixed outputs only; the regular outputs take the base loss.
     """
 
-    def __init__(self, gamma: float = 0.5, eps: float = 1e-6, loss: nn.Module | None = None):
+    def __init__(self, gamma: float = 0.1, loss: nn.Module | None = None):
         super().__init__()
-        self.gamma, self.eps = gamma, eps
-        self.loss = loss if loss is not None else BCELoss("mean")
-        self.last_ratio: torch.Tensor | None = None  # lam_hat of the last call, for logging
+        self.gamma = gamma
+        self.loss = loss if loss is not None else BCELoss("batch")
+        self.last_ratio: torch.Tensor | None = None  # lam_a of the last call, for logging
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor, plan: MixPlan) -> torch.Tensor:
-        modes = plan.mask_mode.to(logits.device)
-        mixed = torch.nonzero(modes != MASK_NONE).flatten()
-        if len(mixed) == 0:
-            return logits.sum() * 0.0
-        primary = plan.cells.to(logits.device)[mixed, 0].long()
-        partner = plan.partner.to(logits.device)[mixed].long()
-        if plan.num_regular == 0 or bool((mixed < plan.num_regular).any()) \
-                or bool((primary >= plan.num_regular).any() | (partner >= plan.num_regular).any()):
+    def _rows(self, plan: MixPlan, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mixed = torch.nonzero(plan.mask_mode.to(device) != MASK_NONE).flatten()
+        primary = plan.cells.to(device)[mixed, 0].long()
+        partner = plan.partner.to(device)[mixed].long()
+        if len(mixed) and (plan.num_regular == 0 or bool((mixed < plan.num_regular).any())
+                           or bool((primary >= plan.num_regular).any() | (partner >= plan.num_regular).any())):
             raise ValueError("SUMix needs the appended layout, where both sources of every mixed image are regular "
                              "outputs of the batch: use CutMix/FMix/MixUp(append=True)")
-        logits = logits.float()
-        prob = torch.sigmoid(logits)
-        p_mixed, p_a, p_b = prob[mixed], prob[primary].detach(), prob[partner].detach()
+        return mixed, primary, partner
+
+    @staticmethod
+    def _at_labels(weights: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        positives = labels > 0
+        count = positives.sum(1)
+        at_labels = (weights * positives).sum(1) / count.clamp_min(1)
+        return torch.where(count > 0, at_labels, weights.mean(1))
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor, plan: MixPlan,
+                uncertainty: torch.Tensor) -> torch.Tensor:
+        mixed, a, b = self._rows(plan, logits.device)
+        if len(mixed) == 0:
+            return logits.sum() * 0.0
+        logits, targets = logits.float(), targets.to(device=logits.device, dtype=torch.float32)
+        y_a, y_b, count = targets[a], targets[b], len(mixed)
+        lam = plan.lam.to(logits.device)[mixed].float()
         with torch.no_grad():
-            lam = plan.lam.to(logits.device)[mixed].float()
-            d_a = (p_mixed - p_a).abs().mean(1)
-            d_b = (p_mixed - p_b).abs().mean(1)
-            ratio = ((d_b + self.eps * lam) / (d_a + d_b + self.eps))[:, None]
-        self.last_ratio = ratio.squeeze(1)
-        targets = targets.to(device=logits.device, dtype=torch.float32)
-        soft = ratio * targets[primary] + (1 - ratio) * targets[partner]
-        mix_loss = self.loss(logits[mixed], soft)
-        uncertainty = (p_mixed - (ratio * p_a + (1 - ratio) * p_b)).abs().mean()
-        return mix_loss + self.gamma * uncertainty
+            semantic_mix = torch.softmax(logits[mixed], -1)
+            semantic_a = torch.softmax(logits[a], -1).masked_fill(y_b > 0, 0.0)
+            semantic_b = torch.softmax(logits[b], -1).masked_fill(y_a > 0, 0.0)
+        alpha = _l2_rows(torch.softmax(semantic_mix - semantic_a, -1)) * count
+        alpha_b = _l2_rows(torch.softmax(semantic_mix - semantic_b, -1)) * count
+        unc = uncertainty.float()
+        in_a, in_b = torch.exp(-(unc[a] + unc[mixed] + alpha)), torch.exp(-(unc[b] + unc[mixed] + alpha_b))
+        ratio_a = lam * self._at_labels(torch.exp(-alpha), y_a)
+        ratio_b = (1 - lam) * self._at_labels(torch.exp(-alpha_b), y_b)
+        ratio_a = ratio_a / (ratio_a + ratio_b)
+        self.last_ratio = ratio_a.detach()
+        mix_loss = (self.loss(logits[mixed], y_a) * ratio_a + self.loss(logits[mixed], y_b) * (1 - ratio_a)).mean()
+        regularizer = (self.loss(in_a, y_a) * lam + self.loss(in_b, y_b) * (1 - lam)).mean()
+        return mix_loss + self.gamma * regularizer
 
 
 LOSSES: Registry[nn.Module] = Registry("loss")

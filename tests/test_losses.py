@@ -139,45 +139,80 @@ def test_unknown_loss_and_bad_shapes_are_clear():
 
 # ------------------------------------------------------------------------------------------ SUMix
 
-def test_sumix_learned_ratio_and_loss_by_hand():
+def _softmax(x):
+    e = np.exp(x - x.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def _l2(x):
+    return x / np.sqrt((x ** 2).sum(1, keepdims=True))
+
+
+def _bce_sum_over_rows(z, y):
+    """BCE with logits, summed over classes, averaged over rows (the published CE with avg_factor = N)."""
+    return float((np.logaddexp(0, z) - y * z).sum() / len(z))
+
+
+def sumix_published(logits, unc, y, plan):
+    """JinXins/SUMix IN_loss (paper Eq. 4-6) in float64 numpy, with the multi-hot changes the class documents."""
+    mixed = [n for n in range(plan.num_outputs) if int(plan.mask_mode[n]) != 0]
+    a = np.array([int(plan.cells[n, 0]) for n in mixed])
+    b = np.array([int(plan.partner[n]) for n in mixed])
+    lam = plan.lam.numpy()[mixed].astype(np.float64)
+    count = len(mixed)
+    sem_one, sem_mix = _softmax(logits[a]), _softmax(logits[mixed])
+    sem_one_ = _softmax(logits[b])  # semantic_one[rand_index], taken before the zeroing
+    for i in range(count):
+        sem_one[i, y[b[i]] > 0] = 0  # semantic_one[i, y_b[i]] = 0
+        sem_one_[i, y[a[i]] > 0] = 0
+    alpha, alpha_ = _l2(_softmax(sem_mix - sem_one)) * count, _l2(_softmax(sem_mix - sem_one_)) * count
+    beta, beta_ = unc[a] + unc[mixed], unc[b] + unc[mixed]
+    in_a, in_b = np.exp(-alpha), np.exp(-alpha_)
+    in_a_f, in_b_f = np.exp(-(beta + alpha)), np.exp(-(beta_ + alpha_))
+    lam_a, lam_b = np.ones(count), np.ones(count)
+    for i in range(count):
+        pos_a, pos_b = y[a[i]] > 0, y[b[i]] > 0
+        lam_a[i] = lam[i] * (in_a[i, pos_a].mean() if pos_a.any() else in_a[i].mean())
+        lam_b[i] = (1 - lam[i]) * (in_b[i, pos_b].mean() if pos_b.any() else in_b[i].mean())
+    lam_a = lam_a / (lam_a + lam_b)
+    lam_b = 1 - lam_a
+    ce_a, ce_b = _bce_sum_over_rows(logits[mixed], y[a]), _bce_sum_over_rows(logits[mixed], y[b])
+    reg = np.mean(_bce_sum_over_rows(in_a_f, y[a]) * lam + _bce_sum_over_rows(in_b_f, y[b]) * (1 - lam))
+    return np.mean(ce_a * lam_a + ce_b * lam_b) + 0.1 * reg, lam_a
+
+
+@pytest.mark.parametrize("mixer", [CutMix(append=True, mix_ratio=0.5), MixUp(append=True, mix_ratio=0.5)])
+def test_sumix_ratio_and_loss_equal_the_published_equations_on_fixed_logits(mixer):
     rng = np.random.default_rng(0)
-    plan = CutMix(append=True, mix_ratio=0.5).plan(4, 32, rng)  # 4 regular + 2 mixed
-    targets = mix_targets(torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]], dtype=torch.float32), plan)
-    logits = torch.tensor(rng.normal(size=(6, 3)) * 2, dtype=torch.float32, requires_grad=True)
-    sumix = SUMix(gamma=0.5)
-    loss = sumix(logits, targets, plan)
-    # by hand, in float64 numpy
-    p = 1 / (1 + np.exp(-logits.detach().double().numpy()))
-    y = targets.double().numpy()
-    total_bce, total_gap = 0.0, 0.0
-    ratios = []
-    for n in (4, 5):
-        a, b = int(plan.cells[n, 0]), int(plan.partner[n])
-        lam = float(plan.lam[n])
-        d_a, d_b = np.abs(p[n] - p[a]).mean(), np.abs(p[n] - p[b]).mean()
-        r = (d_b + 1e-6 * lam) / (d_a + d_b + 1e-6)
-        ratios.append(r)
-        soft = r * y[a] + (1 - r) * y[b]
-        total_bce += -(soft * np.log(p[n]) + (1 - soft) * np.log(1 - p[n])).sum()
-        total_gap += np.abs(p[n] - (r * p[a] + (1 - r) * p[b])).sum()
-    expected = total_bce / 6 + 0.5 * total_gap / 6
-    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
-    np.testing.assert_allclose(sumix.last_ratio.numpy(), ratios, rtol=1e-5)
-    loss.backward()  # the sources are detached: only mixed rows get gradient
-    assert logits.grad[4:].abs().sum() > 0 and logits.grad[:4].abs().sum() == 0
-
-
-def test_sumix_ratio_falls_back_to_lam_when_sources_look_alike():
-    plan = MixUp(append=True, mix_ratio=0.5).plan(4, 16, np.random.default_rng(1))
-    logits = torch.zeros(6, 5)
+    plan = mixer.plan(6, 32, rng)  # 6 regular + 3 mixed
+    labels = torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0], [0, 0, 1, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 1, 1]],
+                          dtype=torch.float32)
+    targets = mix_targets(labels, plan)
+    logits = torch.tensor(rng.normal(size=(plan.num_outputs, 4)) * 2, dtype=torch.float64)
+    unc = torch.tensor(_l2(_softmax(rng.normal(size=(plan.num_outputs, 4)))), dtype=torch.float64)
     sumix = SUMix()
-    sumix(logits, torch.zeros(6, 5), plan)
-    np.testing.assert_allclose(sumix.last_ratio.numpy(), plan.lam[4:].numpy(), rtol=1e-6)
+    loss = sumix(logits, targets, plan, unc)
+    y = np.zeros((plan.num_outputs, 4))
+    y[:6] = labels.numpy()
+    expected, ratios = sumix_published(logits.numpy(), unc.numpy(), y, plan)
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    np.testing.assert_allclose(sumix.last_ratio.numpy(), ratios, rtol=1e-5)
+
+
+def test_sumix_trains_the_mixed_rows_and_the_uncertainty_layer_not_the_sources_semantics():
+    rng = np.random.default_rng(3)
+    plan = CutMix(append=True, mix_ratio=0.5).plan(4, 16, rng)
+    targets = mix_targets(torch.eye(4)[:, :3], plan)
+    logits = torch.tensor(rng.normal(size=(6, 3)), dtype=torch.float32, requires_grad=True)
+    unc = torch.rand(6, 3, requires_grad=True)
+    SUMix()(logits, targets, plan, unc).backward()
+    assert logits.grad[4:].abs().sum() > 0 and logits.grad[:4].abs().sum() == 0  # semantics are detached
+    assert unc.grad.abs().sum() > 0  # the regularizer trains the uncertainty layer
 
 
 def test_sumix_needs_the_appended_layout():
     plan = CutMix().plan(4, 16, np.random.default_rng(0))  # in place: sources are not in the batch
     with pytest.raises(ValueError, match="append=True"):
-        SUMix()(torch.zeros(4, 3), torch.zeros(4, 3), plan)
+        SUMix()(torch.zeros(4, 3), torch.zeros(4, 3), plan, torch.zeros(4, 3))
     identity = SpliceMix().plan(8, 32, np.random.default_rng(0))  # no mask mix: nothing to do, zero loss
-    assert float(SUMix()(torch.zeros(10, 3), torch.zeros(10, 3), identity)) == 0.0
+    assert float(SUMix()(torch.zeros(10, 3), torch.zeros(10, 3), identity, torch.zeros(10, 3))) == 0.0

@@ -13,7 +13,13 @@ from mlic_pipe.models.ml_decoder import MLDecoder
 from mlic_pipe.models.pooling import PoolHead
 from mlic_pipe.registry import Registry
 
-__all__ = ["HEADS", "MLICModel", "build_head", "build_model"]
+__all__ = ["HEADS", "MLICModel", "build_head", "build_model", "uncertainty_vectors"]
+
+
+def uncertainty_vectors(layer: nn.Linear, pooled: torch.Tensor) -> torch.Tensor:
+    """SUMix's uncertainty vectors: the L2-normalized softmax of a linear map of the pooled features."""
+    vectors = torch.softmax(layer(pooled), dim=-1)
+    return vectors / vectors.pow(2).sum(1).sqrt()[:, None]
 
 
 class MLICModel(nn.Module):
@@ -25,17 +31,24 @@ class MLICModel(nn.Module):
     inside `forward` keeps DistributedDataParallel's rule of one forward per step.
     """
 
-    def __init__(self, backbone: TimmBackbone, head: nn.Module):
+    def __init__(self, backbone: TimmBackbone, head: nn.Module, uncertainty: nn.Linear | None = None):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.uncertainty = uncertainty  # SUMix's uncertainty layer on the pooled features, when trained with it
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone(images)
 
-    def forward(self, images: torch.Tensor, splice_plan: MixPlan | None = None, cell_form: str = "published"):
+    def forward(self, images: torch.Tensor, splice_plan: MixPlan | None = None, cell_form: str = "published",
+                with_uncertainty: bool = False):
+        """Logits; with `splice_plan` also the cells' (SpliceMix-CL), with `with_uncertainty` SUMix's vectors."""
         features = self.backbone(images)
         logits = self.head(features)
+        if with_uncertainty:
+            if self.uncertainty is None:
+                raise ValueError("this model has no uncertainty layer: build it with build_model(..., uncertainty=True)")
+            return logits, uncertainty_vectors(self.uncertainty, features.float().mean((2, 3)))
         if splice_plan is None:
             return logits
         cell_logits, sources = splice_cell_logits(self.head, features, splice_plan, form=cell_form)
@@ -64,7 +77,8 @@ def build_head(head: str, num_features: int, num_classes: int, **kwargs) -> nn.M
 
 
 def build_model(backbone: str, head: str, num_classes: int, pretrained: bool = False, *,
-                image_size: int | None = None, backbone_kwargs: dict | None = None, **head_kwargs) -> MLICModel:
+                image_size: int | None = None, backbone_kwargs: dict | None = None, uncertainty: bool = False,
+                **head_kwargs) -> MLICModel:
     """A timm `backbone` with a multi-label `head` for `num_classes` classes.
 
     Args:
@@ -72,8 +86,10 @@ def build_model(backbone: str, head: str, num_classes: int, pretrained: bool = F
         head: one of `HEADS`; `head_kwargs` go to its class (`PoolHead`, `CSRA`, `MLDecoder`, `GraphReweight`).
         pretrained: timm's pretrained weights (a clear error when they cannot be reached).
         image_size: build fixed-size models (ViTs) for this input size.
+        uncertainty: add SUMix's uncertainty layer (a linear map of the pooled features).
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
     trunk = TimmBackbone(backbone, pretrained=pretrained, image_size=image_size, **(backbone_kwargs or {}))
-    return MLICModel(trunk, build_head(head, trunk.num_features, num_classes, **head_kwargs))
+    layer = nn.Linear(trunk.num_features, num_classes) if uncertainty else None
+    return MLICModel(trunk, build_head(head, trunk.num_features, num_classes, **head_kwargs), layer)

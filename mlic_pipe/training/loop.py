@@ -78,6 +78,8 @@ def _forward_loss(parts: RunParts, batch: Batch) -> torch.Tensor:
     with parts.autocast:
         if parts.objective.wants_cells(plan):
             output = parts.wrapped(batch.images, splice_plan=plan, cell_form=parts.objective.consistency.form)
+        elif parts.objective.sumix is not None:
+            output = parts.wrapped(batch.images, with_uncertainty=True)
         else:
             output = parts.wrapped(batch.images)
         return parts.objective(output, batch.targets, plan, mix_ignore(batch.ignore, plan, batch.targets))

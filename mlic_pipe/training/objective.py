@@ -22,7 +22,7 @@ class Objective:
         reduction = getattr(self.base, "reduction", "mean")
         self.consistency = None if not config.splicemix_cl else SpliceMixCL(
             config.cl_weight, reduction=reduction, form=config.cl_form, detach_teacher=not config.cl_teacher_gradient)
-        self.sumix = SUMix(config.sumix_gamma, loss=self.base) if config.sumix else None
+        self.sumix = SUMix(config.sumix_gamma) if config.sumix else None
         self.cosine = config.loss == "aam"
 
     def wants_cells(self, plan: MixPlan) -> bool:
@@ -35,7 +35,8 @@ class Objective:
         if self.sumix is not None and plan.num_mixed > 0:
             regular = plan.num_regular
             known = None if ignore is None else ignore[:regular]
-            loss = self.base(logits[:regular], targets[:regular], known) + self.sumix(logits, targets, plan)
+            loss = self.base(logits[:regular], targets[:regular], known) + \
+                self.sumix(logits, targets, plan, uncertainty=output[1])
         else:
             loss = self.base(logits, targets, ignore)
         if self.consistency is not None and isinstance(output, tuple):
