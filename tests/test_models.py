@@ -87,38 +87,73 @@ def test_cosine_heads_output_cosines():
 
 # ----------------------------------------------------------------------------------- graph re-weighting
 
-def test_cooccurrence_adjacency_on_a_hand_made_example():
+def test_cooccurrence_adjacency_is_deep_object_reids_gen_a_on_a_hand_made_example():
     # classes: 0 fork, 1 knife, 2 cat, 3 never seen
     targets = np.array([[1, 1, 0, 0],
                         [1, 1, 0, 0],
                         [1, 0, 0, 0],
                         [0, 1, 1, 0],
                         [0, 0, 1, 0]])
-    # P(j|i): fork->knife 2/3, knife->fork 2/3, knife->cat 1/3, cat->knife 1/2, others 0
-    adjacency = cooccurrence_adjacency(targets, threshold=0.4, reweight=0.2).numpy()
-    expected = np.array([[0.8, 0.2, 0.0, 0.0],     # fork: one neighbour (knife)
-                         [0.2, 0.8, 0.0, 0.0],     # knife: fork only (cat 1/3 < 0.4)
-                         [0.0, 0.2, 0.8, 0.0],     # cat: knife (1/2)
-                         [0.0, 0.0, 0.0, 1.0]])    # unseen: itself only
-    np.testing.assert_allclose(adjacency, expected, atol=1e-7)
-    # a lower threshold adds knife->cat; knife's 0.2 is then shared by two neighbours
-    loose = cooccurrence_adjacency(targets, threshold=0.3, reweight=0.2).numpy()
-    np.testing.assert_allclose(loose[1], [0.1, 0.8, 0.1, 0.0], atol=1e-7)
+    # P(j|i): fork->knife 2/3, knife->fork 2/3, knife->cat 1/3, cat->knife 1/2, others 0.
+    # >= 0.4 keeps fork->knife, knife->fork, cat->knife; column sums: fork 1, knife 2, cat 0, unseen 0;
+    # each column scaled to 0.25 (A * 0.25 / (sum + 1e-6)), then + I
+    a, b = 0.25 / (1 + 1e-6), 0.25 / (2 + 1e-6)
+    expected = np.array([[1.0, b, 0.0, 0.0],
+                         [a, 1.0, 0.0, 0.0],
+                         [0.0, b, 1.0, 0.0],
+                         [0.0, 0.0, 0.0, 1.0]])
+    np.testing.assert_allclose(cooccurrence_adjacency(targets).numpy(), expected, rtol=1e-6)
+    loose = cooccurrence_adjacency(targets, threshold=0.3).numpy()  # adds knife->cat: cat's column gets 0.25
+    assert loose[1, 2] == pytest.approx(0.25 / (1 + 1e-6))
 
 
-def test_graph_reweight_gates_channels_and_caches_in_eval_until_weights_change():
+def test_propagation_is_d_a_transposed_d_on_a_hand_built_three_class_graph():
+    from mlic_pipe.models.graph import propagation_matrix
+
+    adjacency = torch.tensor([[1.0, 0.5, 0.0],
+                              [0.0, 1.0, 0.25],
+                              [0.5, 0.0, 1.0]])
+    rows = [1.5, 1.25, 1.5]  # row sums: D = diag(rows)^-1/2
+    expected = np.zeros((3, 3))
+    for i in range(3):
+        for j in range(3):
+            expected[i, j] = adjacency[j, i].item() / np.sqrt(rows[i] * rows[j])  # (D A^T D)_ij
+    np.testing.assert_allclose(propagation_matrix(adjacency).numpy(), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("layer", ["gcn", "gat"])
+def test_graph_gate_is_the_sigmoid_of_the_max_over_labels_of_the_published_layers(layer):
+    torch.manual_seed(0)
+    eye = np.eye(5, dtype=np.uint8)
+    adjacency = cooccurrence_adjacency(eye[[0, 1, 2, 3, 4, 0, 1]] | eye[[1, 0, 2, 3, 4, 1, 0]])  # 0-1 co-occur
+    head = GraphReweight(12, 5, adjacency, embed_dim=8, hidden_dim=16, layer=layer)
+    adj = head.propagation.double()
+    x = head.embeddings.detach().double()
+    for graph_layer in head.layers:  # the published forward, written out in float64
+        if layer == "gcn":
+            x = adj @ (x @ graph_layer.weight.detach().double())
+        else:
+            wh = x @ graph_layer.weight.detach().double()
+            att, out = graph_layer.attend.detach().double(), wh.shape[1]
+            e = torch.nn.functional.leaky_relu(wh @ att[:out] + (wh @ att[out:]).T, 0.2)
+            e = torch.where(adj > 0, e, torch.full_like(e, -9e15))
+            x = torch.nn.functional.elu(torch.softmax(e, dim=1) @ wh)
+        x = torch.nn.functional.leaky_relu(x, 0.2)
+    expected = torch.sigmoid(x.max(0).values)
+    torch.testing.assert_close(head.channel_gate().double(), expected, rtol=1e-5, atol=1e-6)
+    features = torch.randn(3, 12, 4, 4)
+    torch.testing.assert_close(head(features), head.head(features * head.channel_gate()[None, :, None, None]))
+
+
+def test_graph_reweight_caches_in_eval_until_weights_change():
     torch.manual_seed(0)
     adjacency = cooccurrence_adjacency(np.eye(5, dtype=np.uint8)[[0, 1, 2, 3, 4, 0, 1]])
     head = GraphReweight(12, 5, adjacency, embed_dim=8, hidden_dim=16)
-    features = torch.randn(3, 12, 4, 4)
-    gate = head.channel_gate()
-    assert gate.shape == (12,) and ((gate > 0) & (gate < 1)).all()
-    torch.testing.assert_close(head(features), head.head(features * gate[None, :, None, None]))
     head.eval()
     with torch.no_grad():
         first = head.channel_gate()
         assert head.channel_gate() is first  # cached at inference
-        head.layers[1].project.weight.mul_(2.0)  # e.g. an EMA update in place
+        head.layers[1].weight.mul_(2.0)  # e.g. an EMA update in place
         assert not torch.equal(head.channel_gate(), first)
     assert head.channel_gate().requires_grad  # eval mode with grad (e.g. frozen-BN fine-tuning): not cached
     with pytest.raises(ValueError, match="adjacency must be"):
@@ -130,7 +165,7 @@ def test_graph_reweight_with_fixed_word_vectors_trains_only_the_graph_layers():
     head = GraphReweight(12, 5, torch.eye(5), word_vectors=vectors, hidden_dim=16)
     assert "embeddings" not in dict(head.named_parameters())
     head(torch.randn(2, 12, 2, 2)).sum().backward()
-    assert head.layers[0].project.weight.grad is not None
+    assert head.layers[0].weight.grad is not None
 
 
 # ---------------------------------------------------------------------------------------- backbones
@@ -326,3 +361,22 @@ def test_published_consistency_summed_keeps_the_published_balance_beside_a_summe
     # with means on both sides a CL entry weighs N_out / K_all base entries; with a summed base loss
     # (weight 1 per entry) the summed CL must weigh each entry N_out / K_all: mean x K_all x C x N_out / K_all
     assert float(summed.detach()) == pytest.approx(float(mean.detach()) * plan.num_outputs * 5, rel=1e-6)
+
+
+def test_cosine_ml_decoder_is_deep_object_reids_leaky_projection_normalized_fc_and_bias():
+    torch.manual_seed(0)
+    head = MLDecoder(16, 6, num_queries=3, embed_dim=8, num_heads=2, dim_feedforward=16, dropout=0.0,
+                     cosine=True).eval()
+    torch.nn.init.normal_(head.group_bias)
+    features = torch.randn(2, 16, 3, 3)
+    with torch.no_grad():  # the published forward, written out
+        memory = torch.nn.functional.leaky_relu(head.input_projection(features.flatten(2).transpose(1, 2)), 0.2)
+        queries = head.queries.unsqueeze(0).expand(2, -1, -1)
+        for layer in head.layers:
+            queries = layer(queries, memory)
+        q = queries / queries.norm(dim=2, keepdim=True)
+        w = head.group_weight / head.group_weight.norm(dim=1, keepdim=True)
+        expected = torch.einsum("bqe,qek->bqk", q, w).flatten(1)[:, :6] + head.group_bias
+        torch.testing.assert_close(head(features), expected, rtol=1e-5, atol=1e-6)
+        cosines = head(features) - head.group_bias
+    assert (cosines.abs() <= 1 + 1e-6).all()

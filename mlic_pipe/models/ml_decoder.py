@@ -44,7 +44,9 @@ class MLDecoder(nn.Module):
             query ``c // ceil(C / G)`` (`query_of_class`).
         embed_dim, num_heads, num_layers, dim_feedforward, dropout: the decoder's sizes (paper: 768, 8, 1, 2048, 0.1).
         learn_queries: train the query embeddings; the public code keeps them fixed (random), which is the default.
-        cosine: output cosines between each decoded query and its class weights (for `AAMLoss`).
+        cosine: output cosines between each decoded query and its class weights, plus a learnable
+            per-class bias, with LeakyReLU(0.2) after the input projection: deep-object-reid's
+            ML-Decoder for `AAMLoss`.
     """
 
     def __init__(self, num_features: int, num_classes: int, num_queries: int | None = None, embed_dim: int = 768,
@@ -70,7 +72,8 @@ class MLDecoder(nn.Module):
         return c // self.classes_per_query
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        memory = F.relu(self.input_projection(features.flatten(2).transpose(1, 2)))  # (B, hw, E)
+        memory = self.input_projection(features.flatten(2).transpose(1, 2))  # (B, hw, E)
+        memory = F.leaky_relu(memory, 0.2) if self.cosine else F.relu(memory)
         queries = self.queries.to(memory.dtype).unsqueeze(0).expand(memory.shape[0], -1, -1)
         for layer in self.layers:
             queries = layer(queries, memory)
@@ -78,4 +81,4 @@ class MLDecoder(nn.Module):
         if self.cosine:
             queries, weight = F.normalize(queries, dim=2), F.normalize(weight, dim=1)
         logits = torch.einsum("bqe,qek->bqk", queries, weight.to(queries.dtype)).flatten(1)[:, :self.num_classes]
-        return logits if self.cosine else logits + self.group_bias
+        return logits + self.group_bias
