@@ -154,7 +154,8 @@ def _ddp_worker(rank, world, port, out_dir, results):
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     try:
-        config = TrainConfig(**{**SMALL, "threads": 1}, epochs=1, out_dir=out_dir, device="cpu")
+        # SAM under DDP: both backward passes all-reduce
+        config = TrainConfig(**{**SMALL, "threads": 1}, epochs=1, out_dir=out_dir, device="cpu", optimizer="sam")
         result = train(config, progress=False)
         weights = torch.load(os.path.join(out_dir, "last.pt"), weights_only=False)["model"] if rank == 0 else None
         model_sum = sum(float(v.double().sum()) for v in weights.values()) if weights else None
