@@ -22,6 +22,7 @@ Buffers: a batch's images stay valid until two batches later; ``.clone()`` them 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -106,7 +107,7 @@ class MLICLoader:
         self.rank, self.world_size = rank_and_world_size(rank, world_size)
         self.render_settings = RenderSettings(mean=mean, std=std, out_dtype=dtype, resample=resample,
                                               align_corners=align_corners, channels_last=channels_last)
-        threads = num_threads if num_threads is not None else min(torch.get_num_threads() or 1, 8)
+        threads = num_threads if num_threads is not None else min(os.cpu_count() or 1, 8)
         self.settings = DecodeSettings(image_size=self.image_size, train=self.train, random_area=tuple(random_area),
                                        random_aspect_ratio=tuple(random_aspect_ratio), flip_prob=flip_prob,
                                        num_threads=int(threads), prefetch=int(prefetch),

@@ -213,3 +213,56 @@ def test_states_that_do_not_fit_are_refused(tmp_path):
         _loader(annotations, images, rank=0, world_size=2, seed=4).load_state_dict(state)
     with pytest.raises(ValueError, match="version"):
         _loader(annotations, images, rank=0, world_size=2).load_state_dict({**state, "version": 0})
+
+
+def _resume_worker(rank, world_size, init_file, root, phase):
+    import torch.distributed as dist
+
+    from mlic_pipe.distributed import all_gather_objects
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    torch.set_num_threads(1)
+    try:
+        index = load_coco(os.path.join(root, "labels.json"), os.path.join(root, "images"), use_cache=False)
+        good = index.subset(np.isin(np.arange(NUM_IMAGES), list(BAD), invert=True))
+        loader = MLICLoader(good, 2, image_size=16, num_threads=1, seed=3)
+        if phase == "before":  # two batches, then every rank's state is gathered, as the trainer does
+            rows = [b.rows.tolist() for b in _first(loader, 2)]
+            states = all_gather_objects(loader.state_dict())
+            share = loader.epoch_rows(0).tolist()
+            out = {"rows": rows, "share": share, "states": states}
+        else:
+            with open(os.path.join(root, "states.json")) as handle:
+                loader.load_state_dict(json.load(handle))
+            expected = len(loader)
+            batches = list(loader)
+            out = {"len": expected, "rows": [b.rows.tolist() for b in batches],
+                   "padded": [b.padded.tolist() for b in batches]}
+        with open(os.path.join(root, f"{phase}{rank}.json"), "w") as handle:
+            json.dump(out, handle)
+    finally:
+        dist.destroy_process_group()
+
+
+def _first(loader, count):
+    out = []
+    for batch in loader:
+        out.append(batch)
+        if len(out) == count:
+            break
+    return out
+
+
+def test_processes_resume_an_epoch_saved_on_two_ranks_on_three_delivering_exactly_the_rest(tmp_path):
+    build_set(tmp_path)
+    mp.spawn(_resume_worker, args=(2, str(tmp_path / "init1"), str(tmp_path), "before"), nprocs=2, join=True)
+    before = [json.loads((tmp_path / f"before{r}.json").read_text()) for r in range(2)]
+    (tmp_path / "states.json").write_text(json.dumps(before[0]["states"]))
+    mp.spawn(_resume_worker, args=(3, str(tmp_path / "init2"), str(tmp_path), "after"), nprocs=3, join=True)
+    after = [json.loads((tmp_path / f"after{r}.json").read_text()) for r in range(3)]
+    assert len({len(a["rows"]) for a in after}) == 1 and all(a["len"] == 2 + len(a["rows"]) for a in after)
+    delivered = [row for b in before for batch in b["rows"] for row in batch]
+    rest = [row for a in after for rows, pads in zip(a["rows"], a["padded"]) for row, pad in zip(rows, pads)
+            if not pad]
+    epoch = sorted(row for b in before for row in b["share"])
+    assert sorted(delivered + rest) == epoch  # the rest of the epoch, each row once, none delivered twice
