@@ -25,7 +25,7 @@ import numpy as np
 
 from mlic_pipe.errors import MLICDataError
 
-__all__ = ["RankRows", "epoch_order", "interleave", "shard", "sample_uniforms", "without_bad"]
+__all__ = ["RankRows", "epoch_order", "epoch_share", "interleave", "shard", "sample_uniforms", "without_bad"]
 
 
 @dataclass(frozen=True)
@@ -55,17 +55,27 @@ def _wrap(rows: np.ndarray, length: int) -> np.ndarray:
     return np.resize(rows, length) if len(rows) else rows
 
 
-def shard(order: np.ndarray, rank: int, world_size: int, batch_size: int, drop_last: bool) -> RankRows:
-    """Rank `rank`'s rows of `order`: equal in count on every rank (see the module docstring)."""
+def shard(order: np.ndarray, rank: int, world_size: int, batch_size: int, drop_last: bool,
+          padded: np.ndarray | None = None) -> RankRows:
+    """Rank `rank`'s rows of `order`: equal in count on every rank (see the module docstring).
+
+    `padded` marks rows of `order` that are repeats already (a resumed epoch's rest); they stay marked.
+    """
     total = len(order)
+    padded = np.zeros(total, dtype=bool) if padded is None else np.asarray(padded, dtype=bool)
     if drop_last:
         per_rank = (total // world_size) // batch_size * batch_size
-        rows = order[rank::world_size][:per_rank]
-        return RankRows(rows, np.zeros(len(rows), dtype=bool))
+        return RankRows(order[rank::world_size][:per_rank], padded[rank::world_size][:per_rank])
     padded_total = math.ceil(total / world_size) * world_size
     rows = _wrap(order, padded_total)
-    padded = np.arange(padded_total) >= total
+    padded = np.concatenate([padded, np.ones(padded_total - total, dtype=bool)])
     return RankRows(rows[rank::world_size], padded[rank::world_size])
+
+
+def epoch_share(num_rows: int, excluded, seed: int, epoch: int, shuffle: bool, rank: int, world_size: int,
+                batch_size: int, drop_last: bool) -> RankRows:
+    """Rank `rank`'s share of epoch `epoch` (before any skip found in it): `epoch_order`, then `shard`."""
+    return shard(epoch_order(num_rows, excluded, seed, epoch, shuffle), rank, world_size, batch_size, drop_last)
 
 
 def without_bad(rank_rows: RankRows, bad, where: str) -> RankRows:

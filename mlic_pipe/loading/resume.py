@@ -13,13 +13,12 @@ counts: exactly the samples not yet delivered, each once, plus marked padding.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from mlic_pipe.datasets.index import LabelIndex
-from mlic_pipe.loading.order import RankRows, epoch_order, interleave, shard, without_bad
+from mlic_pipe.loading.order import RankRows, epoch_share, interleave, shard, without_bad
 
 __all__ = ["STATE_VERSION", "LoaderState", "reshard"]
 
@@ -73,8 +72,8 @@ class LoaderState:
         """This rank's share of the epoch before the files it found bad were taken out."""
         if self.rows is not None:
             return RankRows(np.asarray(self.rows, dtype=np.int64), np.asarray(self.padded, dtype=bool))
-        order = epoch_order(self.num_rows, [row for row, _, _ in self.skipped], self.seed, self.epoch, self.shuffle)
-        return shard(order, self.rank, self.world_size, self.batch_size, self.drop_last)
+        return epoch_share(self.num_rows, [row for row, _, _ in self.skipped], self.seed, self.epoch, self.shuffle,
+                           self.rank, self.world_size, self.batch_size, self.drop_last)
 
     def rest(self, index: LabelIndex) -> RankRows:
         """The rows of this rank's share not yet delivered."""
@@ -106,7 +105,4 @@ class LoaderState:
 def reshard(states: list[LoaderState], index: LabelIndex, rank: int, world_size: int) -> RankRows:
     """Rank `rank`'s part of what the saved ranks had left, dealt over `world_size` ranks in equal counts."""
     rest = interleave([state.rest(index) for state in sorted(states, key=lambda s: s.rank)])
-    total = math.ceil(len(rest) / world_size) * world_size
-    rows = np.resize(rest.rows, total) if len(rest) else rest.rows
-    padded = np.concatenate([rest.padded, np.ones(total - len(rest), dtype=bool)])
-    return RankRows(rows[rank::world_size], padded[rank::world_size])
+    return shard(rest.rows, rank, world_size, states[0].batch_size, drop_last=False, padded=rest.padded)
