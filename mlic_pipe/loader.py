@@ -36,7 +36,7 @@ from mlic_pipe.distributed import all_gather_objects, rank_and_world_size
 from mlic_pipe.errors import ON_ERROR, MLICDataError
 from mlic_pipe.loading.batch import Batch
 from mlic_pipe.loading.buffers import OutputBuffers
-from mlic_pipe.loading.order import RankRows, epoch_order, shard, without_bad
+from mlic_pipe.loading.order import RankRows, epoch_share, without_bad
 from mlic_pipe.loading.resume import LoaderState, reshard
 from mlic_pipe.loading.stream import DecodeStream, UndecodableFiles, as_torch
 from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD, MixPlan, RenderSettings, create_mixer, mix_targets, render
@@ -45,7 +45,7 @@ from mlic_pipe.pipeline import DecodeSettings
 __all__ = ["Batch", "MLICLoader", "STAGES", "as_torch"]
 
 STAGES = ("dali", "plan", "render", "targets")
-StageHook = Callable[[str, float, "torch.Tensor | None"], None]
+StageHook = Callable[[str, float], None]  # (stage name, its start from time.perf_counter)
 
 
 def _resolve_device(device) -> torch.device:
@@ -114,7 +114,7 @@ class MLICLoader:
                                        hw_decoder_load=hw_decoder_load)
         self.settings.validate()
         self.epoch = 0
-        self.stage_hook: StageHook | None = None  # called (stage, start, tensor) after each stage; see profile
+        self.stage_hook: StageHook | None = None  # called (stage, start) after each stage; see profile
         self._agreed: dict[int, str] = {}  # rows every rank leaves out (undecodable), with why
         self._found: dict[int, str] = {}  # rows this rank found undecodable in the current epoch
         self._resume: _Resume | None = None  # a mid-epoch start set by load_state_dict
@@ -151,8 +151,9 @@ class MLICLoader:
         """This rank's rows of `epoch` before any skip found in it, and where delivery starts."""
         if self._resume is not None and self._resume.epoch == epoch:
             return self._resume
-        order = epoch_order(len(self.index.files), self._agreed, self.seed, epoch, self.shuffle)
-        return _Resume(epoch, shard(order, self.rank, self.world_size, self.batch_size, self.drop_last), 0, 0, False)
+        share = epoch_share(len(self.index.files), self._agreed, self.seed, epoch, self.shuffle, self.rank,
+                            self.world_size, self.batch_size, self.drop_last)
+        return _Resume(epoch, share, 0, 0, False)
 
     def epoch_rows(self, epoch: int) -> np.ndarray:
         """The dataset rows this rank reads in `epoch`, in order (padding included)."""
@@ -180,8 +181,8 @@ class MLICLoader:
         while position < len(share):
             self._buffers.wait_consumed()  # DALI may reuse the buffer the last render read
             try:
-                with self._stage("dali") as timed:
-                    images, rows = timed(*stream.next())
+                with self._stage("dali"):
+                    images, rows = stream.next()
             except UndecodableFiles as failure:
                 self._skip(failure.bad)
                 share = without_bad(initial, self._found, self.index.files[next(iter(failure.bad))])
@@ -218,34 +219,28 @@ class MLICLoader:
     def _stage(self, name: str):
         """A named stage: a `torch.profiler.record_function` range, and the stage hook when one is set."""
         start = time.perf_counter()
-        result: list = []
-
-        def timed(*values):
-            result.extend(values)
-            return values
         with torch.profiler.record_function(f"mlic_pipe.{name}"):
-            yield timed
+            yield
         if self.stage_hook is not None:
-            self.stage_hook(name, start, result[0] if result else None)
+            self.stage_hook(name, start)
 
     def _assemble(self, images: torch.Tensor, rows: torch.Tensor, padded: torch.Tensor, epoch: int,
                   batch_index: int) -> Batch:
         """Plan, render and targets of one decoded batch (the mixing step)."""
         count = len(images)
-        with self._stage("plan") as timed:
+        with self._stage("plan"):
             rng = np.random.default_rng([self.seed, epoch, self.rank, 1, batch_index])
             if self.mixer is not None and count >= self.mixer.min_batch_size:
                 plan = self.mixer.plan(count, self.image_size, rng, device=self.device)
             else:  # no mixer, or a last partial batch too small for the mixer's grids: delivered unmixed
                 plan = MixPlan.identity(count)
-            plan = timed(plan.with_indices(rows))[0]
-        with self._stage("render") as timed:
-            out = self._buffers.take(plan.num_outputs)
-            result = timed(render(images, plan, settings=self.render_settings, out=out))[0]
+            plan = plan.with_indices(rows)
+        with self._stage("render"):
+            result = render(images, plan, settings=self.render_settings, out=self._buffers.take(plan.num_outputs))
             self._buffers.mark_consumed(result)
-        with self._stage("targets") as timed:
+        with self._stage("targets"):
             on_device = rows.to(self.device, non_blocking=True)
-            targets = timed(mix_targets(self._targets[on_device], plan, rule=self.label_rule))[0]
+            targets = mix_targets(self._targets[on_device], plan, rule=self.label_rule)
         ignore = None if self._ignore is None else self._ignore[on_device]
         return Batch(result, targets, plan, rows, ignore, padded, batch_index, with_plan=self.return_plan)
 

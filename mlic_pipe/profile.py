@@ -150,7 +150,7 @@ def profile_pipeline(index: LabelIndex, *, data: str = "demo", batch_size: int =
     sync()
     timings: dict[str, list[float]] = {stage: [] for stage in STAGES}
 
-    def stage_done(stage: str, start: float, _) -> None:  # each stage ends with a device sync here
+    def stage_done(stage: str, start: float) -> None:  # each stage ends with a device sync here
         sync()
         timings[stage].append(time.perf_counter() - start)
     loader.stage_hook = stage_done
