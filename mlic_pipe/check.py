@@ -5,6 +5,7 @@ markers), so a dataset of 100k images is checked in seconds rather than decoded 
 """
 from __future__ import annotations
 
+import io
 import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from mlic_pipe.datasets.index import LabelIndex
+from mlic_pipe.shards.index import ShardIndex
 
 __all__ = ["CheckReport", "check_index", "inspect_image"]
 
@@ -25,22 +27,30 @@ HUGE_PIXELS = 50_000_000
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
 
 
-def _truncated(path: str, fmt: str | None, size: int) -> bool:
+def _truncated(source, fmt: str | None, size: int) -> bool:
     """True if a JPEG lacks its end-of-image marker or a PNG its IEND chunk near the end."""
     if fmt not in ("JPEG", "PNG"):
         return False
-    with open(path, "rb") as handle:
-        handle.seek(max(0, size - 1024))
-        tail = handle.read()
+    if isinstance(source, bytes):
+        tail = source[-1024:]
+    else:
+        with open(source, "rb") as handle:
+            handle.seek(max(0, size - 1024))
+            tail = handle.read()
     if fmt == "JPEG":
         return b"\xff\xd9" not in tail  # cameras may pad after the marker, so search the tail
     return b"IEND" not in tail
 
 
-def inspect_image(path: str) -> list[str]:
-    """The problems of one image file, as short names; [] when it looks fine."""
+def _head(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(8)
+
+
+def inspect_image(path: str, data: bytes | None = None) -> list[str]:
+    """The problems of one image file (or of its bytes `data`, read from a shard), as short names; [] if fine."""
     try:
-        size = os.path.getsize(path)
+        size = os.path.getsize(path) if data is None else len(data)
     except FileNotFoundError:
         return ["missing"]
     except OSError:
@@ -48,18 +58,17 @@ def inspect_image(path: str) -> list[str]:
     if size == 0:
         return ["zero bytes"]
     try:
-        with Image.open(path) as image:
+        with Image.open(path if data is None else io.BytesIO(data)) as image:
             fmt, mode, (width, height) = image.format, image.mode, image.size
             has_alpha = mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info)
     except (UnidentifiedImageError, SyntaxError, ValueError, OSError):
         try:
-            with open(path, "rb") as handle:
-                head = handle.read(8)
+            head = data[:8] if data is not None else _head(path)
         except OSError:
             return ["unreadable"]
         return ["truncated header" if head.startswith(_MAGIC) else "not an image"]
     problems = []
-    if _truncated(path, fmt, size):
+    if _truncated(path if data is None else data, fmt, size):
         problems.append("truncated data")
     if mode == "CMYK":
         problems.append("CMYK")
@@ -125,14 +134,20 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def check_index(index: LabelIndex, *, workers: int | None = None, progress: bool = True) -> CheckReport:
+def check_index(index: LabelIndex | ShardIndex, *, workers: int | None = None, progress: bool = True) -> CheckReport:
     """Inspect every image header of `index` (in threads: this is I/O-bound) and summarise."""
     workers = workers or min(32, 4 * (os.cpu_count() or 1))
+    if isinstance(index, ShardIndex):  # the images are read from the tars at their offsets
+        names = [index.name(row) for row in range(len(index))]
+        inspect = lambda row: inspect_image(names[row], index.read_component(row, "image"))  # noqa: E731
+        items = range(len(index))
+    else:
+        names, inspect, items = index.files, inspect_image, index.files
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(tqdm(pool.map(inspect_image, index.files, chunksize=64), total=len(index),
+        results = list(tqdm(pool.map(inspect, items, chunksize=64), total=len(index),
                             desc="reading image headers", unit="img", disable=not progress))
     files_by_problem: dict[str, list[str]] = defaultdict(list)
-    for path, problems in zip(index.files, results):
+    for path, problems in zip(names, results):
         for problem in problems:
             files_by_problem[problem].append(path)
     ordered = dict(sorted(files_by_problem.items(), key=lambda item: -len(item[1])))  # commonest first

@@ -1,4 +1,4 @@
-"""The `mlic-pipe` command: profile | train | check | preview | demo-data.
+"""The `mlic-pipe` command: profile | train | check | preview | shard | demo-data.
 
 Choices come from the registries (mixers, heads, losses, optimizers, schedules) and the train
 command's flags from `TrainConfig`'s fields, so nothing here retypes an option. Library errors
@@ -19,12 +19,13 @@ from mlic_pipe.errors import ON_ERROR
 __all__ = ["FLAGS", "build_parser", "main"]
 
 DATA_HELP = ("dataset: 'demo' (built-in), a COCO .json or root, a VOCdevkit, a NUS-WIDE root, "
-             "or a path,labels .csv (default: demo)")
+             "a path,labels .csv, or a shard directory written by `mlic-pipe shard` (default: demo)")
 # How library option names read on this command line, where they differ from --name-with-dashes NAME.
 FLAGS = {"image_dir": "--images DIR", "head_kwargs": "--head-arg KEY=VALUE", "loss_kwargs": "--loss-arg KEY=VALUE",
          "val_data": "--val-data DATA",
          "out_dir": "--out-dir DIR", "resume": "--resume PATH", "ema": "--ema DECAY", "num_threads": "--threads N",
-         "split": "--split SPLIT", "missing": "--missing drop|raise", "on_error": "--on-error skip|raise"}
+         "split": "--split SPLIT", "shard_root": "--shard-root URL",
+         "samples_per_shard": "--samples-per-shard N", "shard_bytes": "--shard-bytes SIZE", "missing": "--missing drop|raise", "on_error": "--on-error skip|raise"}
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -55,6 +56,8 @@ def _load(args: argparse.Namespace, **kw):
     args.data = args.data_option or args.data
     if args.images:
         kw["image_dir"] = args.images
+    if getattr(args, "shard_root", None):
+        kw["shard_root"] = args.shard_root
     return load(args.data, split=args.split or None, **kw)
 
 
@@ -165,6 +168,22 @@ def _cmd_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_shard(args: argparse.Namespace) -> int:
+    from mlic_pipe.shards import verify_shards, write_shards
+
+    args.data_option = None
+    index = _load(args, missing=args.missing)
+    manifest = write_shards(index, args.out_dir, samples_per_shard=args.samples_per_shard,
+                            shard_bytes=args.shard_bytes, progress=not args.quiet)
+    total = sum(shard["bytes"] for shard in manifest["shards"])
+    print(f"wrote {len(manifest['shards'])} shard(s), {manifest['num_samples']} samples of "
+          f"{len(manifest['classes'])} classes, {total / 2 ** 20:.1f} MiB, into {args.out_dir}")
+    if args.verify:
+        count = verify_shards(args.out_dir, index, progress=not args.quiet)
+        print(f"verified: all {count} samples read back, bytes and labels equal to {args.data}")
+    return 0
+
+
 def _cmd_demo_data(args: argparse.Namespace) -> int:
     from mlic_pipe.datasets.demo import build_demo, ensure_demo
 
@@ -180,6 +199,8 @@ def _add_data_options(parser: argparse.ArgumentParser, missing: bool = True) -> 
     parser.add_argument("--data", dest="data_option", metavar="DATA", help="same as the positional DATA")
     parser.add_argument("--split", help="split to read (train, val, trainval, test; reader-dependent)")
     parser.add_argument("--images", metavar="DIR", help="image folder of a COCO-format .json outside COCO's own layout")
+    parser.add_argument("--shard-root", metavar="URL", help="where a shard directory's tars and index files are, "
+                        "when not beside its dataset.json (e.g. s3://bucket/prefix)")
     if missing:
         parser.add_argument("--missing", default="raise", choices=MISSING_FILES,
                             help="image files missing on disk: raise (default) or drop them with a warning")
@@ -268,6 +289,23 @@ def _other_parsers(commands) -> None:
     preview.add_argument("--size", type=int, default=224, help="image size S (default 224)")
     preview.add_argument("--seed", type=int, default=0, help="seed of the images picked and of the plan")
     preview.set_defaults(run=_cmd_preview)
+
+    shard = commands.add_parser("shard", help="write a dataset as WebDataset tars (+ DALI index files, dataset.json)",
+                                description="Original image bytes + packed multi-hot labels per sample, in GNU "
+                                            "tars any rank (or object store) can stream; read back by every "
+                                            "command as DATA=OUT_DIR.")
+    shard.add_argument("data", help=DATA_HELP)
+    shard.add_argument("out_dir", metavar="OUT_DIR", help="directory for shard-NNNNNN.tar/.idx and dataset.json")
+    size = shard.add_mutually_exclusive_group()
+    size.add_argument("--samples-per-shard", type=int, help="samples per tar")
+    size.add_argument("--shard-bytes", help="close a tar once it reaches this size, e.g. 256M or 1G (default 256M)")
+    shard.add_argument("--split", help="split to read (train, val, ...; reader-dependent)")
+    shard.add_argument("--images", metavar="DIR", help="image folder of a COCO-format .json outside COCO's layout")
+    shard.add_argument("--missing", default="raise", choices=MISSING_FILES,
+                       help="image files missing on disk: raise (default) or drop them with a warning")
+    shard.add_argument("--verify", action="store_true", help="read every shard back and compare bytes and labels")
+    shard.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    shard.set_defaults(run=_cmd_shard)
 
     demo = commands.add_parser("demo-data", help="build the built-in demo dataset (COCO format)")
     demo.add_argument("dir", nargs="?", help="where to write it (default: the user cache, reused by every command)")

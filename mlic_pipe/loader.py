@@ -21,6 +21,7 @@ Buffers: a batch's images stay valid until two batches later; ``.clone()`` them 
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import time
@@ -32,12 +33,15 @@ import numpy as np
 import torch
 
 from mlic_pipe.datasets.index import LabelIndex
+from mlic_pipe.shards.format import unpack_labels
+from mlic_pipe.shards.index import ShardIndex
 from mlic_pipe.distributed import all_gather_objects, rank_and_world_size
 from mlic_pipe.errors import ON_ERROR, MLICDataError
 from mlic_pipe.loading.batch import Batch
 from mlic_pipe.loading.buffers import OutputBuffers
 from mlic_pipe.loading.order import RankRows, epoch_share, without_bad
 from mlic_pipe.loading.resume import LoaderState, reshard
+from mlic_pipe.loading.shard_stream import ShardStream, rank_span, shard_steps, shard_total
 from mlic_pipe.loading.stream import DecodeStream, UndecodableFiles, as_torch
 from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD, MixPlan, RenderSettings, create_mixer, mix_targets, render
 from mlic_pipe.pipeline import DecodeSettings
@@ -120,8 +124,12 @@ class MLICLoader:
         self._resume: _Resume | None = None  # a mid-epoch start set by load_state_dict
         self._delivered = 0  # batches of the current epoch delivered (for state_dict)
         self._unsettled = False  # an epoch ended without its skips agreed (iteration stopped early)
-        self._targets = torch.as_tensor(np.asarray(index.targets), dtype=torch.float32).to(self.device)
-        self._ignore = None if index.ignore is None else torch.as_tensor(index.ignore, dtype=torch.bool).to(self.device)
+        self.sharded = isinstance(index, ShardIndex)  # labels come with the samples: no (N, C) table
+        self._shard_resume: tuple[int, int, bytes | None] | None = None  # (epoch, batches, DALI checkpoint)
+        self._shard_stream: ShardStream | None = None
+        if not self.sharded:
+            self._targets = torch.as_tensor(np.asarray(index.targets), dtype=torch.float32).to(self.device)
+            self._ignore = None if index.ignore is None else torch.as_tensor(index.ignore, dtype=torch.bool).to(self.device)
         self._buffers = OutputBuffers(self.render_settings, self.image_size, self.device)
         self._check_mixer()
 
@@ -131,7 +139,7 @@ class MLICLoader:
     def skipped(self) -> dict[str, str]:
         """Every file skipped so far (agreed across ranks, and found by this rank this epoch): path -> why."""
         rows = {**self._agreed, **self._found}
-        return {self.index.files[row]: reason for row, reason in rows.items()}
+        return {self.index.name(row): reason for row, reason in rows.items()}
 
     def _check_mixer(self) -> None:
         """Fail now, not at step 1, if the mixer cannot work with this batch and image size."""
@@ -145,22 +153,30 @@ class MLICLoader:
             raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
         if self._resume is not None and self._resume.epoch != epoch:
             self._resume = None  # a resume applies to its own epoch only
-        self.epoch, self._delivered = int(epoch), 0 if self._resume is None else self._resume.start
+        if self._shard_resume is not None and self._shard_resume[0] != epoch:
+            self._shard_resume = None
+        start = self._shard_resume[1] if self._shard_resume else self._resume.start if self._resume else 0
+        self.epoch, self._delivered = int(epoch), start
 
     def _epoch_share(self, epoch: int) -> _Resume:
         """This rank's rows of `epoch` before any skip found in it, and where delivery starts."""
         if self._resume is not None and self._resume.epoch == epoch:
             return self._resume
-        share = epoch_share(len(self.index.files), self._agreed, self.seed, epoch, self.shuffle, self.rank,
+        share = epoch_share(len(self.index), self._agreed, self.seed, epoch, self.shuffle, self.rank,
                             self.world_size, self.batch_size, self.drop_last)
         return _Resume(epoch, share, 0, 0, False)
 
     def epoch_rows(self, epoch: int) -> np.ndarray:
         """The dataset rows this rank reads in `epoch`, in order (padding included)."""
+        if self.sharded:
+            raise TypeError("a shard dataset's order inside a rank is DALI's shuffle buffer, known only as it is "
+                            "read: use batch.rows")
         return self._epoch_share(epoch).initial.rows
 
     def __len__(self) -> int:
         """Batches this rank delivers in the coming epoch (counting those delivered before a resume)."""
+        if self.sharded:
+            return shard_steps(len(self.index), self.world_size, self.batch_size, self.drop_last)
         share = self._epoch_share(self.epoch)
         return share.offset + -(-len(share.initial) // self.batch_size)
 
@@ -169,6 +185,9 @@ class MLICLoader:
     def __iter__(self) -> Iterator[Batch]:
         if self._unsettled:  # the last epoch was left early: agree its skips now, on every rank alike
             self._agree_skips()
+        if self.sharded:
+            yield from self._iter_shards()
+            return
         epoch = self.epoch
         start = self._epoch_share(epoch)
         initial = start.initial
@@ -201,12 +220,60 @@ class MLICLoader:
         """Raise for the first bad file, or record them all (skipped this epoch, reported)."""
         if self.on_error == "raise":
             row, reason = next(iter(bad.items()))
-            raise MLICDataError(self.index.files[row], reason,
+            raise MLICDataError(self.index.name(row), reason,
                                 "remove or replace the file, or pass {on_error:skip} to skip bad images")
         for row, reason in bad.items():
             self._found[row] = reason
-            warnings.warn(f"mlic-pipe skipped {self.index.files[row]}: {reason} ({len(self.skipped)} image(s) "
+            warnings.warn(f"mlic-pipe skipped {self.index.name(row)}: {reason} ({len(self.skipped)} image(s) "
                           "skipped so far; see loader.skipped)", stacklevel=4)
+
+    def _iter_shards(self) -> Iterator[Batch]:
+        """An epoch of a shard dataset (see `mlic_pipe.loading.shard_stream` for how it is cut)."""
+        epoch, steps = self.epoch, len(self)
+        total = shard_total(len(self.index), self.world_size, self.batch_size, self.drop_last)
+        first, stop = rank_span(len(self.index), self.rank, self.world_size)
+        own = stop - first  # positions past this rank's span are DALI's wrap-around repeats
+        resume = self._shard_resume if self._shard_resume and self._shard_resume[0] == epoch else (epoch, 0, None)
+        device_id = None if self.device.type == "cpu" else (self.device.index or 0)
+        stream = self._shard_stream = ShardStream(self.index, self.batch_size, self.settings, device_id, self.seed,
+                                                  epoch, self.shuffle, self.rank, self.world_size)
+        stream.start({**self._agreed, **self._found}, resume[1], resume[2])
+        self._delivered, self._unsettled = resume[1], True
+        while self._delivered < steps:
+            self._buffers.wait_consumed()
+            try:
+                with self._stage("dali"):
+                    read = stream.next()
+            except UndecodableFiles as failure:
+                self._skip(failure.bad)
+                stream.restart({**self._agreed, **self._found})
+                continue
+            start = self._delivered * self.batch_size
+            count = min(self.batch_size, total - start)
+            positions = torch.arange(start, start + count)
+            keep = ~np.isin(read.rows[:count].numpy(), list({**self._agreed, **self._found}))
+            batch = self._assemble_shard(read, count, positions >= own, keep, epoch)
+            self._delivered += 1
+            yield batch
+        self._shard_resume, self._shard_stream = None, None
+        self._agree_skips()
+        self.epoch, self._delivered = epoch + 1, 0
+
+    def _assemble_shard(self, read, count: int, padded: torch.Tensor, keep: np.ndarray, epoch: int) -> Batch:
+        """The batch of `read`'s first `count` samples that are not known to be undecodable."""
+        images, rows, labels, ignore = read.images[:count], read.rows[:count], read.labels[:count], read.ignore
+        ignore = None if ignore is None else ignore[:count]
+        if not keep.all():
+            if not keep.any():
+                raise MLICDataError(self.index.name(int(rows[0])), f"every image of batch {self._delivered} "
+                                    "is undecodable", "run `mlic-pipe check` on the shard directory")
+            where = torch.from_numpy(np.flatnonzero(keep))
+            images, rows, labels, padded = images[where.to(images.device)], rows[where], labels[where], padded[where]
+            ignore = None if ignore is None else ignore[where]
+        with self._stage("targets"):
+            targets = unpack_labels(labels.to(self.device, non_blocking=True), self.index.num_classes).float()
+            ignore = None if ignore is None else unpack_labels(ignore.to(self.device), self.index.num_classes).bool()
+        return self._assemble(images, rows, padded, epoch, self._delivered, targets, ignore)
 
     def _agree_skips(self) -> None:
         """Every rank learns every rank's skips of the epoch (a collective, at the same step on each)."""
@@ -225,8 +292,12 @@ class MLICLoader:
             self.stage_hook(name, start)
 
     def _assemble(self, images: torch.Tensor, rows: torch.Tensor, padded: torch.Tensor, epoch: int,
-                  batch_index: int) -> Batch:
-        """Plan, render and targets of one decoded batch (the mixing step)."""
+                  batch_index: int, targets: torch.Tensor | None = None, ignore: torch.Tensor | None = None) -> Batch:
+        """Plan, render and targets of one decoded batch (the mixing step).
+
+        `targets` / `ignore` are the rows' labels when they came with the samples (shards); file
+        lists gather them here from the table on the device.
+        """
         count = len(images)
         with self._stage("plan"):
             rng = np.random.default_rng([self.seed, epoch, self.rank, 1, batch_index])
@@ -239,26 +310,39 @@ class MLICLoader:
             result = render(images, plan, settings=self.render_settings, out=self._buffers.take(plan.num_outputs))
             self._buffers.mark_consumed(result)
         with self._stage("targets"):
-            on_device = rows.to(self.device, non_blocking=True)
-            targets = mix_targets(self._targets[on_device], plan, rule=self.label_rule)
-        ignore = None if self._ignore is None else self._ignore[on_device]
+            if targets is None:
+                on_device = rows.to(self.device, non_blocking=True)
+                targets = self._targets[on_device]
+                ignore = None if self._ignore is None else self._ignore[on_device]
+            targets = mix_targets(targets, plan, rule=self.label_rule)
         return Batch(result, targets, plan, rows, ignore, padded, batch_index, with_plan=self.return_plan)
 
     # ---------------------------------------------------------------------------------------- resume
 
     def state_dict(self) -> dict:
         """Where this rank stands: small, JSON-serializable, versioned (see `LoaderState`)."""
-        files = self.index.files
+        index = self.index
         explicit = self._resume is not None and self._resume.explicit
         return LoaderState(
             seed=self.seed, epoch=self.epoch, batches=self._delivered, rank=self.rank, world_size=self.world_size,
-            batch_size=self.batch_size, drop_last=self.drop_last, shuffle=self.shuffle, num_rows=len(files),
-            skipped=[[row, files[row], why] for row, why in sorted(self._agreed.items())],
-            found=[[row, files[row], why] for row, why in sorted(self._found.items())],
+            batch_size=self.batch_size, drop_last=self.drop_last, shuffle=self.shuffle, num_rows=len(index),
+            skipped=[[row, index.name(row), why] for row, why in sorted(self._agreed.items())],
+            found=[[row, index.name(row), why] for row, why in sorted(self._found.items())],
             rows=self._resume.initial.rows.tolist() if explicit else None,
             padded=self._resume.initial.padded.tolist() if explicit else None,
             offset=self._resume.offset if self._resume is not None else 0,
+            checkpoint=self._shard_checkpoint(),
         ).to_dict()
+
+    def _shard_checkpoint(self) -> str | None:
+        """DALI's reader state after the last delivered batch (shards mid-epoch), as base64 text."""
+        if not self.sharded or self._delivered == 0:
+            return None
+        if self._shard_stream is not None:
+            checkpoint = self._shard_stream.checkpoint()
+        else:
+            checkpoint = self._shard_resume[2] if self._shard_resume else None
+        return None if checkpoint is None else base64.b64encode(checkpoint).decode("ascii")
 
     def load_state_dict(self, state: dict | list[dict]) -> None:
         """Continue where `state` stopped: this rank's own state, or every rank's (a list) on any world size.
@@ -269,7 +353,9 @@ class MLICLoader:
         first = LoaderState.check_all(states, self)
         self.epoch, self._agreed, self._unsettled = first.epoch, first.skipped_rows(self.index), False
         self._delivered = first.batches
-        if first.world_size == self.world_size:  # the same ranks: each continues its own share exactly
+        if self.sharded:
+            self._load_shard_state(states, first)
+        elif first.world_size == self.world_size:  # the same ranks: each continues its own share exactly
             own = next(s for s in states if s.rank == self.rank)
             self._found = own.found_rows(self.index)
             self._resume = _Resume(first.epoch, own.initial_share(), own.offset, own.batches, own.rows is not None)
@@ -277,6 +363,17 @@ class MLICLoader:
             self._found = {}
             share = reshard(states, self.index, self.rank, self.world_size)
             self._resume = _Resume(first.epoch, share, first.batches, first.batches, True)
+
+
+    def _load_shard_state(self, states: list[LoaderState], first: LoaderState) -> None:
+        if first.world_size != self.world_size:
+            raise ValueError(f"a shard dataset resumes on the world size it was saved on ({first.world_size}), "
+                             f"not {self.world_size}: DALI's reader state belongs to its rank's span; resume on "
+                             f"{first.world_size} ranks, or start the epoch over")
+        own = next(s for s in states if s.rank == self.rank)
+        self._found = own.found_rows(self.index)
+        checkpoint = None if own.checkpoint is None else base64.b64decode(own.checkpoint)
+        self._shard_resume = (first.epoch, own.batches, checkpoint)
 
 
 @dataclass(frozen=True)
@@ -291,7 +388,7 @@ class _Resume:
 
 
 def _check_arguments(index: LabelIndex, batch_size, image_size, on_error) -> None:
-    if len(index.files) == 0:
+    if len(index) == 0:
         raise MLICDataError(None, "the dataset index has no images",
                             "check the annotation file and the image directory it points to")
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:

@@ -27,7 +27,7 @@ from nvidia.dali import Pipeline, pipeline_def
 
 from mlic_pipe.loading.order import sample_uniforms
 
-__all__ = ["DecodeSettings", "build_pipeline", "probe_decode"]
+__all__ = ["DRAWS", "DecodeSettings", "build_pipeline", "decode_augment", "probe_decode", "probe_encoded"]
 
 
 @dataclass(frozen=True)
@@ -110,24 +110,33 @@ def _random_crop_window(encoded, draws, settings: DecodeSettings):
     return anchor, fn.stack(crop_w, crop_h)
 
 
-@pipeline_def(enable_conditionals=False)
-def _decode_pipeline(files, rows, settings: DecodeSettings, gpu: bool, draws: _Draws | None):
-    encoded, labels = fn.readers.file(files=files, labels=rows, random_shuffle=False, pad_last_batch=True,
-                                      name="reader")
+def decode_augment(encoded, uniforms, settings: DecodeSettings, gpu: bool):
+    """Decode `encoded` to uint8 S x S RGB: cropped by `uniforms` (`DRAWS` per sample) and flipped when training.
+
+    `uniforms` is None for evaluation (a plain resize). Shared by the file and the shard pipelines.
+    """
     decoder = "mixed" if gpu else "cpu"
     gpu_args = {"hw_decoder_load": settings.hw_decoder_load} if gpu else {}
     size = settings.image_size
-    if draws is None:
+    if uniforms is None:
         images = fn.decoders.image(encoded, device=decoder, output_type=types.RGB, **gpu_args)
-        return fn.resize(images, resize_x=size, resize_y=size, antialias=settings.antialias), labels
-    uniforms = fn.external_source(source=draws, batch=True, batch_info=True, dtype=types.FLOAT, ndim=1)
+        return fn.resize(images, resize_x=size, resize_y=size, antialias=settings.antialias)
     anchor, window = _random_crop_window(encoded, uniforms, settings)
     images = fn.decoders.image_slice(encoded, anchor, window, device=decoder, output_type=types.RGB,
                                      normalized_anchor=False, normalized_shape=False, axis_names="WH", **gpu_args)
     images = fn.resize(images, resize_x=size, resize_y=size, antialias=settings.antialias)
     if settings.flip_prob > 0:
         images = fn.flip(images, horizontal=fn.cast(uniforms[4] < settings.flip_prob, dtype=types.INT32))
-    return images, labels
+    return images
+
+
+@pipeline_def(enable_conditionals=False)
+def _decode_pipeline(files, rows, settings: DecodeSettings, gpu: bool, draws: _Draws | None):
+    encoded, labels = fn.readers.file(files=files, labels=rows, random_shuffle=False, pad_last_batch=True,
+                                      name="reader")
+    uniforms = None if draws is None else fn.external_source(source=draws, batch=True, batch_info=True,
+                                                             dtype=types.FLOAT, ndim=1)
+    return decode_augment(encoded, uniforms, settings, gpu), labels
 
 
 def build_pipeline(files: list[str], rows: list[int], batch_size: int, settings: DecodeSettings, *,
@@ -152,29 +161,35 @@ def build_pipeline(files: list[str], rows: list[int], batch_size: int, settings:
 
 
 @pipeline_def(enable_conditionals=False)
-def _probe_pipeline(path):
-    encoded, _ = fn.readers.file(files=[path])
+def _probe_pipeline(data: bytes):
+    encoded = fn.external_source(source=lambda: [np.frombuffer(data, dtype=np.uint8)], batch=True)
     return fn.decoders.image(encoded, device="cpu", output_type=types.RGB)
 
 
-def probe_decode(path: str) -> str | None:
-    """Why DALI's CPU decoder cannot decode `path`, or None if it can.
-
-    Used after a batch fails, to find which of its files is at fault (DALI's message names none).
-    """
+def probe_encoded(data: bytes) -> str | None:
+    """Why DALI's CPU decoder cannot decode the encoded image `data`, or None if it can."""
+    if not data:
+        return "the file is empty (zero bytes)"
     try:
-        with open(path, "rb") as handle:
-            if not handle.read(1):
-                return "the file is empty (zero bytes)"
-    except OSError as error:
-        return f"cannot be read ({error.strerror or error})"
-    try:
-        pipe = _probe_pipeline(path, batch_size=1, num_threads=1, device_id=None, seed=0)
+        pipe = _probe_pipeline(data, batch_size=1, num_threads=1, device_id=None, seed=0)
         pipe.build()
         pipe.run()
     except RuntimeError as error:
         return f"cannot be decoded ({dali_reason(error)})"
     return None
+
+
+def probe_decode(path: str) -> str | None:
+    """Why DALI's CPU decoder cannot decode the file at `path`, or None if it can.
+
+    Used after a batch fails, to find which of its files is at fault (DALI's message names none).
+    """
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error})"
+    return probe_encoded(data)
 
 
 def dali_reason(error: BaseException) -> str:

@@ -6,6 +6,7 @@ from the same `mix_targets` as training batches.
 """
 from __future__ import annotations
 
+import io
 import textwrap
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from mlic_pipe.datasets.index import LabelIndex
+from mlic_pipe.shards.index import ShardIndex
 from mlic_pipe.errors import MLICDataError
 from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD, MixPlan, create_mixer, mix_targets, render
 from mlic_pipe.mix.plan import MASK_BOX, MASK_CONSTANT, MASK_DENSE
@@ -24,8 +26,8 @@ MASK_CAPTIONS = {MASK_BOX: "box", MASK_DENSE: "fmix", MASK_CONSTANT: "mixup"}  #
 CAPTION_LINES = 4
 
 
-def decode_batch(files: list[str], image_size: int) -> torch.Tensor:
-    """uint8 (N, S, S, 3): each file's short side resized to S, then centre-cropped."""
+def decode_batch(files: list, image_size: int, names: list[str] | None = None) -> torch.Tensor:
+    """uint8 (N, S, S, 3): each file's (a path or a binary file object) short side resized to S, then centre-cropped."""
     batch = np.empty((len(files), image_size, image_size, 3), dtype=np.uint8)
     for i, path in enumerate(files):
         try:
@@ -37,7 +39,7 @@ def decode_batch(files: list[str], image_size: int) -> torch.Tensor:
                 left, top = (width - image_size) // 2, (height - image_size) // 2
                 batch[i] = np.asarray(image.crop((left, top, left + image_size, top + image_size)))
         except OSError as error:
-            raise MLICDataError(path, f"cannot be decoded ({error})", "run `mlic-pipe check` on the dataset") from None
+            raise MLICDataError(names[i] if names else path, f"cannot be decoded ({error})", "run `mlic-pipe check` on the dataset") from None
     return torch.from_numpy(batch)
 
 
@@ -89,18 +91,23 @@ def preview_grid(images: torch.Tensor, plan: MixPlan, targets: torch.Tensor, cla
     return sheet
 
 
-def write_preview(index: LabelIndex, out: str, *, mix="splicemix", batch_size: int = 16, image_size: int = 224,
+def write_preview(index: LabelIndex | ShardIndex, out: str, *, mix="splicemix", batch_size: int = 16, image_size: int = 224,
                   seed: int = 0) -> Image.Image:
     """Render one mixed batch of `index` and save the grid PNG at `out`."""
     if batch_size > len(index):
         raise ValueError(f"batch_size {batch_size} exceeds the {len(index)} images of the dataset")
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(index), size=batch_size, replace=False))
-    images = decode_batch([index.files[r] for r in rows], image_size)
+    if isinstance(index, ShardIndex):  # the images and labels of the picked rows, read from the tars
+        images = decode_batch([io.BytesIO(index.read_component(r, "image")) for r in rows], image_size,
+                              [index.name(r) for r in rows])
+        truth = index.labels(rows)
+    else:
+        images, truth = decode_batch([index.files[r] for r in rows], image_size), index.targets[rows]
     mixer = create_mixer(mix)
     plan = mixer.plan(batch_size, image_size, rng) if mixer is not None else MixPlan.identity(batch_size)
     rendered = render(images, plan)
-    targets = mix_targets(torch.from_numpy(index.targets[rows]), plan)
+    targets = mix_targets(torch.from_numpy(truth), plan)
     sheet = preview_grid(rendered, plan, targets, index.classes)
     sheet.save(out)
     return sheet

@@ -11,10 +11,12 @@ from mlic_pipe.datasets.index import LabelIndex
 from mlic_pipe.datasets.nuswide import load_nuswide
 from mlic_pipe.datasets.voc import load_voc
 from mlic_pipe.errors import MLICDataError
+from mlic_pipe.shards.format import MANIFEST
+from mlic_pipe.shards.index import ShardIndex, load_shards
 
 __all__ = ["load", "detect_format"]
 
-FORMATS = ("demo", "coco", "voc", "nuswide", "csv")
+FORMATS = ("demo", "coco", "voc", "nuswide", "csv", "shards")
 
 
 def _coco_image_dir(annotation_file: str) -> str | None:
@@ -32,12 +34,16 @@ def detect_format(path: str | os.PathLike) -> str:
         return "demo"
     if os.path.isfile(path):
         lowered = path.lower()
+        if os.path.basename(lowered) == MANIFEST:
+            return "shards"
         if lowered.endswith(".json"):
             return "coco"
         if lowered.endswith(".csv"):
             return "csv"
         raise MLICDataError(path, "is neither a COCO .json annotation file nor a .csv label list")
     if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, MANIFEST)) or glob.glob(os.path.join(path, "shard-*.tar")):
+            return "shards"  # (a directory of tars without dataset.json is refused by load_shards, with why)
         if os.path.isfile(os.path.join(path, "Concepts81.txt")):
             return "nuswide"
         if os.path.isdir(os.path.join(path, "ImageSets", "Main")) or glob.glob(os.path.join(path, "VOC*", "ImageSets", "Main")):
@@ -50,14 +56,16 @@ def detect_format(path: str | os.PathLike) -> str:
     raise MLICDataError(path, "no such file or directory")
 
 
-def load(path_or_spec: str | os.PathLike, **kw) -> LabelIndex:
+def load(path_or_spec: str | os.PathLike, **kw) -> LabelIndex | ShardIndex:
     """Load any supported dataset into a `LabelIndex`.
 
     Args:
         path_or_spec: "demo" or "demo:<split>"; a COCO annotation ``.json`` (images in
             ``image_dir=``, or in COCO's sibling ``<split>/`` directory); a COCO root with
             ``annotations/`` (pass ``split=``, default "train"); a VOCdevkit (``year=``, ``split=``);
-            a NUS-WIDE root (``split=``); or a ``.csv``.
+            a NUS-WIDE root (``split=``); a ``.csv``; or a shard directory written by
+            ``mlic-pipe shard`` (its tars elsewhere with ``shard_root="s3://..."``), read as a
+            `ShardIndex` whose labels stay in the tars.
         **kw: passed to the reader (see `load_coco`, `load_voc`, `load_nuswide`, `load_csv`).
             ``split=None`` means the reader's default. A single annotation file (a COCO ``.json``,
             a ``.csv``) is its own split, so ``split`` is ignored there: callers such as the
@@ -71,6 +79,8 @@ def load(path_or_spec: str | os.PathLike, **kw) -> LabelIndex:
         return load_demo(path.split(":", 1)[1] if ":" in path else split or "train", **kw)
     if kind == "csv":
         return load_csv(path, **kw)
+    if kind == "shards":  # one split per directory, like a single annotation file; missing= has no meaning here
+        return load_shards(path, **{k: v for k, v in kw.items() if k == "shard_root"})
     if kind == "voc":
         return load_voc(path, **with_split, **kw)
     if kind == "nuswide":

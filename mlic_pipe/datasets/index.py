@@ -52,6 +52,10 @@ class LabelIndex:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def name(self, row: int) -> str:
+        """What names row `row` in messages and loader states: its file."""
+        return self.files[row]
+
     def subset(self, keep: np.ndarray | Sequence[bool]) -> "LabelIndex":
         """The rows where `keep` is True (a boolean mask over rows), in the same order."""
         keep = np.asarray(keep, dtype=bool)

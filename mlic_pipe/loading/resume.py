@@ -43,6 +43,7 @@ class LoaderState:
     rows: list | None = None  # this rank's share, when it came from a resume on another world size
     padded: list | None = None
     offset: int = 0  # batches of the epoch delivered before that share began
+    checkpoint: str | None = None  # shard datasets: DALI's reader state after `batches` (base64)
     version: int = STATE_VERSION
 
     def to_dict(self) -> dict:
@@ -57,7 +58,7 @@ class LoaderState:
 
     def _rows_of(self, entries: list, index: LabelIndex) -> dict[int, str]:
         for row, path, _ in entries:
-            if row >= len(index.files) or index.files[row] != path:
+            if row >= len(index) or index.name(row) != path:
                 raise ValueError(f"the state names {path} as row {row}, but the dataset differs there: resume "
                                  "with the dataset the state was saved with")
         return {int(row): reason for row, _, reason in entries}
@@ -94,7 +95,7 @@ class LoaderState:
                              f"ranks pass the list of all {first.world_size} states")
         if len(states) == 1 and first.rank != loader.rank:
             raise ValueError(f"this state was saved by rank {first.rank}; this loader is rank {loader.rank}")
-        mine = (loader.seed, loader.batch_size, loader.drop_last, loader.shuffle, len(loader.index.files))
+        mine = (loader.seed, loader.batch_size, loader.drop_last, loader.shuffle, len(loader.index))
         if mine != (first.seed, first.batch_size, first.drop_last, first.shuffle, first.num_rows):
             raise ValueError("the state was saved with another seed, batch size, drop_last, shuffle or dataset "
                              f"(saved: seed {first.seed}, batch {first.batch_size}, drop_last {first.drop_last}, "

@@ -24,6 +24,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 
 from mlic_pipe.datasets import LabelIndex, load
+from mlic_pipe.shards.index import ShardIndex
 from mlic_pipe.distributed import all_gather_objects, is_main_process, join_torchrun
 from mlic_pipe.errors import ConfigError
 from mlic_pipe.loader import MLICLoader
@@ -68,6 +69,9 @@ def _load_data(config: TrainConfig) -> tuple[LabelIndex, LabelIndex | None]:
     options = {"image_dir": config.images} if config.images else {}
     options["missing"] = config.missing
     train_index = load(config.data, split=config.train_split, **options)
+    if config.val_data is None and isinstance(train_index, ShardIndex):
+        log.info("a shard directory holds one split: pass --val-data for validation")
+        return train_index, None
     if config.val_data is None and not (config.val_split and not os.path.isfile(config.data)):
         return train_index, None
     return train_index, load(config.val_data or config.data, split=config.val_split, **options)

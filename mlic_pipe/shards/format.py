@@ -1,0 +1,85 @@
+"""What a shard directory holds: the sample components, the packed labels, DALI's index files, dataset.json.
+
+A shard is a GNU-format tar (DALI's WebDataset reader rejects PAX headers) holding, per sample,
+consecutive members named ``<key>.<component>``:
+
+- ``<key>.<ext>``: the original image bytes, never re-encoded (ext: jpg, jpeg, png, ...);
+- ``<key>.lbl``: the multi-hot labels as packed bits (`pack_labels`): DALI's reader passes raw bytes,
+  and ceil(C / 8) bytes per sample keep every label row the same length, so a batch of them is
+  one dense uint8 tensor that the loader unpacks on the device;
+- ``<key>.ign``: the ignore mask (VOC 'difficult'), packed alike, when the dataset has one;
+- ``<key>.row``: the sample's row (int64, little-endian): its identity in skips, resume and `Batch.rows`.
+
+Next to each ``shard-NNNNNN.tar`` lies ``shard-NNNNNN.idx``, DALI's index (v1.2: a header line
+``v1.2 <samples>``, then per sample ``<ext> <offset> <size> <member name>`` for each component),
+which lets DALI seek instead of scanning the tar. ``dataset.json`` (`MANIFEST`) names the classes,
+the shards and their sample counts; it is written last, so a directory without it is unfinished.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+__all__ = [
+    "FORMAT", "FORMAT_VERSION", "IMAGE_EXTENSIONS", "INDEX_VERSION", "LABEL_FORMAT", "MANIFEST", "label_bytes",
+    "pack_labels", "read_index", "shard_names", "unpack_labels", "write_index",
+]
+
+FORMAT = "mlic-pipe-shards"
+FORMAT_VERSION = 1
+MANIFEST = "dataset.json"
+LABEL_FORMAT = "multi-hot packed bits: numpy.packbits(bitorder='big'); class j is bit 7 - j % 8 of byte j // 8"
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp", "jp2")  # what DALI's decoders read
+INDEX_VERSION = "v1.2"
+
+IndexEntry = list[tuple[str, int, int, str]]  # one sample: (component, data offset, size, member name) each
+
+
+def shard_names(number: int) -> tuple[str, str]:
+    """The tar and index file names of shard `number`."""
+    return f"shard-{number:06d}.tar", f"shard-{number:06d}.idx"
+
+
+def label_bytes(num_classes: int) -> int:
+    """Bytes of one packed label row."""
+    return -(-num_classes // 8)
+
+
+def pack_labels(rows: np.ndarray) -> np.ndarray:
+    """(N, C) {0, 1} -> (N, ceil(C / 8)) uint8 packed bits (`LABEL_FORMAT`)."""
+    return np.packbits(np.asarray(rows, dtype=bool), axis=1, bitorder="big")
+
+
+def unpack_labels(packed: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(N, ceil(C / 8)) uint8 packed bits -> (N, C) uint8 in {0, 1}, on `packed`'s device (one gather)."""
+    classes = torch.arange(num_classes, device=packed.device)
+    shifts = (7 - classes % 8).to(torch.uint8)
+    return (packed[:, classes // 8] >> shifts) & 1
+
+
+def write_index(path: str | os.PathLike, samples: list[IndexEntry]) -> None:
+    """DALI's index file (v1.2) for a tar holding `samples`."""
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(f"{INDEX_VERSION} {len(samples)}\n")
+        for sample in samples:
+            handle.write(" ".join(f"{ext} {offset} {size} {name}" for ext, offset, size, name in sample) + "\n")
+
+
+def read_index(path: str | os.PathLike) -> list[IndexEntry]:
+    """The samples of a DALI index file; ValueError if it is not one (v1.2, names without spaces)."""
+    with open(path, encoding="utf-8") as handle:
+        header = handle.readline().split()
+        if len(header) != 2 or header[0] != INDEX_VERSION or not header[1].isdigit():
+            raise ValueError(f"not a DALI {INDEX_VERSION} index file (first line {' '.join(header)!r})")
+        samples = []
+        for number, line in enumerate(handle, start=2):
+            fields = line.split()
+            if not fields or len(fields) % 4:
+                raise ValueError(f"line {number} does not list (ext offset size name) groups")
+            samples.append([(fields[i], int(fields[i + 1]), int(fields[i + 2]), fields[i + 3])
+                            for i in range(0, len(fields), 4)])
+    if len(samples) != int(header[1]):
+        raise ValueError(f"the header promises {header[1]} samples but {len(samples)} are listed")
+    return samples

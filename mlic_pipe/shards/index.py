@@ -1,0 +1,204 @@
+"""`ShardIndex`: a shard directory as a dataset (`load_shards`), checked before any reader touches it.
+
+`MLICLoader` needs from it only the shard list, the sample counts and the classes: labels travel
+inside the tars, so no (N, C) table is built. `targets` reads every ``.lbl`` (through the index
+offsets) for the few consumers that need the whole table: `mlic-pipe check`, the graph head's
+co-occurrence, `preview`.
+
+Shards may live on local disk or behind any URL DALI's readers open (``s3://bucket/prefix``):
+``dataset.json`` stays local and ``shard_root=`` points at the tars and their index files. The
+structure check needs the files on local disk, so remote shards are trusted as `--verify` left them.
+"""
+from __future__ import annotations
+
+import bisect
+import json
+import os
+import tarfile
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from mlic_pipe.errors import MLICDataError
+from mlic_pipe.shards.format import FORMAT, FORMAT_VERSION, IMAGE_EXTENSIONS, MANIFEST, read_index, write_index
+
+__all__ = ["ShardFile", "ShardIndex", "is_remote", "load_shards", "scan_tar"]
+
+
+def is_remote(path: str) -> bool:
+    return "://" in path
+
+
+@dataclass(frozen=True)
+class ShardFile:
+    """One tar: where it and its DALI index are, its sample count and its first row."""
+
+    path: str
+    index_path: str
+    samples: int
+    first_row: int
+
+
+@dataclass
+class ShardIndex:
+    """A shard directory written by `mlic-pipe shard` (see `mlic_pipe.shards.format`)."""
+
+    root: str
+    shards: list[ShardFile]
+    classes: list[str]
+    has_ignore: bool
+    label_bytes: int
+    num_samples: int
+    image_root: str = ""
+    class_counts: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def remote(self) -> bool:
+        return any(is_remote(shard.path) for shard in self.shards)
+
+    def shard_of(self, row: int) -> ShardFile:
+        starts = [shard.first_row for shard in self.shards]
+        return self.shards[bisect.bisect_right(starts, int(row)) - 1]
+
+    def name(self, row: int) -> str:
+        """Where sample `row` is: '<tar>: <key>' (the key is the image's path below `image_root`)."""
+        shard = self.shard_of(row)
+        if is_remote(shard.index_path):
+            return f"{shard.path}: sample {row - shard.first_row}"
+        key = self.entries(shard)[row - shard.first_row][0][3].rsplit(".", 1)[0]
+        return f"{shard.path}: {key}"
+
+    def entries(self, shard: ShardFile):
+        """The DALI index entries of `shard` (read once, kept)."""
+        cache = self.__dict__.setdefault("_entry_cache", {})
+        if shard.index_path not in cache:
+            cache[shard.index_path] = read_index(shard.index_path)
+        return cache[shard.index_path]
+
+    def check(self) -> None:
+        """Every local shard whole and every sample complete; MLICDataError naming the tar and the key if not."""
+        for shard in self.shards:
+            if not is_remote(shard.path):
+                _check_shard(shard, self.label_bytes, self.has_ignore)
+
+    def read_component(self, row: int, component: str) -> bytes:
+        """The bytes of one component of sample `row` ("image", "lbl", "ign", "row"), read at its offset."""
+        shard = self.shard_of(row)
+        for ext, offset, size, name in self.entries(shard)[row - shard.first_row]:
+            if ext == component or (component == "image" and ext in IMAGE_EXTENSIONS):
+                with open(shard.path, "rb") as handle:
+                    handle.seek(offset)
+                    return handle.read(size)
+        raise MLICDataError(shard.path, f"sample {row - shard.first_row} has no .{component}")
+
+    def labels(self, rows, component: str = "lbl") -> np.ndarray:
+        """(len(rows), C) uint8 labels (or, with component "ign", the ignore mask) of `rows`, read from the tars."""
+        if self.remote:
+            raise MLICDataError(self.root, "labels are read from the shards, which are not on local disk",
+                                "use a local copy of the shards for `check`, `preview` or the graph head")
+        rows = [int(row) for row in rows]
+        packed = np.frombuffer(b"".join(self.read_component(row, component) for row in rows),
+                               dtype=np.uint8).reshape(len(rows), self.label_bytes)
+        return np.unpackbits(packed, axis=1, count=self.num_classes, bitorder="big")
+
+    @cached_property
+    def targets(self) -> np.ndarray:
+        """(N, C) uint8, read from every .lbl (costs a read per sample; the loader never needs it)."""
+        return self.labels(range(len(self)))
+
+    @cached_property
+    def ignore(self) -> np.ndarray | None:
+        return self.labels(range(len(self)), "ign").astype(bool) if self.has_ignore else None
+
+
+def scan_tar(path: str) -> list:
+    """The samples of a tar as DALI index entries, read from its headers (for a tar without an index file)."""
+    samples, last_key, file_size = [], None, os.path.getsize(path)
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                base = member.name.rsplit("/", 1)[-1]
+                key = member.name[:len(member.name) - len(base)] + base.split(".", 1)[0]
+                ext = base.split(".", 1)[1] if "." in base else ""
+                if key != last_key:
+                    samples.append([])
+                    last_key = key
+                samples[-1].append((ext, member.offset_data, member.size, member.name))
+                if member.offset_data + member.size > file_size:
+                    raise tarfile.ReadError(f"the data of {member.name} runs past the end of the file ({file_size} bytes)")
+    except tarfile.TarError as error:
+        at = f" at the sample {last_key}" if last_key else ""
+        raise MLICDataError(path, f"is not a readable tar{at}: {error}",
+                            "the shard is truncated or damaged: rewrite it with `mlic-pipe shard`") from None
+    return samples
+
+
+def _check_shard(shard: ShardFile, label_size: int, has_ignore: bool) -> None:
+    if not os.path.isfile(shard.path):
+        raise MLICDataError(shard.path, "the shard is missing", "rewrite the shards with `mlic-pipe shard`")
+    if not os.path.isfile(shard.index_path):
+        write_index(shard.index_path, scan_tar(shard.path))  # DALI needs it; one pass over the headers
+    try:
+        samples = read_index(shard.index_path)
+    except ValueError as error:
+        raise MLICDataError(shard.index_path, f"is not a DALI index file: {error}",
+                            "delete it: it is rebuilt from the tar on the next load") from None
+    if len(samples) != shard.samples:
+        last = f" (the last: {samples[-1][0][3].rsplit('.', 1)[0]})" if samples else ""
+        raise MLICDataError(shard.path, f"holds {len(samples)} samples{last} but dataset.json says {shard.samples}",
+                            "the directory mixes two shard runs: rewrite it with `mlic-pipe shard`")
+    size = os.path.getsize(shard.path)
+    needed = {"lbl": label_size, "row": 8, **({"ign": label_size} if has_ignore else {})}
+    for entry in samples:
+        key = entry[0][3].rsplit(".", 1)[0]
+        parts = {ext: (offset, length) for ext, offset, length, _ in entry}
+        if not any(ext in IMAGE_EXTENSIONS for ext in parts):
+            raise MLICDataError(shard.path, f"sample {key} has no image (components: {', '.join(parts)})")
+        for ext, length in needed.items():
+            if ext not in parts:
+                raise MLICDataError(shard.path, f"sample {key} has no .{ext}",
+                                    "rewrite the shard with `mlic-pipe shard`")
+            if parts[ext][1] != length:
+                raise MLICDataError(shard.path, f"sample {key}: .{ext} has {parts[ext][1]} bytes, expected {length}")
+        end = max(offset + length for offset, length in parts.values())
+        if end > size:
+            raise MLICDataError(shard.path, f"is truncated: sample {key} ends at byte {end}, the file has {size}",
+                                "rewrite the shard with `mlic-pipe shard`")
+
+
+def load_shards(path: str | os.PathLike, *, shard_root: str | None = None, check: bool = True) -> ShardIndex:
+    """The shard directory at `path` (or its dataset.json), its tars under `shard_root` if given (s3:// ...)."""
+    path = os.fspath(path)
+    manifest_path = path if path.endswith(".json") else os.path.join(path, MANIFEST)
+    try:
+        with open(manifest_path, encoding="utf-8") as handle:
+            manifest = json.load(handle)
+    except FileNotFoundError:
+        raise MLICDataError(manifest_path, "is missing: the shard run did not finish",
+                            "rerun `mlic-pipe shard` into this directory") from None
+    except json.JSONDecodeError as error:
+        raise MLICDataError(manifest_path, f"is not valid JSON ({error})") from None
+    if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
+        raise MLICDataError(manifest_path, f"is not a {FORMAT} v{FORMAT_VERSION} manifest "
+                            f"(format {manifest.get('format')!r}, version {manifest.get('version')!r})")
+    base = shard_root.rstrip("/") if shard_root else os.path.dirname(os.path.abspath(manifest_path))
+    join = (lambda name: f"{base}/{name}") if is_remote(base) else (lambda name: os.path.join(base, name))
+    shards = [ShardFile(join(s["tar"]), join(s["index"]), int(s["samples"]), int(s["first_row"]))
+              for s in manifest["shards"]]
+    index = ShardIndex(root=os.path.dirname(os.path.abspath(manifest_path)), shards=shards,
+                       classes=list(manifest["classes"]), has_ignore=bool(manifest["has_ignore"]),
+                       label_bytes=int(manifest["label_bytes"]), num_samples=int(manifest["num_samples"]),
+                       image_root=manifest.get("image_root", ""), class_counts=manifest.get("class_counts", []))
+    if check:
+        index.check()
+    return index

@@ -1,0 +1,69 @@
+"""`verify_shards`: read every byte of a shard directory back and compare it with what was meant to be written."""
+from __future__ import annotations
+
+import hashlib
+import tarfile
+
+import numpy as np
+from tqdm import tqdm
+
+from mlic_pipe.datasets.index import LabelIndex
+from mlic_pipe.errors import MLICDataError
+from mlic_pipe.shards.format import IMAGE_EXTENSIONS, pack_labels
+from mlic_pipe.shards.index import ShardIndex, load_shards
+
+__all__ = ["verify_shards"]
+
+
+def _digest(path: str) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.blake2b(handle.read(), digest_size=16).hexdigest()
+
+
+def verify_shards(directory: str, original: LabelIndex | None = None, *, progress: bool = True) -> int:
+    """Read every member of every shard; check offsets, rows and labels, and image bytes against `original`.
+
+    Returns the number of samples read; raises MLICDataError naming the tar and the key at the first fault.
+    """
+    index = load_shards(directory)
+    if original is not None and (len(original) != len(index) or list(original.classes) != index.classes):
+        raise MLICDataError(directory, f"holds {len(index)} samples of {index.num_classes} classes; the dataset "
+                            f"has {len(original)} of {original.num_classes}", "rerun `mlic-pipe shard`")
+    labels = None if original is None else pack_labels(original.targets)
+    ignore = None if original is None or original.ignore is None else pack_labels(original.ignore)
+    with tqdm(total=len(index), desc="verifying shards", unit="img", disable=not progress) as bar:
+        for shard in index.shards:
+            _verify_shard(index, shard, original, labels, ignore, bar)
+    return len(index)
+
+
+def _verify_shard(index: ShardIndex, shard, original, labels, ignore, bar) -> None:
+    entries = index.entries(shard)
+    by_name = {name: (offset, size) for entry in entries for _, offset, size, name in entry}
+    seen = 0
+    with tarfile.open(shard.path, "r:") as tar:
+        for member in tar:
+            data = tar.extractfile(member).read()
+            key, ext = member.name.rsplit(".", 1)
+            if by_name.get(member.name) != (member.offset_data, len(data)) or len(data) != member.size:
+                raise MLICDataError(shard.path, f"sample {key}: .{ext} is not where the index file says")
+            if ext == "row":
+                row = int(np.frombuffer(data, dtype="<i8")[0])
+                if row != shard.first_row + seen:
+                    raise MLICDataError(shard.path, f"sample {key} holds row {row}, expected {shard.first_row + seen}")
+                seen += 1
+                bar.update(1)
+            elif original is not None:
+                _compare(shard.path, key, ext, data, original, labels, ignore, shard.first_row + seen)
+    if seen != shard.samples:
+        raise MLICDataError(shard.path, f"holds {seen} samples, dataset.json says {shard.samples}")
+
+
+def _compare(path, key, ext, data, original, labels, ignore, row) -> None:
+    if ext in IMAGE_EXTENSIONS:
+        if hashlib.blake2b(data, digest_size=16).hexdigest() != _digest(original.files[row]):
+            raise MLICDataError(path, f"sample {key}: the image bytes differ from {original.files[row]}")
+    elif ext in ("lbl", "ign"):
+        expected = (labels if ext == "lbl" else ignore)[row].tobytes()
+        if data != expected:
+            raise MLICDataError(path, f"sample {key}: the .{ext} differs from the dataset's row {row}")
