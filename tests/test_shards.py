@@ -275,3 +275,24 @@ def test_the_commands_take_a_shard_directory_like_any_dataset(tmp_path, capsys):
     assert main(["preview", str(out), "--out", str(tmp_path / "p.png"), "--batch-size", "8", "--size", "32"]) == 0
     assert Image.open(tmp_path / "p.png").size[0] > 0
     assert main(["profile", str(tmp_path / "nowhere"), "-q"]) == 2  # a clear error, no traceback
+
+
+@pytest.mark.gpu
+def test_gpu_reads_shards_with_the_mixed_decoder_and_unpacks_labels_on_the_device(tmp_path):
+    index, truth = _index(tmp_path, 23, 80)
+    write_shards(index, tmp_path / "out", samples_per_shard=6, progress=False)
+    shards = load_shards(tmp_path / "out")
+    evaluation = {}
+    for batch in MLICLoader(index, 5, image_size=32, train=False, device="cpu"):
+        for row, image in zip(batch.rows.tolist(), batch.images):
+            evaluation[row] = image.clone()
+    rows = []
+    for batch in MLICLoader(shards, 5, image_size=32, train=False, device="cuda"):
+        assert batch.images.is_cuda and batch.targets.is_cuda
+        assert torch.equal(batch.targets.cpu(), torch.from_numpy(truth[batch.rows.numpy()]).float())
+        for row, image in zip(batch.rows.tolist(), batch.images.cpu()):
+            assert (image - evaluation[row]).abs().mean().item() < 0.1  # GPU and CPU decoders, normalized scale
+        rows += batch.rows[~batch.padded].tolist()
+    assert sorted(rows) == list(range(23))
+    loader = MLICLoader(shards, 8, image_size=64, device="cuda", mix="splicemix")
+    assert sum(len(b.rows) for b in loader) == len(loader) * 8  # the training path (crop on 'mixed') runs
