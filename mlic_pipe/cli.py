@@ -1,4 +1,4 @@
-"""The `mlic-pipe` command: profile | train | check | preview | shard | demo-data.
+"""The `mlic-pipe` command: profile | train | study | check | preview | shard | demo-data.
 
 Choices come from the registries (mixers, heads, losses, optimizers, schedules) and the train
 command's flags from `TrainConfig`'s fields, so nothing here retypes an option. Library errors
@@ -144,6 +144,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_study(args: argparse.Namespace) -> int:
+    from mlic_pipe.study import run_study, summarize
+    from mlic_pipe.study.chart import draw_curves
+
+    base = _train_options(args)
+    out = Path(base.pop("out_dir", "runs/study"))
+    for name in ("seed", "mix", "splicemix_cl", "resume"):  # the grid sets these per run
+        base.pop(name, None)
+    configs = [name.strip() for name in args.configs.split(",") if name.strip()]
+    seeds = [int(seed) for seed in args.seeds.split(",") if seed.strip()]
+    logs = run_study(base, configs, seeds, out, progress=not args.quiet)
+    summary = summarize(logs)
+    out.mkdir(parents=True, exist_ok=True)
+    command = "mlic-pipe " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["study"] else "run_study(...)"
+    (out / "study.md").write_text(f"# Study: {', '.join(configs)} x seeds {args.seeds}\n\n"
+                                  f"Command: `{command}`\n\nLast epoch, validation, % (mean ± std over seeds):"
+                                  f"\n\n{summary.table()}\n")
+    (out / "study.json").write_text(summary.to_json())
+    draw_curves(summary, out / "study.png")
+    print(summary.table())
+    print(f"\nwrote {out / 'study.md'}, {out / 'study.json'} and {out / 'study.png'}")
+    return 0
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from mlic_pipe.check import check_index
 
@@ -272,6 +296,27 @@ def _train_parser(commands) -> None:
     train.set_defaults(run=_cmd_train)
 
 
+def _study_parser(commands) -> None:
+    from mlic_pipe.study import STUDY_CONFIGS
+    from mlic_pipe.training import TrainConfig
+
+    study = commands.add_parser("study", help="does an augmentation help? train configs x seeds, tabulate and plot",
+                                description="Runs `train` for every config and seed (finished runs are kept, an "
+                                            "interrupted one resumes), then writes study.md (mean ± std of mAP, "
+                                            "CF1, OF1), study.json and study.png (val mAP per epoch) in --out-dir.")
+    study.add_argument("--configs", default="none,splicemix,splicemix-cl,cutmix,fmix",
+                       help=f"comma-separated, from {', '.join(STUDY_CONFIGS)} (default: the first five)")
+    study.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, one run each (default 0,1,2)")
+    options = study.add_argument_group("the runs' settings (TrainConfig fields; --out-dir is the study's folder, "
+                                       "default runs/study; the grid sets --mix, --seed, --splicemix-cl)")
+    for spec in fields(TrainConfig):
+        if spec.name not in ("seed", "mix", "splicemix_cl", "resume"):
+            _config_flag(options, spec)
+    study.add_argument("--recipe", help=argparse.SUPPRESS)
+    study.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    study.set_defaults(run=_cmd_study, recipe=None)
+
+
 def _other_parsers(commands) -> None:
     from mlic_pipe.mix import MIXERS
 
@@ -319,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _profile_parser(commands)
     _train_parser(commands)
+    _study_parser(commands)
     _other_parsers(commands)
     return parser
 
