@@ -34,7 +34,7 @@ from triton.compiler import ASTSource
 
 from mlic_pipe.kernels.fused_render import (CONFIGS, INTERPRETED, _render_kernel, configs_for, kernel_arguments,
                                             pixels_per_thread)
-from mlic_pipe.mix.masks import FMix
+from mlic_pipe.mix.masks import FMix, ResizeMix
 from mlic_pipe.mix.mixer import Mixer
 from mlic_pipe.mix.splicemix import SpliceMix
 from mlic_pipe.mix.settings import OUT_DTYPES, RenderSettings
@@ -45,7 +45,7 @@ ARCHS = (80, 90)  # A100, H100/H200
 _TYPES = {torch.uint8: "*u8", torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16",
           torch.int32: "*i32"}
 _SIZES = (224, 448)
-_CONSTEXPRS = ("AREA", "ALIGN_CORNERS", "TAPS_Y", "TAPS_X", "HAS_MASKS", "INDEX_64")
+_CONSTEXPRS = ("AREA", "ALIGN_CORNERS", "TAPS_Y", "TAPS_X", "HAS_MASKS", "INDEX_64", "HAS_RESIZED")
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ def _loader_cases():
 
 def _constexpr_cases():
     # every grid side SpliceMix draws (1, 2, 3 cells) sets the area taps; FMix brings the dense masks
-    mixers = [SpliceMix([grid]) for grid in ("1x2", "2x3")] + [FMix()]
+    mixers = [SpliceMix([grid]) for grid in ("1x2", "2x3")] + [FMix(), ResizeMix()]
     cases = []
     for float_input in (False, True):
         for mixer in mixers:
@@ -136,7 +136,7 @@ def variants() -> list[Variant]:
         for case in _loader_cases():
             add(config, case)
     for case in _constexpr_cases():
-        allowed = configs_for(case["settings"].resample == "area")
+        allowed = configs_for(case["settings"].resample == "area", isinstance(case["mixer"], ResizeMix))
         add(max(allowed, key=lambda c: (pixels_per_thread(c), c.kwargs["BLOCK_Y"] * c.kwargs["BLOCK_X"])), case)
     return list(found.values())
 

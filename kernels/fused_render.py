@@ -33,7 +33,7 @@ import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
 from mlic_pipe.mix import plan as table
-from mlic_pipe.mix.plan import MixPlan, cell_edges, pack_plan
+from mlic_pipe.mix.plan import MASK_RESIZED, MixPlan, cell_edges, pack_plan
 from mlic_pipe.mix.settings import RenderSettings, check_render_call, image_size_of
 
 __all__ = ["CONFIGS", "INTERPRETED", "MAX_IMAGE_SIZE", "area_taps", "configs_for", "index_bits", "kernel_arguments",
@@ -44,7 +44,8 @@ _ROWS, _COLS, _PARTNER, _MODE = (tl.constexpr(c) for c in (table.COL_ROWS, table
                                                            table.COL_MODE))
 _Y0, _X0, _Y1, _X1 = (tl.constexpr(c) for c in (table.COL_Y0, table.COL_X0, table.COL_Y1, table.COL_X1))
 _MASK_INDEX, _LAM, _CELLS = (tl.constexpr(c) for c in (table.COL_MASK_INDEX, table.COL_LAM, table.COL_CELLS))
-_BOX, _DENSE, _CONSTANT = (tl.constexpr(m) for m in (table.MASK_BOX, table.MASK_DENSE, table.MASK_CONSTANT))
+_BOX, _DENSE, _CONSTANT, _RESIZED = (tl.constexpr(m) for m in (table.MASK_BOX, table.MASK_DENSE, table.MASK_CONSTANT,
+                                                                table.MASK_RESIZED))
 _INT32_MAX = 2**31 - 1
 MAX_IMAGE_SIZE = 16384  # keeps every in-image product (e.g. local * S in area resampling) inside int32
 
@@ -93,6 +94,7 @@ def _render_kernel(
     scale0, scale1, scale2, shift0, shift1, shift2,
     BLOCK_Y: tl.constexpr, BLOCK_X: tl.constexpr, AREA: tl.constexpr, ALIGN_CORNERS: tl.constexpr,
     TAPS_Y: tl.constexpr, TAPS_X: tl.constexpr, HAS_MASKS: tl.constexpr, INDEX_64: tl.constexpr,
+    HAS_RESIZED: tl.constexpr,
 ):
     pid = tl.program_id(0)
     tiles_x = tl.cdiv(size, BLOCK_X)
@@ -131,6 +133,17 @@ def _render_kernel(
                         mask=inside & (mode == _DENSE), other=1.0)
         weight = tl.where(mode == _DENSE, dense.to(tl.float32), weight)
     mixed = mode != 0
+    if HAS_RESIZED:  # ResizeMix: inside the box, the whole partner resized to the box (bilinear)
+        box_y0 = tl.load(row + _Y0)
+        box_x0 = tl.load(row + _X0)
+        resized = (mode == _RESIZED) & in_box
+        weight = tl.where(resized, 0.0, weight)
+        box_h = tl.zeros_like(ys) + tl.maximum(tl.load(row + _Y1) - box_y0, 1)
+        box_w = tl.zeros_like(xs) + tl.maximum(tl.load(row + _X1) - box_x0, 1)
+        r_low_y, r_up_y, r_frac_y = _bilinear_taps(tl.maximum(ys - box_y0, 0), box_h, size, ALIGN_CORNERS)
+        r_low_x, r_up_x, r_frac_x = _bilinear_taps(tl.maximum(xs - box_x0, 0), box_w, size, ALIGN_CORNERS)
+    else:
+        resized = in_box & False
     pixel = ys[:, None] * s_y + xs[None, :] * s_x
     partner_at = tl.maximum(partner, 0) * s_n + pixel
     first_at = tl.maximum(first, 0) * s_n + pixel
@@ -188,8 +201,22 @@ def _render_kernel(
         else:
             source = tl.load(src_ptr + first_at + c * s_c, mask=inside & (first >= 0), other=0)
             value = tl.where(first >= 0, source.to(tl.float32) * scale + shift, 0.0)
-        other = tl.load(src_ptr + partner_at + c * s_c, mask=inside & mixed, other=0)
+        other = tl.load(src_ptr + partner_at + c * s_c, mask=inside & mixed & ~resized, other=0)
         other = other.to(tl.float32) * scale + shift
+        if HAS_RESIZED:
+            p_base = tl.maximum(partner, 0) * s_n + c * s_c
+            taken = inside & resized
+            q00 = tl.load(src_ptr + p_base + r_low_y[:, None] * s_y + r_low_x[None, :] * s_x, mask=taken, other=0)
+            q01 = tl.load(src_ptr + p_base + r_low_y[:, None] * s_y + r_up_x[None, :] * s_x, mask=taken, other=0)
+            q10 = tl.load(src_ptr + p_base + r_up_y[:, None] * s_y + r_low_x[None, :] * s_x, mask=taken, other=0)
+            q11 = tl.load(src_ptr + p_base + r_up_y[:, None] * s_y + r_up_x[None, :] * s_x, mask=taken, other=0)
+            fy = r_frac_y[:, None]
+            fx = r_frac_x[None, :]
+            sampled = ((1.0 - fy) * (1.0 - fx)) * (q00.to(tl.float32) * scale + shift)
+            sampled += ((1.0 - fy) * fx) * (q01.to(tl.float32) * scale + shift)
+            sampled += (fy * (1.0 - fx)) * (q10.to(tl.float32) * scale + shift)
+            sampled += (fy * fx) * (q11.to(tl.float32) * scale + shift)
+            other = tl.where(resized, sampled, other)
         value = tl.where(mixed, weight * value + (1.0 - weight) * other, value)
         tl.store(out_ptr + out_at + c * o_c, value.to(out_ptr.dtype.element_ty), mask=inside)
 
@@ -200,7 +227,8 @@ INTERPRETED = isinstance(_render_kernel, InterpretedFunction)
 
 # Block shapes the autotuner tries. At most 8 output pixels per thread: 32x128 tiles on 8 warps (16 per
 # thread) hit the 255-register cap and spilled on sm_80 and sm_90, and area resampling (up to 4 x 2
-# taps) spilled at 8 per thread, so it gets the 4-per-thread shapes only (`configs_for`). Checked for
+# taps) spilled at 8 per thread, so it gets the 4-per-thread shapes only (`configs_for`); so does ResizeMix's
+# second bilinear sampler (16x128 on 8 warps spilled 8-160 B with it). Checked for
 # every variant by `python -m mlic_pipe.kernels.compile_check` (CI: tests/test_kernel_compile.py).
 CONFIGS = [
     triton.Config({"BLOCK_Y": by, "BLOCK_X": bx}, num_warps=warps)
@@ -215,19 +243,20 @@ def pixels_per_thread(config: triton.Config) -> float:
     return config.kwargs["BLOCK_Y"] * config.kwargs["BLOCK_X"] / (32 * config.num_warps)
 
 
-def configs_for(area: bool) -> list[triton.Config]:
-    """The autotune configs a variant may use: all, or for area resampling the lighter ones."""
-    if not area:
+def configs_for(area: bool, resized: bool = False) -> list[triton.Config]:
+    """The autotune configs a variant may use: all, or for area resampling or ResizeMix the lighter ones."""
+    if not (area or resized):
         return list(CONFIGS)
     return [config for config in CONFIGS if pixels_per_thread(config) <= AREA_PIXELS_PER_THREAD]
 
 
 def _prune(configs, named_args, **kwargs):
-    allowed = configs_for(bool(kwargs.get("AREA", named_args.get("AREA", False))))
+    flag = lambda name: bool(kwargs.get(name, named_args.get(name, False)))  # noqa: E731
+    allowed = configs_for(flag("AREA"), flag("HAS_RESIZED"))
     return [config for config in configs if config in allowed]
 
 
-_render_tuned = triton.autotune(configs=CONFIGS, key=["size", "AREA", "TAPS_Y", "TAPS_X"],
+_render_tuned = triton.autotune(configs=CONFIGS, key=["size", "AREA", "TAPS_Y", "TAPS_X", "HAS_RESIZED"],
                                 prune_configs_by={"early_config_prune": _prune})(_render_kernel)
 
 
@@ -289,8 +318,9 @@ def kernel_arguments(images: torch.Tensor, plan: MixPlan, settings: RenderSettin
     args = (images, table, masks, out, size, table.shape[1], s_n, s_c, s_y, s_x, *out.stride(), m_n, m_y, m_x,
             *scales, *shifts)
     wide = index_bits(images, out, masks) == 64 if index_64 is None else index_64
+    has_resized = bool((plan.mask_mode == MASK_RESIZED).any())  # host tensors: no device sync
     flags = dict(AREA=area, ALIGN_CORNERS=settings.align_corners, TAPS_Y=taps_y, TAPS_X=taps_x,
-                 HAS_MASKS=has_masks, INDEX_64=wide)
+                 HAS_MASKS=has_masks, INDEX_64=wide, HAS_RESIZED=has_resized)
     return args, flags
 
 

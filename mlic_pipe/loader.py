@@ -43,7 +43,8 @@ from mlic_pipe.loading.order import RankRows, epoch_share, without_bad
 from mlic_pipe.loading.resume import LoaderState, reshard
 from mlic_pipe.loading.shard_stream import ShardStream, rank_span, shard_steps, shard_total
 from mlic_pipe.loading.stream import DecodeStream, UndecodableFiles, as_torch
-from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD, MixPlan, RenderSettings, create_mixer, mix_targets, render
+from mlic_pipe.mix import (IMAGENET_MEAN, IMAGENET_STD, MixPlan, RenderSettings, create_mixer, mix_targets,
+                           plan_batch, render)
 from mlic_pipe.pipeline import DecodeSettings
 
 __all__ = ["Batch", "MLICLoader", "STAGES", "as_torch"]
@@ -144,7 +145,8 @@ class MLICLoader:
     def _check_mixer(self) -> None:
         """Fail now, not at step 1, if the mixer cannot work with this batch and image size."""
         if self.mixer is not None:
-            plan = self.mixer.plan(self.batch_size, self.image_size, np.random.default_rng(self.seed), device="cpu")
+            blank = torch.zeros((self.batch_size, self.image_size, self.image_size, 3), dtype=torch.uint8)
+            plan = plan_batch(self.mixer, blank, self.image_size, np.random.default_rng(self.seed), device="cpu")
             plan.validate(self.batch_size, self.image_size)
 
     def set_epoch(self, epoch: int) -> None:
@@ -302,7 +304,7 @@ class MLICLoader:
         with self._stage("plan"):
             rng = np.random.default_rng([self.seed, epoch, self.rank, 1, batch_index])
             if self.mixer is not None and count >= self.mixer.min_batch_size:
-                plan = self.mixer.plan(count, self.image_size, rng, device=self.device)
+                plan = plan_batch(self.mixer, images, self.image_size, rng, device=self.device)
             else:  # no mixer, or a last partial batch too small for the mixer's grids: delivered unmixed
                 plan = MixPlan.identity(count)
             plan = plan.with_indices(rows)

@@ -16,13 +16,13 @@ from PIL import Image, ImageDraw, ImageFont
 from mlic_pipe.datasets.index import LabelIndex
 from mlic_pipe.shards.index import ShardIndex
 from mlic_pipe.errors import MLICDataError
-from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD, MixPlan, create_mixer, mix_targets, render
-from mlic_pipe.mix.plan import MASK_BOX, MASK_CONSTANT, MASK_DENSE
+from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD, MixPlan, create_mixer, mix_targets, plan_batch, render
+from mlic_pipe.mix.plan import MASK_BOX, MASK_CONSTANT, MASK_DENSE, MASK_RESIZED
 
 __all__ = ["decode_batch", "preview_grid", "write_preview"]
 
 MIXED_OUTLINE = (255, 64, 32)
-MASK_CAPTIONS = {MASK_BOX: "box", MASK_DENSE: "fmix", MASK_CONSTANT: "mixup"}  # what a reader calls each mode
+MASK_CAPTIONS = {MASK_BOX: "box", MASK_DENSE: "fmix", MASK_CONSTANT: "mixup", MASK_RESIZED: "resized"}  # what a reader calls each mode
 CAPTION_LINES = 4
 
 
@@ -105,7 +105,7 @@ def write_preview(index: LabelIndex | ShardIndex, out: str, *, mix="splicemix", 
     else:
         images, truth = decode_batch([index.files[r] for r in rows], image_size), index.targets[rows]
     mixer = create_mixer(mix)
-    plan = mixer.plan(batch_size, image_size, rng) if mixer is not None else MixPlan.identity(batch_size)
+    plan = plan_batch(mixer, images, image_size, rng) if mixer is not None else MixPlan.identity(batch_size)
     rendered = render(images, plan)
     targets = mix_targets(torch.from_numpy(truth), plan)
     sheet = preview_grid(rendered, plan, targets, index.classes)

@@ -8,8 +8,8 @@ SpliceMix-CL), `settings` (RenderSettings), `reference` (the torch renderer, the
 from __future__ import annotations
 
 from mlic_pipe.mix.dispatch import render
-from mlic_pipe.mix.masks import CutMix, FMix, MixUp, fmix_masks
-from mlic_pipe.mix.mixer import MIXERS, Mixer, create_mixer
+from mlic_pipe.mix.masks import CutMix, FMix, MixUp, ResizeMix, SaliencyMix, fmix_masks
+from mlic_pipe.mix.mixer import MIXERS, Mixer, create_mixer, plan_batch
 from mlic_pipe.mix.plan import MixPlan
 from mlic_pipe.mix.reference import normalize, render_reference
 from mlic_pipe.mix.settings import IMAGENET_MEAN, IMAGENET_STD, RenderSettings
@@ -17,6 +17,6 @@ from mlic_pipe.mix.splicemix import SpliceMix, parse_grid
 from mlic_pipe.mix.targets import mix_ignore, mix_targets
 
 __all__ = [
-    "CutMix", "FMix", "IMAGENET_MEAN", "IMAGENET_STD", "MIXERS", "Mixer", "MixPlan", "MixUp", "RenderSettings", "SpliceMix",
-    "create_mixer", "fmix_masks", "mix_ignore", "mix_targets", "normalize", "parse_grid", "render", "render_reference",
+    "CutMix", "FMix", "IMAGENET_MEAN", "IMAGENET_STD", "MIXERS", "Mixer", "MixPlan", "MixUp", "RenderSettings",
+    "ResizeMix", "SaliencyMix", "SpliceMix", "create_mixer", "fmix_masks", "plan_batch", "mix_ignore", "mix_targets", "normalize", "parse_grid", "render", "render_reference",
 ]

@@ -1,4 +1,5 @@
-"""Mask mixes: CutMix (box), FMix (low-frequency dense mask) and MixUp (constant weight).
+"""Mask mixes: CutMix and SaliencyMix (box), ResizeMix (resized partner in a box), FMix (low-frequency
+dense mask) and MixUp (constant weight).
 
 Each pairs a primary input with a partner and blends them with a weight map. Two layouts:
 ``append=False`` mixes in place (the standard B outputs, each input the primary of one output);
@@ -11,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mlic_pipe.mix.plan import MASK_BOX, MASK_CONSTANT, MASK_DENSE, MixPlan
+from mlic_pipe.mix.plan import MASK_BOX, MASK_CONSTANT, MASK_DENSE, MASK_RESIZED, MixPlan
 from mlic_pipe.mix.sampling import check_mix_ratio, check_probability, concatenated_permutations
 
-__all__ = ["CutMix", "FMix", "MixUp", "fmix_masks"]
+__all__ = ["CutMix", "FMix", "MixUp", "ResizeMix", "SaliencyMix", "fmix_masks"]
 
 
 class _PairMix:
@@ -45,11 +46,17 @@ class _PairMix:
         offset = rng.integers(1, batch_size, size=count) if batch_size > 1 else np.zeros(count, dtype=np.int64)
         return primary, (primary + offset) % batch_size
 
+    needs_images = False  # SaliencyMix reads the decoded batch; the others plan blind
+
     def _weights(self, lam: np.ndarray, image_size: int, rng: np.random.Generator, device) -> dict:
         raise NotImplementedError
 
-    def plan(self, batch_size: int, image_size: int, rng: np.random.Generator, device=None) -> MixPlan:
-        """Draw the plan of one batch of `batch_size` decoded `image_size` x `image_size` images."""
+    def plan(self, batch_size: int, image_size: int, rng: np.random.Generator, device=None,
+             images: torch.Tensor | None = None) -> MixPlan:
+        """Draw the plan of one batch of `batch_size` decoded `image_size` x `image_size` images.
+
+        `images` (the decoded batch) is read only by mixers with ``needs_images`` (SaliencyMix).
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if image_size < 1:
@@ -59,7 +66,11 @@ class _PairMix:
         primary, partner = self._pairs(batch_size, rng)
         if len(primary) == 0:
             return MixPlan.identity(batch_size)
-        weights = self._weights(rng.beta(self.alpha, self.alpha, size=len(primary)), image_size, rng, device)
+        lam = rng.beta(self.alpha, self.alpha, size=len(primary))
+        if self.needs_images:
+            weights = self._weights_from(images, partner, lam, image_size, rng)
+        else:
+            weights = self._weights(lam, image_size, rng, device)
         num_regular = batch_size if self.append else 0
         n = num_regular + len(primary)
 
@@ -106,6 +117,67 @@ class CutMix(_PairMix):
         cx = rng.integers(0, image_size, size=len(lam))
         y0, x0 = cy - side // 2, cx - side // 2
         box = np.clip(np.stack([y0, x0, y0 + side, x0 + side], axis=1), 0, image_size)
+        area = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
+        return {"mask_mode": np.full(len(lam), MASK_BOX), "box": box, "lam": 1.0 - area / image_size**2}
+
+
+def _box_around(centre_y, centre_x, side, image_size) -> np.ndarray:
+    """(K, 4) boxes of side `side` centred at the given points, clipped to the image."""
+    y0, x0 = centre_y - side // 2, centre_x - side // 2
+    return np.clip(np.stack([y0, x0, y0 + side, x0 + side], axis=1), 0, image_size)
+
+
+class ResizeMix(_PairMix):
+    """ResizeMix (Qin et al. 2020): the whole partner, resized to tau x tau of the image, pasted at a random place.
+
+    tau ~ U(scale); the box lies inside the image; lambda (the primary's share) = 1 - box area / S^2.
+    The partner keeps all its objects (it is shrunk, not cropped), so its labels are true labels.
+
+    Args:
+        scale: the range of tau, (0.1, 0.8) as in the paper.
+        append, mix_ratio, prob: layout (see the module docstring) and per-batch probability.
+    """
+
+    def __init__(self, scale: tuple[float, float] = (0.1, 0.8), **kw):
+        super().__init__(1.0, **kw)
+        low, high = scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"scale must satisfy 0 < low <= high <= 1, got {scale}")
+        self.scale = (float(low), float(high))
+
+    def _weights(self, lam, image_size, rng, device):
+        tau = rng.uniform(*self.scale, size=len(lam))
+        side = np.maximum((tau * image_size).astype(np.int64), 1)
+        y0 = (rng.random(len(lam)) * (image_size - side + 1)).astype(np.int64)
+        x0 = (rng.random(len(lam)) * (image_size - side + 1)).astype(np.int64)
+        box = np.stack([y0, x0, y0 + side, x0 + side], axis=1)
+        return {"mask_mode": np.full(len(lam), MASK_RESIZED), "box": box, "lam": 1.0 - side**2 / image_size**2}
+
+
+class SaliencyMix(_PairMix):
+    """SaliencyMix (Uddin et al. 2021): CutMix's box, centred on the partner's saliency peak.
+
+    The box has CutMix's side, sqrt(1 - lambda) S with lambda ~ Beta(alpha, alpha), and is clipped;
+    the peak is the spectral-residual saliency maximum of the partner (`saliency_peaks`, batched on
+    the images' device). The partner's pixels at the same place fill the box, as in CutMix.
+
+    Args:
+        alpha: lambda ~ Beta(alpha, alpha); 1.0 as in the paper.
+    """
+
+    needs_images = True
+
+    def __init__(self, alpha: float = 1.0, **kw):
+        super().__init__(alpha, **kw)
+
+    def _weights_from(self, images, partner, lam, image_size, rng):
+        from mlic_pipe.mix.saliency import saliency_peaks
+
+        if images is None:
+            raise ValueError("SaliencyMix needs the decoded batch: plan(..., images=images)")
+        peaks = saliency_peaks(images, image_size).numpy()[partner]
+        side = (image_size * np.sqrt(1.0 - lam)).astype(np.int64)
+        box = _box_around(peaks[:, 0], peaks[:, 1], side, image_size)
         area = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
         return {"mask_mode": np.full(len(lam), MASK_BOX), "box": box, "lam": 1.0 - area / image_size**2}
 

@@ -10,12 +10,12 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from mlic_pipe.mix.masks import CutMix, FMix, MixUp
+from mlic_pipe.mix.masks import CutMix, FMix, MixUp, ResizeMix, SaliencyMix
 from mlic_pipe.mix.plan import MixPlan
 from mlic_pipe.mix.splicemix import SpliceMix
 from mlic_pipe.registry import Registry
 
-__all__ = ["MIXERS", "NO_MIX", "Mixer", "create_mixer"]
+__all__ = ["MIXERS", "NO_MIX", "Mixer", "create_mixer", "plan_batch"]
 
 NO_MIX = "none"  # the name under which the registry gives "no mixer" (None)
 
@@ -30,7 +30,11 @@ class Mixer(Protocol):
 
     def plan(self, batch_size: int, image_size: int, rng: np.random.Generator,
              device: torch.device | str | None = None) -> MixPlan:
-        """The plan of one batch of `batch_size` decoded `image_size` x `image_size` images."""
+        """The plan of one batch of `batch_size` decoded `image_size` x `image_size` images.
+
+        A mixer whose plan depends on the pixels sets ``needs_images = True`` and is called with
+        ``images=`` (the decoded uint8 NHWC batch) as well.
+        """
 
 
 def _no_mix(**kwargs) -> None:
@@ -44,6 +48,8 @@ MIXERS: Registry[Mixer | None] = Registry("mixer")
 MIXERS.register("splicemix", SpliceMix, "SpliceMix: grids of downsampled batch images, cells dropped (the paper's default mode)")
 MIXERS.register("cutmix", CutMix, "CutMix: the partner inside a box of area (1 - lambda) S^2")
 MIXERS.register("fmix", FMix, "FMix: the partner outside a low-frequency mask")
+MIXERS.register("resizemix", ResizeMix, "ResizeMix: the whole partner shrunk into a box (tau ~ U(0.1, 0.8))")
+MIXERS.register("saliencymix", SaliencyMix, "SaliencyMix: CutMix's box centred on the partner's saliency peak")
 MIXERS.register("mixup", MixUp, "MixUp: lambda * primary + (1 - lambda) * partner")
 MIXERS.register(NO_MIX, _no_mix, "no mixing")
 
@@ -62,3 +68,10 @@ def create_mixer(mix: str | Mixer | None, **kwargs) -> Mixer | None:
     if not isinstance(mix, str):
         raise ValueError(f"mix must be a name ({', '.join(MIXERS)}), a Mixer or None, got {mix!r}")
     return MIXERS.create(mix.lower(), **kwargs)
+
+
+def plan_batch(mixer: Mixer, images: torch.Tensor, image_size: int, rng: np.random.Generator,
+               device: torch.device | str | None = None) -> MixPlan:
+    """`mixer`'s plan for the decoded batch `images`, handing them over when the mixer reads pixels."""
+    extra = {"images": images} if getattr(mixer, "needs_images", False) else {}
+    return mixer.plan(len(images), image_size, rng, device=device, **extra)

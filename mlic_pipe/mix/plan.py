@@ -10,7 +10,9 @@ cell row r spans ``[floor(r*S/R), floor((r+1)*S/R))``, likewise columns. Cell k 
 input image ``cells[n, k]`` resized to the cell, or zeros (the normalized mean) where it is -1.
 Then, if ``mask_mode[n] != 0``, the result is blended with input image ``partner[n]``:
 ``w * primary + (1 - w) * partner`` with w = 0 inside ``box[n]`` (mode 1), w = ``masks[mask_index[n]]``
-(mode 2) or w = ``lam[n]`` (mode 3). A regular output is a 1 x 1 grid with no partner.
+(mode 2) or w = ``lam[n]`` (mode 3). Mode 4 (ResizeMix) shows, inside ``box[n]``, the *whole* partner
+resized to the box (bilinear, the render's ``align_corners``), and the primary outside it. A regular
+output is a 1 x 1 grid with no partner.
 """
 from __future__ import annotations
 
@@ -21,13 +23,14 @@ import torch
 
 __all__ = [
     "COL_CELLS", "COL_COLS", "COL_LAM", "COL_MASK_INDEX", "COL_MODE", "COL_PARTNER", "COL_ROWS", "COL_X0", "COL_X1",
-    "COL_Y0", "COL_Y1", "MASK_BOX", "MASK_CONSTANT", "MASK_DENSE", "MASK_MODES", "MASK_NONE", "MixPlan", "cell_edges",
+    "COL_Y0", "COL_Y1", "MASK_BOX", "MASK_CONSTANT", "MASK_DENSE", "MASK_MODES", "MASK_NONE", "MASK_RESIZED", "MixPlan", "cell_edges",
     "pack_plan",
 ]
 
 # How a mask mix weighs its primary source (``plan.mask_mode``; the kernel takes them as constexprs).
-MASK_NONE, MASK_BOX, MASK_DENSE, MASK_CONSTANT = 0, 1, 2, 3
-MASK_MODES = {MASK_NONE: "none", MASK_BOX: "box", MASK_DENSE: "dense mask", MASK_CONSTANT: "constant"}
+MASK_NONE, MASK_BOX, MASK_DENSE, MASK_CONSTANT, MASK_RESIZED = 0, 1, 2, 3, 4
+MASK_MODES = {MASK_NONE: "none", MASK_BOX: "box", MASK_DENSE: "dense mask", MASK_CONSTANT: "constant",
+              MASK_RESIZED: "resized partner in a box"}
 
 # The columns of the packed plan table (`pack_plan`), one int32 row per output; the cells start at COL_CELLS.
 COL_ROWS, COL_COLS, COL_PARTNER, COL_MODE, COL_Y0, COL_X0, COL_Y1, COL_X1, COL_MASK_INDEX, COL_LAM, COL_CELLS = range(11)
@@ -51,8 +54,8 @@ class MixPlan:
         cells: (N_out, K) int32, source input row per grid cell (row-major), -1 = dropped or unused slot.
         grid: (N_out, 2) int32, rows and columns of each output's grid; (1, 1) when not spliced.
         partner: (N_out,) int32, the second source of a mask mix, -1 = none.
-        mask_mode: (N_out,) int8, 0 none, 1 box, 2 dense mask, 3 constant (MixUp).
-        box: (N_out, 4) int32, y0, x0, y1, x1 (end-exclusive) of the partner region (mode 1).
+        mask_mode: (N_out,) int8, 0 none, 1 box, 2 dense mask, 3 constant (MixUp), 4 resized partner in a box.
+        box: (N_out, 4) int32, y0, x0, y1, x1 (end-exclusive) of the partner region (modes 1 and 4).
         mask_index: (N_out,) int32, row of `masks` (mode 2), -1 otherwise.
         masks: (Km, S, S) float16 in [0, 1], weight of the primary source (mode 2), or None.
         lam: (N_out,) float32, realized fraction of the primary source (1 for unmasked outputs).
@@ -144,6 +147,10 @@ class MixPlan:
             raise ValueError(f"mask_mode must be one of {MASK_MODES}")
         if ((modes != MASK_NONE) & (self.partner.cpu() < 0)).any():
             raise ValueError("a masked output needs a partner")
+        resized = (modes == MASK_RESIZED).numpy()
+        box = self.box.cpu().numpy()[resized]
+        if len(box) and ((box[:, 2] <= box[:, 0]) | (box[:, 3] <= box[:, 1])).any():
+            raise ValueError("a resized-partner output needs a non-empty box")
         dense = modes == MASK_DENSE
         if dense.any():
             if self.masks is None or self.masks.shape[-2:] != (image_size, image_size):

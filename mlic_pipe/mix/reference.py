@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from mlic_pipe.mix.plan import MASK_BOX, MASK_CONSTANT, MASK_DENSE, MASK_NONE, MixPlan, cell_edges
+from mlic_pipe.mix.plan import MASK_BOX, MASK_CONSTANT, MASK_DENSE, MASK_NONE, MASK_RESIZED, MixPlan, cell_edges
 from mlic_pipe.mix.settings import IMAGENET_MEAN, IMAGENET_STD, RenderSettings, check_render_call, image_size_of
 
 __all__ = ["normalize", "render_reference"]
@@ -67,6 +67,30 @@ def _splice(source: torch.Tensor, cells: torch.Tensor, grid: torch.Tensor, resam
     return result
 
 
+def _mask_mix(primary: torch.Tensor, source: torch.Tensor, plan: MixPlan, masked: torch.Tensor, size: int,
+              align_corners: bool) -> torch.Tensor:
+    """The masked outputs: ``w * primary + (1 - w) * partner`` with each mode's weight map (see `MixPlan`)."""
+    mode = plan.mask_mode[masked].long()[:, None, None]
+    pos = torch.arange(size, device=source.device)
+    y0, x0, y1, x1 = plan.box[masked].long().unbind(1)
+    inside = ((pos >= y0[:, None]) & (pos < y1[:, None]))[:, :, None] & \
+             ((pos >= x0[:, None]) & (pos < x1[:, None]))[:, None, :]
+    zero = torch.zeros((), device=source.device)
+    weight = torch.ones((len(masked), size, size), device=source.device)
+    weight = torch.where(((mode == MASK_BOX) | (mode == MASK_RESIZED)) & inside, zero, weight)
+    weight = torch.where(mode == MASK_CONSTANT, plan.lam[masked][:, None, None].float(), weight)
+    if plan.masks is not None:
+        dense = plan.masks[plan.mask_index[masked].long().clamp_min(0)].float()
+        weight = torch.where(mode == MASK_DENSE, dense, weight)
+    partner = source[plan.partner[masked].long()]
+    for k in torch.nonzero(mode.flatten() == MASK_RESIZED).flatten().tolist():  # ResizeMix: the whole partner
+        top, left, bottom, right = plan.box[masked[k]].tolist()
+        partner[k, :, top:bottom, left:right] = F.interpolate(partner[k:k + 1].clone(), size=(bottom - top, right - left),
+                                                             mode="bilinear", align_corners=align_corners)[0]
+    weight = weight[:, None]
+    return weight * primary + (1.0 - weight) * partner
+
+
 def render_reference(images: torch.Tensor, plan: MixPlan, settings: RenderSettings | None = None, *,
                      out: torch.Tensor | None = None, **options) -> torch.Tensor:
     """The torch reference renderer: same arguments and numbers as `mlic_pipe.mix.render`, on any device."""
@@ -102,20 +126,7 @@ def render_reference(images: torch.Tensor, plan: MixPlan, settings: RenderSettin
 
     masked = torch.nonzero(plan.mask_mode != MASK_NONE).flatten()
     if len(masked):
-        mode = plan.mask_mode[masked].long()[:, None, None]
-        pos = torch.arange(size, device=images.device)
-        y0, x0, y1, x1 = plan.box[masked].long().unbind(1)
-        inside = ((pos >= y0[:, None]) & (pos < y1[:, None]))[:, :, None] & \
-                 ((pos >= x0[:, None]) & (pos < x1[:, None]))[:, None, :]
-        weight = torch.ones((len(masked), size, size), device=images.device)
-        weight = torch.where((mode == MASK_BOX) & inside, torch.zeros((), device=weight.device), weight)
-        weight = torch.where(mode == MASK_CONSTANT, plan.lam[masked][:, None, None].float(), weight)
-        if plan.masks is not None:
-            dense = plan.masks[plan.mask_index[masked].long().clamp_min(0)].float()
-            weight = torch.where(mode == MASK_DENSE, dense, weight)
-        weight = weight[:, None]
-        partner = source[plan.partner[masked].long()]
-        result[masked] = weight * result[masked] + (1.0 - weight) * partner
+        result[masked] = _mask_mix(result[masked], source, plan, masked, size, settings.align_corners)
 
     if result is out:
         return out

@@ -19,6 +19,8 @@ STUDY_CONFIGS = {
     "cutmix": {"mix": "cutmix"},
     "fmix": {"mix": "fmix"},
     "mixup": {"mix": "mixup"},
+    "resizemix": {"mix": "resizemix"},
+    "saliencymix": {"mix": "saliencymix"},
 }
 METRICS = ("mAP", "CF1", "OF1")
 

@@ -1,0 +1,127 @@
+"""ResizeMix and SaliencyMix: plans, the reference and the kernel against F.interpolate, the saliency peak.
+
+The expected pixels are built here from `F.interpolate` and the normalization, independently of the
+renderers: the primary everywhere, the whole partner resized (bilinear) inside the box.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mlic_pipe.kernels import INTERPRETED
+from mlic_pipe.kernels import render as kernel_render
+from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD, ResizeMix, SaliencyMix, create_mixer, render_reference
+from mlic_pipe.mix.plan import MASK_BOX, MASK_RESIZED
+from mlic_pipe.mix.saliency import saliency_peaks
+
+DEVICES = [
+    pytest.param("cpu", marks=pytest.mark.skipif(not INTERPRETED, reason="needs TRITON_INTERPRET=1")),
+    pytest.param("cuda", marks=pytest.mark.gpu),
+]
+
+
+def _images(n, size, seed):
+    return torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def _textured(n, size):
+    """Grey images with mild noise, like a photo's background."""
+    noise = torch.randint(-12, 13, (n, size, size, 1), generator=torch.Generator().manual_seed(7))
+    return (90 + noise).clamp(0, 255).to(torch.uint8).expand(n, size, size, 3).contiguous()
+
+
+def _expected(images, plan, align_corners):
+    """Normalized float outputs: each output's primary, with its partner resized into its box (ResizeMix)."""
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    source = (images.permute(0, 3, 1, 2).double() / 255 - mean.double()) / std.double()
+    out = source[plan.cells[:, 0].long()].clone()
+    for n in range(plan.num_outputs):
+        if int(plan.mask_mode[n]) == MASK_RESIZED:
+            y0, x0, y1, x1 = plan.box[n].tolist()
+            partner = source[int(plan.partner[n])][None]
+            out[n, :, y0:y1, x0:x1] = F.interpolate(partner, size=(y1 - y0, x1 - x0), mode="bilinear",
+                                                    align_corners=align_corners)[0]
+    return out.float()
+
+
+def test_resizemix_boxes_hold_a_tau_scaled_square_inside_the_image():
+    mixer = ResizeMix()
+    for seed in range(20):
+        plan = mixer.plan(16, 224, np.random.default_rng(seed))
+        box = plan.box.numpy()
+        side = box[:, 2] - box[:, 0]
+        assert (plan.mask_mode.numpy() == MASK_RESIZED).all() and (side == box[:, 3] - box[:, 1]).all()
+        assert (side >= int(0.1 * 224)).all() and (side <= int(0.8 * 224)).all()
+        assert (box[:, :2] >= 0).all() and (box[:, 2:] <= 224).all()
+        assert np.allclose(plan.lam.numpy(), 1 - side**2 / 224**2)
+        assert (plan.partner.numpy() != plan.cells[:, 0].numpy()).all()
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("append", [False, True])
+def test_the_reference_renders_resizemix_as_f_interpolate(align_corners, append):
+    images = _images(6, 40, 1)
+    plan = ResizeMix(append=append, mix_ratio=0.5).plan(6, 40, np.random.default_rng(3))
+    got = render_reference(images, plan, align_corners=align_corners)
+    torch.testing.assert_close(got, _expected(images, plan, align_corners)[:plan.num_outputs], atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_the_kernel_renders_resizemix_as_f_interpolate(device, align_corners):
+    images = _images(4, 24, 2)
+    plan = ResizeMix(scale=(0.2, 0.9)).plan(4, 24, np.random.default_rng(5))
+    got = kernel_render(images.to(device), plan, align_corners=align_corners).cpu()
+    torch.testing.assert_close(got, _expected(images, plan, align_corners), atol=2e-5, rtol=0)
+
+
+def test_the_saliency_peak_is_on_the_one_object_of_each_image():
+    images = _textured(3, 128)  # a flat background has exact zeros in its spectrum (log -> -inf); photos do not
+    spots = [(20, 100), (64, 30), (110, 70)]
+    for n, (y, x) in enumerate(spots):
+        images[n, y - 6:y + 6, x - 6:x + 6] = 250
+    peaks = saliency_peaks(images, 128)
+    for (y, x), (py, px) in zip(spots, peaks.tolist()):
+        assert abs(py - y) <= 8 and abs(px - x) <= 8, (y, x, py, px)
+
+
+def test_saliencymix_centres_cutmix_boxes_on_the_partners_peak():
+    images = _textured(8, 96)
+    for n in range(8):
+        y, x = 12 + 9 * n, 80 - 8 * n
+        images[n, y - 4:y + 4, x - 4:x + 4] = 255
+    peaks = saliency_peaks(images, 96).numpy()
+    mixer = SaliencyMix()
+    plan = mixer.plan(8, 96, np.random.default_rng(0), images=images)
+    box, partner = plan.box.numpy(), plan.partner.numpy()
+    assert (plan.mask_mode.numpy() == MASK_BOX).all()
+    for n in range(8):
+        y0, x0, y1, x1 = box[n]
+        centre = peaks[partner[n]]
+        # the box is centred on the peak where it is not clipped by the border
+        if 0 < y0 and y1 < 96:
+            assert abs((y0 + y1) / 2 - centre[0]) <= 1
+        if 0 < x0 and x1 < 96:
+            assert abs((x0 + x1) / 2 - centre[1]) <= 1
+    assert np.allclose(plan.lam.numpy(), 1 - (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]) / 96**2)
+    with pytest.raises(ValueError, match="needs the decoded batch"):
+        mixer.plan(8, 96, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("mix", ["resizemix", "saliencymix"])
+def test_the_loader_and_preview_take_both(mix, tmp_path):
+    from mlic_pipe.datasets import load
+    from mlic_pipe.loader import MLICLoader
+    from mlic_pipe.preview import write_preview
+
+    index = load("demo")
+    loader = MLICLoader(index.subset(np.arange(len(index)) < 16), 8, image_size=48, device="cpu", mix=mix,
+                        num_threads=1)
+    batch = next(iter(loader))
+    assert batch.images.shape == (8, 3, 48, 48) and torch.isfinite(batch.images).all()
+    assert create_mixer(mix).plan  # registered by name
+    write_preview(index, str(tmp_path / "p.png"), mix=mix, batch_size=8, image_size=48)
+    assert (tmp_path / "p.png").stat().st_size > 0
