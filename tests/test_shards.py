@@ -109,6 +109,22 @@ def test_one_rank_reads_every_sample_once_per_epoch_with_its_exact_labels(tmp_pa
     assert orders[0] != orders[1]  # shuffled anew each epoch
 
 
+def test_the_demo_data_shards_and_reads_back_once_per_epoch_on_one_and_on_two_ranks(tmp_path):
+    index = load("demo")
+    write_shards(index, tmp_path / "out", shard_bytes="2M", progress=False)
+    shards = load(str(tmp_path / "out"))
+    assert len(shards.shards) > 2 and np.array_equal(shards.targets, index.targets)
+    for world_size in (1, 2):  # ranks in one process (rank=, world_size=): the same cut as under gloo
+        rows = []
+        for rank in range(world_size):
+            loader = MLICLoader(shards, 32, image_size=16, device="cpu", drop_last=False, rank=rank,
+                                world_size=world_size, seed=4, mix=None)
+            for batch in loader:
+                assert torch.equal(batch.targets, torch.from_numpy(index.targets[batch.rows.numpy()]).float())
+                rows += batch.rows[~batch.padded].tolist()
+        assert sorted(rows) == list(range(len(index)))
+
+
 def test_evaluation_pixels_equal_the_file_list_loaders(tmp_path):
     index, _ = _index(tmp_path, 9, 3)
     write_shards(index, tmp_path / "out", samples_per_shard=4, progress=False)
