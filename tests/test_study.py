@@ -67,3 +67,14 @@ def test_the_study_command_trains_tabulates_and_plots(tmp_path, capsys):
     assert {p.name for p in tmp_path.iterdir()} == {"runs", "study.md", "study.json", "study.png"}
     log = [json.loads(line) for line in (tmp_path / "runs" / "cutmix-seed0" / "log.jsonl").read_text().splitlines()]
     assert log[0]["config"]["mix"] == "cutmix" and log[0]["config"]["epochs"] == 1
+
+
+def test_splicemix_cl_on_a_feature_map_too_small_for_its_grids_fails_before_training(tmp_path):
+    from mlic_pipe.training import TrainConfig, train
+
+    # resnet18 at S=64 gives a 2x2 map; SpliceMix's default grids (2x3 and its transpose) need 3 a side
+    config = TrainConfig(data="demo", backbone="resnet18", image_size=64, batch_size=16, epochs=1, mix="splicemix",
+                         splicemix_cl=True, out_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="2x2 feature map.*3 cells a side"):
+        train(config, progress=False)
+    assert not (tmp_path / "log.jsonl").exists()

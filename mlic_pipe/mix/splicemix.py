@@ -119,6 +119,12 @@ class SpliceMix:
         return groups
 
     @property
+    def largest_side(self) -> int:
+        """The most cells along one side of any grid this mixer may draw (transposed grids included)."""
+        possible = [GridSpec(*grid) for grid, _, _ in DEFAULT_GRIDS] if self.default else self.specs
+        return max(max(spec.rows, spec.cols) if self.transpose_prob > 0 else spec.rows for spec in possible)
+
+    @property
     def min_batch_size(self) -> int:
         """The smallest batch every grid this mixer may draw can be filled from (distinct images per grid)."""
         possible = [GridSpec(*grid) for grid, _, _ in DEFAULT_GRIDS] if self.default else self.specs

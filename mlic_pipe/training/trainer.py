@@ -104,6 +104,20 @@ def _model(config: TrainConfig, train_index: LabelIndex, device: torch.device) -
     return model.to(memory_format=torch.channels_last) if config.channels_last else model
 
 
+def _check_cells_fit(config: TrainConfig, model: nn.Module, loader: MLICLoader) -> None:
+    """SpliceMix-CL cuts the feature map by the grid: fail before the first epoch if it is too small."""
+    side = getattr(loader.mixer, "largest_side", None)
+    if not config.splicemix_cl or side is None:
+        return
+    with torch.no_grad():
+        height, width = model.features(torch.zeros(1, 3, config.image_size, config.image_size,
+                                                   device=loader.device)).shape[-2:]
+    if min(height, width) < side:
+        raise ConfigError(f"SpliceMix-CL splits {config.backbone}'s {height}x{width} feature map at {{image_size:"
+                          f"{config.image_size}}} into grids of up to {side} cells a side: use a larger "
+                          "{image_size}, or a backbone with less downsampling")
+
+
 def _autocast(config: TrainConfig, device: torch.device):
     mode = config.amp
     if mode == "auto":
@@ -204,6 +218,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     train_index, val_index = _load_data(config)
     loader, val_loader = _loaders(config, train_index, val_index, device)
     model = _model(config, train_index, loader.device)
+    _check_cells_fit(config, model, loader)
     parts = _parts(config, model, min(len(loader), config.limit_train_batches or len(loader)), distributed)
     result = TrainResult(history=[], out_dir=Path(config.out_dir))
     if is_main:
