@@ -14,9 +14,10 @@ known, the contender's speed-up over the baseline (``ratio_to_baseline`` = basel
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-__all__ = ["PRESETS", "device_name", "devices", "measured", "preset", "record", "synchronizer"]
+__all__ = ["PRESETS", "demo_images", "device_name", "devices", "measured", "preset", "record", "synchronizer"]
 
 PRESETS = {
     "tiny": dict(render=[(8, 48)], dtypes=[torch.float32, torch.bfloat16], masks=[(8, 32)], loader=[32], loader_batch=8,
@@ -37,6 +38,15 @@ _pending: dict[str, list] = {}
 
 def preset() -> dict:
     return PRESETS[_selected["name"]]
+
+
+def demo_images():
+    """The demo training set, cut to the preset's ``loader_images`` (the loader benchmarks' data)."""
+    from mlic_pipe.datasets import load
+
+    index = load("demo")
+    limit = preset()["loader_images"]
+    return index if limit is None else index.subset(np.arange(len(index)) < limit)
 
 
 def preset_name() -> str:

@@ -21,12 +21,11 @@ import numpy as np
 import pytest
 import torch
 
-from mlic_pipe.datasets import load
 from mlic_pipe.loader import MLICLoader, as_torch
 from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD, SpliceMix, mix_targets
 from mlic_pipe.pipeline import DecodeSettings, build_pipeline
 
-from benchmarks.common import devices, measured, preset, record
+from benchmarks.common import demo_images, devices, measured, preset, record
 from benchmarks.baselines import published_splice
 
 CONTENDERS = ["torch-dataloader", "dali-bare", "mlic-pipe"]
@@ -103,13 +102,7 @@ def _epoch_runner(name, index, device, batch, size):
 
 @pytest.fixture(scope="module")
 def demo_index():
-    index = load("demo")
-    limit = preset()["loader_images"]
-    if limit is not None:
-        keep = np.zeros(len(index), dtype=bool)
-        keep[:limit] = True
-        index = index.subset(keep)
-    return index
+    return demo_images()
 
 
 @pytest.mark.parametrize("name", CONTENDERS)

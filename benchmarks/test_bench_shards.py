@@ -12,26 +12,19 @@ Each round is a whole epoch, pipeline start-up included. extra_info: images/s an
 
 Run: pytest benchmarks/test_bench_shards.py --benchmark-only
 """
-import numpy as np
 import pytest
 
-from mlic_pipe.datasets import load
 from mlic_pipe.loader import MLICLoader
 from mlic_pipe.shards import load_shards, write_shards
 
-from benchmarks.common import devices, preset, record
+from benchmarks.common import demo_images, devices, preset, record
 
 CONTENDERS = ["file-list", "shards"]
 
 
 @pytest.fixture(scope="module")
 def demo_sets(tmp_path_factory):
-    index = load("demo")
-    limit = preset()["loader_images"]
-    if limit is not None:
-        keep = np.zeros(len(index), dtype=bool)
-        keep[:limit] = True
-        index = index.subset(keep)
+    index = demo_images()
     out = tmp_path_factory.mktemp("shards")
     write_shards(index, out, samples_per_shard=64, progress=False)
     return {"file-list": index, "shards": load_shards(out)}
