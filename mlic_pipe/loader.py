@@ -33,8 +33,6 @@ import numpy as np
 import torch
 
 from mlic_pipe.datasets.index import LabelIndex
-from mlic_pipe.shards.format import unpack_labels
-from mlic_pipe.shards.index import ShardIndex
 from mlic_pipe.distributed import all_gather_objects, rank_and_world_size
 from mlic_pipe.errors import ON_ERROR, MLICDataError
 from mlic_pipe.loading.batch import Batch
@@ -46,6 +44,8 @@ from mlic_pipe.loading.stream import DecodeStream, UndecodableFiles, as_torch
 from mlic_pipe.mix import (IMAGENET_MEAN, IMAGENET_STD, MixPlan, RenderSettings, create_mixer, mix_targets,
                            plan_batch, render)
 from mlic_pipe.pipeline import DecodeSettings
+from mlic_pipe.shards.format import unpack_labels
+from mlic_pipe.shards.index import ShardIndex
 
 __all__ = ["Batch", "MLICLoader", "STAGES", "as_torch"]
 
@@ -139,8 +139,11 @@ class MLICLoader:
     @property
     def skipped(self) -> dict[str, str]:
         """Every file skipped so far (agreed across ranks, and found by this rank this epoch): path -> why."""
-        rows = {**self._agreed, **self._found}
-        return {self.index.name(row): reason for row, reason in rows.items()}
+        return {self.index.name(row): reason for row, reason in self._bad_rows().items()}
+
+    def _bad_rows(self) -> dict[int, str]:
+        """Rows known to be undecodable: agreed across ranks, and found by this rank this epoch."""
+        return {**self._agreed, **self._found}
 
     def _check_mixer(self) -> None:
         """Fail now, not at step 1, if the mixer cannot work with this batch and image size."""
@@ -239,7 +242,7 @@ class MLICLoader:
         device_id = None if self.device.type == "cpu" else (self.device.index or 0)
         stream = self._shard_stream = ShardStream(self.index, self.batch_size, self.settings, device_id, self.seed,
                                                   epoch, self.shuffle, self.rank, self.world_size)
-        stream.start({**self._agreed, **self._found}, resume[1], resume[2])
+        stream.start(self._bad_rows(), resume[1], resume[2])
         self._delivered, self._unsettled = resume[1], True
         while self._delivered < steps:
             self._buffers.wait_consumed()
@@ -248,12 +251,12 @@ class MLICLoader:
                     read = stream.next()
             except UndecodableFiles as failure:
                 self._skip(failure.bad)
-                stream.restart({**self._agreed, **self._found})
+                stream.restart(self._bad_rows())
                 continue
             start = self._delivered * self.batch_size
             count = min(self.batch_size, total - start)
             positions = torch.arange(start, start + count)
-            keep = ~np.isin(read.rows[:count].numpy(), list({**self._agreed, **self._found}))
+            keep = ~np.isin(read.rows[:count].numpy(), list(self._bad_rows()))
             batch = self._assemble_shard(read, count, positions >= own, keep, epoch)
             self._delivered += 1
             yield batch
@@ -272,10 +275,7 @@ class MLICLoader:
             where = torch.from_numpy(np.flatnonzero(keep))
             images, rows, labels, padded = images[where.to(images.device)], rows[where], labels[where], padded[where]
             ignore = None if ignore is None else ignore[where]
-        with self._stage("targets"):
-            targets = unpack_labels(labels.to(self.device, non_blocking=True), self.index.num_classes).float()
-            ignore = None if ignore is None else unpack_labels(ignore.to(self.device), self.index.num_classes).bool()
-        return self._assemble(images, rows, padded, epoch, self._delivered, targets, ignore)
+        return self._assemble(images, rows, padded, epoch, self._delivered, labels, ignore)
 
     def _agree_skips(self) -> None:
         """Every rank learns every rank's skips of the epoch (a collective, at the same step on each)."""
@@ -294,11 +294,11 @@ class MLICLoader:
             self.stage_hook(name, start)
 
     def _assemble(self, images: torch.Tensor, rows: torch.Tensor, padded: torch.Tensor, epoch: int,
-                  batch_index: int, targets: torch.Tensor | None = None, ignore: torch.Tensor | None = None) -> Batch:
+                  batch_index: int, labels: torch.Tensor | None = None, ignore: torch.Tensor | None = None) -> Batch:
         """Plan, render and targets of one decoded batch (the mixing step).
 
-        `targets` / `ignore` are the rows' labels when they came with the samples (shards); file
-        lists gather them here from the table on the device.
+        `labels` / `ignore` are the rows' packed label bits when they came with the samples (shards),
+        unpacked here on the device; file lists gather the rows from the table on the device.
         """
         count = len(images)
         with self._stage("plan"):
@@ -312,10 +312,14 @@ class MLICLoader:
             result = render(images, plan, settings=self.render_settings, out=self._buffers.take(plan.num_outputs))
             self._buffers.mark_consumed(result)
         with self._stage("targets"):
-            if targets is None:
+            if labels is None:
                 on_device = rows.to(self.device, non_blocking=True)
                 targets = self._targets[on_device]
                 ignore = None if self._ignore is None else self._ignore[on_device]
+            else:
+                classes = self.index.num_classes
+                targets = unpack_labels(labels.to(self.device, non_blocking=True), classes).float()
+                ignore = None if ignore is None else unpack_labels(ignore.to(self.device), classes).bool()
             targets = mix_targets(targets, plan, rule=self.label_rule)
         return Batch(result, targets, plan, rows, ignore, padded, batch_index, with_plan=self.return_plan)
 

@@ -316,3 +316,14 @@ def test_gpu_reads_shards_with_the_mixed_decoder_and_unpacks_labels_on_the_devic
     assert sorted(rows) == list(range(23))
     loader = MLICLoader(shards, 8, image_size=64, device="cuda", mix="splicemix")
     assert sum(len(b.rows) for b in loader) == len(loader) * 8  # the training path (crop on 'mixed') runs
+
+
+def test_each_stage_is_reported_once_per_batch(tmp_path):
+    """`profile` averages each stage's times per call: a stage timed twice per batch would halve its row."""
+    index, _ = _index(tmp_path, 9, 3)
+    write_shards(index, tmp_path / "out", samples_per_shard=4, progress=False)
+    loader = MLICLoader(load_shards(tmp_path / "out"), 3, image_size=16, device="cpu", num_threads=1)
+    seen = []
+    loader.stage_hook = lambda stage, start: seen.append(stage)
+    steps = len(list(loader))
+    assert sorted(seen) == sorted(["dali", "plan", "render", "targets"] * steps)
