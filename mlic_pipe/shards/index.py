@@ -91,13 +91,31 @@ class ShardIndex:
 
     def read_component(self, row: int, component: str) -> bytes:
         """The bytes of one component of sample `row` ("image", "lbl", "ign", "row"), read at its offset."""
-        shard = self.shard_of(row)
-        for ext, offset, size, name in self.entries(shard)[row - shard.first_row]:
+        return next(self.read_components([row], component))
+
+    def read_components(self, rows, component: str):
+        """The bytes of `component` of each of `rows`, in order; a tar stays open while consecutive rows are in it."""
+        handle, path = None, None
+        try:
+            for row in rows:
+                shard = self.shard_of(row)
+                if shard.path != path:
+                    if handle is not None:
+                        handle.close()
+                    handle, path = open(shard.path, "rb"), shard.path
+                offset, size = self._component(shard, int(row) - shard.first_row, component)
+                handle.seek(offset)
+                yield handle.read(size)
+        finally:
+            if handle is not None:
+                handle.close()
+
+    def _component(self, shard: ShardFile, sample: int, component: str) -> tuple[int, int]:
+        """Offset and size of `component` of the shard's `sample`-th sample."""
+        for ext, offset, size, _ in self.entries(shard)[sample]:
             if ext == component or (component == "image" and ext in IMAGE_EXTENSIONS):
-                with open(shard.path, "rb") as handle:
-                    handle.seek(offset)
-                    return handle.read(size)
-        raise MLICDataError(shard.path, f"sample {row - shard.first_row} has no .{component}")
+                return offset, size
+        raise MLICDataError(shard.path, f"sample {sample} has no .{component}")
 
     def labels(self, rows, component: str = "lbl") -> np.ndarray:
         """(len(rows), C) uint8 labels (or, with component "ign", the ignore mask) of `rows`, read from the tars."""
@@ -105,7 +123,7 @@ class ShardIndex:
             raise MLICDataError(self.root, "labels are read from the shards, which are not on local disk",
                                 "use a local copy of the shards for `check`, `preview` or the graph head")
         rows = [int(row) for row in rows]
-        packed = np.frombuffer(b"".join(self.read_component(row, component) for row in rows),
+        packed = np.frombuffer(b"".join(self.read_components(rows, component)),
                                dtype=np.uint8).reshape(len(rows), self.label_bytes)
         return np.unpackbits(packed, axis=1, count=self.num_classes, bitorder="big")
 
