@@ -22,7 +22,8 @@ def _fake_train(calls):
             log.write(json.dumps({"config": {}}) + "\n")
             for epoch in range(1, config.epochs + 1):
                 log.write(json.dumps({"epoch": epoch, "train_loss": 1.0, "mAP": rng.uniform(), "CF1": rng.uniform(),
-                                      "OF1": rng.uniform()}) + "\n")
+                                      "OF1": rng.uniform(), "CF1_top3": rng.uniform(),
+                                      "OF1_top3": rng.uniform()}) + "\n")
     return train
 
 
@@ -47,7 +48,7 @@ def test_the_grid_keeps_finished_runs_resumes_the_rest_and_tabulates_mean_and_st
             records = [json.loads(line) for line in
                        (tmp_path / "runs" / f"{config}-seed{seed}" / "log.jsonl").read_text().splitlines()]
             finals.append([r for r in records if r.get("epoch") == 3][0])
-        for metric in ("mAP", "CF1", "OF1"):
+        for metric in ("mAP", "CF1", "OF1", "CF1_top3", "OF1_top3"):
             values = [f[metric] for f in finals]
             assert summary.final[config][metric] == pytest.approx((statistics.mean(values), statistics.stdev(values)))
     assert "| splicemix-cl | 2 |" in summary.table()
