@@ -51,6 +51,13 @@ def test_the_grid_keeps_finished_runs_resumes_the_rest_and_tabulates_mean_and_st
         for metric in ("mAP", "CF1", "OF1", "CF1_top3", "OF1_top3"):
             values = [f[metric] for f in finals]
             assert summary.final[config][metric] == pytest.approx((statistics.mean(values), statistics.stdev(values)))
+        if config != "none":  # paired by seed: the difference per seed, then its mean and spread
+            none_finals = [[json.loads(line) for line in (tmp_path / "runs" / f"none-seed{seed}" / "log.jsonl")
+                            .read_text().splitlines() if '"epoch": 3' in line][0]["mAP"] for seed in (0, 1)]
+            differences = [f["mAP"] - n for f, n in zip(finals, none_finals)]
+            assert summary.versus_none[config] == pytest.approx(
+                (statistics.mean(differences), statistics.stdev(differences), 2))
+    assert "none" not in summary.versus_none
     assert "| splicemix-cl | 2 |" in summary.table()
     draw_curves(summary, tmp_path / "curves.png")
     assert Image.open(tmp_path / "curves.png").size == (900, 560)
