@@ -11,6 +11,7 @@ from mlic_pipe.errors import ConfigError
 from mlic_pipe.training import checkpoint as checkpoint_module
 from mlic_pipe.cli import main
 from mlic_pipe.training import TrainConfig, train
+from mlic_pipe.mix import MIXERS
 from mlic_pipe.training.optim import build_scheduler
 
 SMALL = dict(backbone="resnet18", image_size=64, batch_size=16, threads=2, limit_train_batches=2, warmup_epochs=0)
@@ -60,6 +61,7 @@ def test_resume_continues_exactly_where_an_interrupted_run_stopped(tmp_path, mon
     dict(head="graph", head_kwargs={"hidden_dim": 32, "embed_dim": 16}, loss="bce", mix="cutmix", mix_append=True,
          sumix=True),
     dict(head="avg", loss="asl", mix="fmix", amp="bf16"),
+    dict(head="avg", loss="asl", mix="saliencymix", mix_append=True, sumix=True),
     dict(backbone="resnet18", image_size=128, head="avg", splicemix_cl=True),
 ])
 def test_every_option_trains_and_evaluates(tmp_path, options):
@@ -70,6 +72,21 @@ def test_every_option_trains_and_evaluates(tmp_path, options):
     if config.ema:
         assert 0 <= record["mAP_ema"] <= 1
     assert (tmp_path / "run" / "best.pt").is_file()
+
+
+@pytest.mark.parametrize("mix", [name for name in MIXERS if name not in ("splicemix", "none")])  # not MASK_MIXES:
+@pytest.mark.parametrize("append", [False, True])                                    # it checks that list
+def test_mix_append_reaches_every_mask_mix(tmp_path, mix, append):
+    """`--mix-append` keeps the B sources and adds B/4 mixed images; without it all B are mixed in place."""
+    from mlic_pipe.datasets import load
+    from mlic_pipe.training.trainer import _loaders
+
+    config = small(tmp_path, mix=mix, mix_append=append, batch_size=8, image_size=32)
+    loader, _ = _loaders(config, load("demo"), None, "cpu")
+    batch = next(iter(loader))
+    images, _ = batch
+    assert images.shape[0] == (10 if append else 8)
+    assert batch.plan.num_mixed == (2 if append else 8)
 
 
 def test_cli_train_reports_map_and_writes_a_json_log(tmp_path, capsys):

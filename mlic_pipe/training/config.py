@@ -21,7 +21,9 @@ from mlic_pipe.training.optim import BASE_OPTIMIZERS, OPTIMIZERS, SCHEDULES
 __all__ = ["AMP_MODES", "MASK_MIXES", "TrainConfig"]
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
-MASK_MIXES = ("cutmix", "fmix", "mixup")  # the mixers with a partner and a weight map (SUMix's domain)
+# The mixers with a partner and a weight map: they take `append` and SUMix. ResizeMix and SaliencyMix were left out
+# of this list when they were added, so `--mix-append` was silently ignored for them; keep it complete.
+MASK_MIXES = ("cutmix", "fmix", "mixup", "resizemix", "saliencymix")
 
 
 def option(default: Any, help: str, *, choices=None, flag: str | None = None, metavar: str | None = None,
@@ -54,7 +56,8 @@ class TrainConfig:
     loss_kwargs: dict = option(None, "loss option, repeatable, e.g. --loss-arg s=23 --loss-arg m=0",
                                flag="--loss-arg", metavar="KEY=VALUE", factory=dict)
     mix: str = option("splicemix", "augmentation", choices=MIXERS)
-    mix_append: bool = option(False, "mask mixes: append B/4 mixed images, keeping the sources (needed by SUMix)")
+    mix_append: bool = option(False, "mask mixes (cutmix, fmix, mixup, resizemix, saliencymix): append B/4 mixed "
+                                     "images, keeping the sources (needed by SUMix); SpliceMix always appends")
     splicemix_cl: bool = option(False, "add the SpliceMix-CL consistency loss")
     cl_weight: float = option(1.0, "weight of SpliceMix-CL")
     cl_form: str = option("published", "SpliceMix-CL cells: published (resized feature map split evenly, dropped "
@@ -115,7 +118,8 @@ class TrainConfig:
         if self.splicemix_cl and self.mix != "splicemix":
             raise ConfigError("{splicemix_cl} needs {mix:splicemix} (it compares spliced cells with their sources)")
         if self.sumix and (self.mix not in MASK_MIXES or not self.mix_append):
-            raise ConfigError("{sumix} needs a mask mix in the appended layout: {mix:cutmix|fmix|mixup} "
+            raise ConfigError("{sumix} needs a mask mix in the appended layout: "
+                              "{mix:cutmix|fmix|mixup|resizemix|saliencymix} "
                               "and {mix_append}")
         if self.loss == "aam" and self.head == "csra":
             raise ConfigError("{loss:aam} needs cosine logits; CSRA's attention logits are not cosines: use "

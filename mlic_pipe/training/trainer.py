@@ -78,7 +78,9 @@ def _load_data(config: TrainConfig) -> tuple[LabelIndex, LabelIndex | None]:
 
 
 def _loaders(config: TrainConfig, train_index: LabelIndex, val_index: LabelIndex | None, device: str):
-    mixer_options = {"alpha": 1.0, "append": config.mix_append} if config.mix in MASK_MIXES else {}
+    mixer_options = {"append": config.mix_append} if config.mix in MASK_MIXES else {}
+    if config.mix in ("cutmix", "fmix", "mixup"):
+        mixer_options["alpha"] = 1.0  # ResizeMix draws a scale range and SaliencyMix's default is already 1.0
     common = dict(image_size=config.image_size, device=device, num_threads=config.threads, seed=config.seed,
                   channels_last=config.channels_last, on_error=config.on_error)
     loader = MLICLoader(train_index, config.batch_size, train=True,
