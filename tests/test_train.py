@@ -4,6 +4,7 @@ import math
 import os
 import socket
 
+import numpy as np
 import pytest
 import torch
 
@@ -87,6 +88,28 @@ def test_mix_append_reaches_every_mask_mix(tmp_path, mix, append):
     images, _ = batch
     assert images.shape[0] == (10 if append else 8)
     assert batch.plan.num_mixed == (2 if append else 8)
+
+
+@pytest.mark.parametrize("rule", ["union", "area"])
+def test_label_rule_reaches_the_training_batches(tmp_path, rule):
+    """`--label-rule`: each in-place CutMix row's label, recomputed here from the dataset's own table."""
+    from mlic_pipe.datasets import load
+    from mlic_pipe.training.trainer import _loaders
+
+    index = load("demo")
+    config = small(tmp_path, mix="cutmix", label_rule=rule, batch_size=8, image_size=32)
+    loader, _ = _loaders(config, index, None, "cpu")
+    batch = next(iter(loader))
+    truth = torch.as_tensor(np.asarray(index.targets), dtype=torch.float32)[batch.rows]
+    plan = batch.plan
+    expected = []
+    for output in range(plan.num_outputs):
+        own, other, lam = truth[int(plan.cells[output, 0])], truth[int(plan.partner[output])], float(plan.lam[output])
+        expected.append(torch.maximum(own, other) if rule == "union" else lam * own + (1 - lam) * other)
+    assert plan.num_mixed == 8 and 0 < float(plan.lam.min()) < 1
+    torch.testing.assert_close(batch.targets, torch.stack(expected))
+    soft = ((batch.targets > 0) & (batch.targets < 1)).any()
+    assert bool(soft) == (rule == "area")
 
 
 def test_cli_train_reports_map_and_writes_a_json_log(tmp_path, capsys):

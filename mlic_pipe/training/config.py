@@ -15,6 +15,7 @@ from mlic_pipe.errors import ON_ERROR, ConfigError
 from mlic_pipe.losses import LOSSES
 from mlic_pipe.mix.cells import CELL_FORMS
 from mlic_pipe.mix import MIXERS
+from mlic_pipe.mix.targets import TARGET_RULES
 from mlic_pipe.models import HEADS
 from mlic_pipe.training.optim import BASE_OPTIMIZERS, OPTIMIZERS, SCHEDULES
 
@@ -58,6 +59,10 @@ class TrainConfig:
     mix: str = option("splicemix", "augmentation", choices=MIXERS)
     mix_append: bool = option(False, "mask mixes (cutmix, fmix, mixup, resizemix, saliencymix): append B/4 mixed "
                                      "images, keeping the sources (needed by SUMix); SpliceMix always appends")
+    label_rule: str = option("union", "mask mixes' labels: union (max of the two sources; both objects count as "
+                             "present) or area (lam * y_a + (1 - lam) * y_b with lam the primary's pixel fraction, "
+                             "the published CutMix/FMix weighting); SpliceMix always takes the union of its cells",
+                             choices=TARGET_RULES)
     splicemix_cl: bool = option(False, "add the SpliceMix-CL consistency loss")
     cl_weight: float = option(1.0, "weight of SpliceMix-CL")
     cl_form: str = option("published", "SpliceMix-CL cells: published (resized feature map split evenly, dropped "
@@ -110,7 +115,7 @@ class TrainConfig:
             if getattr(self, name) not in registry:
                 raise ConfigError(f"{{{name}}} must be one of {', '.join(registry)}, got {getattr(self, name)!r}")
         for name, allowed in (("amp", AMP_MODES), ("on_error", ON_ERROR), ("missing", MISSING_FILES),
-                              ("cl_form", CELL_FORMS), ("sam_base", BASE_OPTIMIZERS)):
+                              ("cl_form", CELL_FORMS), ("sam_base", BASE_OPTIMIZERS), ("label_rule", TARGET_RULES)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{{{name}}} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.epochs < 1 or self.batch_size < 1:

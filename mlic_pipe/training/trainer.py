@@ -83,7 +83,7 @@ def _loaders(config: TrainConfig, train_index: LabelIndex, val_index: LabelIndex
         mixer_options["alpha"] = 1.0  # ResizeMix draws a scale range and SaliencyMix's default is already 1.0
     common = dict(image_size=config.image_size, device=device, num_threads=config.threads, seed=config.seed,
                   channels_last=config.channels_last, on_error=config.on_error)
-    loader = MLICLoader(train_index, config.batch_size, train=True,
+    loader = MLICLoader(train_index, config.batch_size, train=True, label_rule=config.label_rule,
                         mix=create_mixer(config.mix, **mixer_options), **common)
     if len(loader) == 0:
         raise ConfigError(f"{len(train_index)} training images make no full batch of {config.batch_size} "
