@@ -303,7 +303,8 @@ def _study_parser(commands) -> None:
     study = commands.add_parser("study", help="does an augmentation help? train configs x seeds, tabulate and plot",
                                 description="Runs `train` for every config and seed (finished runs are kept, an "
                                             "interrupted one resumes), then writes study.md (mean ± std of mAP, "
-                                            "CF1, OF1 and their top-3 forms; mAP vs none paired by seed), study.json and study.png (val mAP per epoch) in --out-dir.")
+                                            "CF1, OF1 and their top-3 forms; mAP vs none paired by seed), "
+                                            "study.json and study.png (val mAP per epoch) in --out-dir.")
     study.add_argument("--configs", default="none,splicemix,splicemix-cl,cutmix,fmix",
                        help=f"comma-separated, from {', '.join(STUDY_CONFIGS)} (default: the first five)")
     study.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, one run each (default 0,1,2)")

@@ -57,8 +57,8 @@ class TrainConfig:
     loss_kwargs: dict = option(None, "loss option, repeatable, e.g. --loss-arg s=23 --loss-arg m=0",
                                flag="--loss-arg", metavar="KEY=VALUE", factory=dict)
     mix: str = option("splicemix", "augmentation", choices=MIXERS)
-    mix_append: bool = option(False, "mask mixes (cutmix, fmix, mixup, resizemix, saliencymix): append B/4 mixed "
-                                     "images, keeping the sources (needed by SUMix); SpliceMix always appends")
+    mix_append: bool = option(False, f"mask mixes ({', '.join(MASK_MIXES)}): append B/4 mixed images, keeping "
+                                     "the sources (needed by SUMix); SpliceMix always appends")
     label_rule: str = option("union", "mask mixes' labels: union (max of the two sources; both objects count as "
                              "present) or area (lam * y_a + (1 - lam) * y_b with lam the primary's pixel fraction, "
                              "the published CutMix/FMix weighting); SpliceMix always takes the union of its cells",
@@ -123,8 +123,7 @@ class TrainConfig:
         if self.splicemix_cl and self.mix != "splicemix":
             raise ConfigError("{splicemix_cl} needs {mix:splicemix} (it compares spliced cells with their sources)")
         if self.sumix and (self.mix not in MASK_MIXES or not self.mix_append):
-            raise ConfigError("{sumix} needs a mask mix in the appended layout: "
-                              "{mix:cutmix|fmix|mixup|resizemix|saliencymix} "
+            raise ConfigError(f"{{sumix}} needs a mask mix in the appended layout: {{mix:{'|'.join(MASK_MIXES)}}} "
                               "and {mix_append}")
         if self.loss == "aam" and self.head == "csra":
             raise ConfigError("{loss:aam} needs cosine logits; CSRA's attention logits are not cosines: use "
