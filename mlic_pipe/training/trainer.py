@@ -152,10 +152,9 @@ def _resume(config: TrainConfig, parts: RunParts, result: TrainResult, loader: M
     path = checkpoint.resume_path(config.resume, result.out_dir)
     if path is None:
         return None
-    state = checkpoint.load_checkpoint(path, loader.device)
+    state = checkpoint.load_checkpoint(path)
     parts.load_state_dict(state)
-    if state.get("rng") is not None:
-        torch.set_rng_state(state["rng"])
+    checkpoint.restore_rng_state(state.get("rng"))
     result.history, result.best_map, result.best_epoch = state["history"], state["best_map"], state["best_epoch"]
     if state.get("epoch_progress") is None:
         result.start_epoch = state["epoch"] + 1
@@ -179,7 +178,7 @@ def _validate_epoch(parts: RunParts, val_loader, val_index, record: dict, progre
 
 def _state(config: TrainConfig, parts: RunParts, result: TrainResult, classes: list[str], epoch: int) -> dict:
     return dict(parts.state_dict(), epoch=epoch, config=asdict(config), classes=classes, history=result.history,
-                best_map=result.best_map, best_epoch=result.best_epoch, rng=torch.get_rng_state())
+                best_map=result.best_map, best_epoch=result.best_epoch, rng=checkpoint.rng_state())
 
 
 def _save_mid_epoch(config: TrainConfig, parts: RunParts, result: TrainResult, classes: list[str], epoch: int,
