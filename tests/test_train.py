@@ -1,4 +1,5 @@
 """The reference trainer on the demo data: it learns, resumes exactly, runs every option and DDP."""
+import dataclasses
 import json
 import math
 import os
@@ -351,3 +352,87 @@ def test_list_recipes_prints_each_with_its_source(capsys):
     for name in ("splicemix-coco", "splicemix-cl-coco", "csra-coco", "mldecoder-asl-coco", "mldecoder-aam-coco"):
         assert f"{name}:" in out
     assert "zuiran/SpliceMix" in out and "Kevinz-code/CSRA" in out and "ML_Decoder" in out
+
+
+def test_resume_reads_the_checkpoint_on_the_cpu_whatever_the_training_device(tmp_path):
+    """A GPU run's resume mapped the checkpoint to the GPU, and `torch.set_rng_state` refused the CUDA tensor.
+
+    The training device is stood in for by "meta" (tensors with no data, like a GPU's from the CPU's side):
+    mapping the checkpoint there breaks the resume exactly as a GPU did.
+    """
+    from types import SimpleNamespace
+
+    from mlic_pipe.training import trainer as trainer_module
+
+    config = small(tmp_path, epochs=1, val_split=None)
+    train(config, progress=False)
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    torch.manual_seed(1234)  # the resume must put back the saved generator, not keep this one
+    model = trainer_module._model(config, trainer_module._load_data(config)[0], torch.device("cpu"))
+    parts = trainer_module._parts(config, model, 2, distributed=False)
+    result = trainer_module.TrainResult(history=[], out_dir=tmp_path / "run")
+    on_gpu = SimpleNamespace(device=torch.device("meta"), load_state_dict=lambda state: None)
+    resumed = trainer_module._resume(dataclasses.replace(config, resume="auto"), parts, result, on_gpu)
+    assert resumed is None and result.start_epoch == 1
+    assert torch.equal(torch.get_rng_state(), saved["rng"]["cpu"])
+    for name, value in saved["model"].items():
+        assert torch.equal(model.state_dict()[name], value), name
+
+
+def test_rng_state_saves_and_restores_every_gpu_generator(monkeypatch):
+    from mlic_pipe.training.checkpoint import restore_rng_state, rng_state
+
+    gpu_states = [torch.tensor([1, 2], dtype=torch.uint8), torch.tensor([3, 4], dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: gpu_states)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.extend)
+    state = rng_state()
+    cpu = torch.get_rng_state()
+    torch.rand(3)  # move the CPU generator on
+    restore_rng_state(state)
+    assert torch.equal(torch.get_rng_state(), cpu)
+    assert [s.tolist() for s in restored] == [[1, 2], [3, 4]]
+    restore_rng_state(cpu.clone())  # a checkpoint of an older version holds the bare CPU state
+    assert torch.equal(torch.get_rng_state(), cpu)
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # the skipped step
+def test_sam_under_fp16_returns_to_the_weights_when_the_scaler_skips_the_step():
+    """An overflowing second gradient makes GradScaler skip SAM.step: the perturbation must be undone anyway."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from mlic_pipe.mix import MixPlan
+    from mlic_pipe.training.loop import RunParts, _step
+    from mlic_pipe.training.sam import SAM
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    start = {name: value.detach().clone() for name, value in model.state_dict().items()}
+    calls = []
+
+    class Objective:
+        sumix = None
+
+        def wants_cells(self, plan):
+            return False
+
+        def __call__(self, logits, targets, plan, ignore=None):
+            calls.append(1)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
+            return loss if len(calls) % 2 else loss * float("inf")  # the perturbed pass overflows
+
+    optimizer = SAM(torch.optim.SGD(model.parameters(), lr=0.1), rho=0.5)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    parts = RunParts(model=model, wrapped=model, optimizer=optimizer,
+                     scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0), objective=Objective(),
+                     autocast=contextlib.nullcontext(), scaler=scaler, ema=None, steps_per_epoch=1)
+    batch = SimpleNamespace(images=torch.randn(6, 4), targets=(torch.rand(6, 3) > 0.5).float(),
+                            plan=MixPlan.identity(6), ignore=None)
+    _step(parts, batch, 0)
+    assert scaler.get_scale() == 2.0**15  # the step was skipped (the scale backs off)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, start[name]), name  # back at w, not at w + rho g / |g|

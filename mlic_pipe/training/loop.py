@@ -95,9 +95,10 @@ def _step(parts: RunParts, batch: Batch, global_step: int) -> torch.Tensor:
     loss = _forward_loss(parts, batch)
     _backward(parts, loss)
     if isinstance(parts.optimizer, SAM):  # the second gradient, at the perturbed weights
-        parts.optimizer.perturb(parts.scaler.get_scale() if parts.scaler is not None else 1.0)
+        parts.optimizer.perturb()
         parts.optimizer.zero_grad(set_to_none=True)
         _backward(parts, _forward_loss(parts, batch))
+        parts.optimizer.restore()  # back to w now: GradScaler.step skips SAM.step when the gradient overflows
     if parts.scaler is not None:
         parts.scaler.step(parts.optimizer)
         parts.scaler.update()

@@ -3,8 +3,13 @@
 Each update takes two gradients: at the weights w (g1), and at the perturbed weights
 ``w + rho * g1 / ||g1||`` (the worst nearby point, to first order); the base optimizer then steps
 from w with the second gradient. ``||g1||`` is the norm over all parameters together. Under DDP
-both backward passes all-reduce as usual; under fp16 AMP the first gradient is unscaled by hand
-(the scaler unscales the second) and a non-finite first gradient skips the perturbation.
+both backward passes all-reduce as usual.
+
+Under fp16 AMP the gradients are scaled, but the shift ``rho * g / ||g||`` does not depend on the
+scale, so the first gradient needs no unscaling; a non-finite first gradient (an overflow) gives no
+shift. `restore` undoes the shift before `GradScaler.step`, which skips the base step when the second
+gradient overflows: the weights must go back to w whether or not the step is taken. Nothing here
+reads a value on the host (no `.item()`, no Python test of a tensor), so a step never waits for the GPU.
 """
 from __future__ import annotations
 
@@ -27,28 +32,36 @@ class SAM(torch.optim.Optimizer):
         self.base, self.rho = base, rho
         super().__init__(base.param_groups, dict(base.defaults, rho=rho))
         self.param_groups = base.param_groups  # one set of groups: schedules and the base see the same lr
-        self._shift: dict[torch.Tensor, torch.Tensor] = {}
+        self._origin: dict[torch.Tensor, torch.Tensor] = {}  # w, while the weights are perturbed
 
     @torch.no_grad()
-    def perturb(self, grad_scale: float = 1.0) -> None:
-        """Move to ``w + rho * g / ||g||`` using the current gradients (divided by `grad_scale`)."""
+    def perturb(self) -> None:
+        """Move to ``w + rho * g / ||g||`` using the current gradients (scaled or not: the shift is the same).
+
+        A zero or non-finite norm gives a zero shift, decided on the device.
+        """
         params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
         if not params:
             return
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params])) / grad_scale
-        if not torch.isfinite(norm) or norm == 0:
-            return
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+        usable = torch.isfinite(norm) & (norm > 0)
+        factor = torch.where(usable, self.rho / norm, torch.zeros_like(norm))
         for p in params:
-            shift = p.grad * (self.rho / (norm * grad_scale))
-            p.add_(shift)
-            self._shift[p] = shift
+            self._origin[p] = p.detach().clone()
+            p.add_(torch.where(usable, p.grad * factor.to(p.grad.dtype), torch.zeros((), dtype=p.dtype,
+                                                                                     device=p.device)))
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Back to w exactly (a no-op when not perturbed): call it before a step that may be skipped."""
+        for p, origin in self._origin.items():
+            p.copy_(origin)
+        self._origin.clear()
 
     @torch.no_grad()
     def step(self, closure=None):
         """Back to w, then the base optimizer's step with the gradient taken at the perturbed point."""
-        for p, shift in self._shift.items():
-            p.sub_(shift)
-        self._shift.clear()
+        self.restore()
         return self.base.step(closure)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
