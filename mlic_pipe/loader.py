@@ -273,7 +273,7 @@ class MLICLoader:
                 raise MLICDataError(self.index.name(int(rows[0])), f"every image of batch {self._delivered} "
                                     "is undecodable", "run `mlic-pipe check` on the shard directory")
             where = torch.from_numpy(np.flatnonzero(keep))
-            images, rows, labels, padded = images[where.to(images.device)], rows[where], labels[where], padded[where]
+            images, rows, labels, padded = images[where.to(images.device, non_blocking=True)], rows[where], labels[where], padded[where]
             ignore = None if ignore is None else ignore[where]
         return self._assemble(images, rows, padded, epoch, self._delivered, labels, ignore)
 
@@ -319,7 +319,7 @@ class MLICLoader:
             else:
                 classes = self.index.num_classes
                 targets = unpack_labels(labels.to(self.device, non_blocking=True), classes).float()
-                ignore = None if ignore is None else unpack_labels(ignore.to(self.device), classes).bool()
+                ignore = None if ignore is None else unpack_labels(ignore.to(self.device, non_blocking=True), classes).bool()
             targets = mix_targets(targets, plan, rule=self.label_rule)
         return Batch(result, targets, plan, rows, ignore, padded, batch_index, with_plan=self.return_plan)
 

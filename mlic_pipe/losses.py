@@ -164,7 +164,7 @@ class SpliceMixCL(nn.Module):
     def from_cells(self, cell_logits: torch.Tensor, sources: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         if len(sources) == 0:
             return logits.sum() * 0.0  # no spliced cells in this batch; keeps the graph connected
-        sources = sources.to(logits.device)
+        sources = sources.to(logits.device, non_blocking=True)
         teacher_logits = logits[sources.clamp_min(0)].float()
         if self.detach_teacher:
             teacher_logits = teacher_logits.detach()
@@ -227,15 +227,26 @@ class SUMix(nn.Module):
         self.loss = loss if loss is not None else BCELoss("batch")
         self.last_ratio: torch.Tensor | None = None  # lam_a of the last call, for logging
 
-    def _rows(self, plan: MixPlan, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        mixed = torch.nonzero(plan.mask_mode.to(device) != MASK_NONE).flatten()
-        primary = plan.cells.to(device)[mixed, 0].long()
-        partner = plan.partner.to(device)[mixed].long()
-        if len(mixed) and (plan.num_regular == 0 or bool((mixed < plan.num_regular).any())
-                           or bool((primary >= plan.num_regular).any() | (partner >= plan.num_regular).any())):
+    def _rows(self, plan: MixPlan, device) -> tuple[slice, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """The mask-mixed outputs (a slice), their primary and partner rows and lam on `device`, or None.
+
+        The layout is checked on the host plan; the rows are views of the plan's one upload, so
+        nothing waits for the device.
+        """
+        regular, count = plan.num_regular, plan.num_outputs
+        modes, cells, partner = plan.mask_mode.cpu(), plan.cells[:, 0].cpu(), plan.partner.cpu()
+        if not bool((modes != MASK_NONE).any()):
+            return None
+        appended = (regular > 0 and bool((modes[:regular] == MASK_NONE).all())
+                    and bool((modes[regular:] != MASK_NONE).all()) and bool((cells[regular:] < regular).all())
+                    and bool((partner[regular:] < regular).all()))
+        if not appended:
             raise ValueError("SUMix needs the appended layout, where both sources of every mixed image are regular "
                              "outputs of the batch: use CutMix/FMix/MixUp(append=True)")
-        return mixed, primary, partner
+        on_device = plan.on_device(device)
+        mixed = slice(regular, count)
+        return (mixed, on_device.cells[mixed, 0].long(), on_device.partner[mixed].long(),
+                on_device.lam[mixed].float())
 
     @staticmethod
     def _at_labels(weights: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -246,12 +257,12 @@ class SUMix(nn.Module):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor, plan: MixPlan,
                 uncertainty: torch.Tensor) -> torch.Tensor:
-        mixed, a, b = self._rows(plan, logits.device)
-        if len(mixed) == 0:
+        rows = self._rows(plan, logits.device)
+        if rows is None:
             return logits.sum() * 0.0
+        (mixed, a, b, lam), count = rows, plan.num_mixed
         logits, targets = logits.float(), targets.to(device=logits.device, dtype=torch.float32)
-        y_a, y_b, count = targets[a], targets[b], len(mixed)
-        lam = plan.lam.to(logits.device)[mixed].float()
+        y_a, y_b = targets[a], targets[b]
         with torch.no_grad():
             semantic_mix = torch.softmax(logits[mixed], -1)
             semantic_a = torch.softmax(logits[a], -1).masked_fill(y_b > 0, 0.0)

@@ -31,7 +31,7 @@ def _published_cells(head, features: torch.Tensor, plan: MixPlan, spliced: torch
     logits, sources = [], []
     for rows, cols in torch.unique(grid[spliced], dim=0).tolist():
         outputs = spliced[(grid[spliced] == torch.tensor([rows, cols])).all(1)]
-        maps = features[outputs.to(features.device)]
+        maps = features[outputs.to(features.device, non_blocking=True)]
         if height % rows or width % cols:
             maps = F.interpolate(maps, (height // rows * rows, width // cols * cols), mode="bilinear",
                                  align_corners=True)
@@ -41,7 +41,7 @@ def _published_cells(head, features: torch.Tensor, plan: MixPlan, spliced: torch
         source = cells[outputs, :rows * cols].reshape(-1)
         teachable = (source >= 0) & (source < plan.num_regular)
         group = head(pieces)
-        logits.append(group.masked_fill(~teachable.to(group.device)[:, None], DROPPED_LOGIT))
+        logits.append(group.masked_fill(~teachable.to(group.device, non_blocking=True)[:, None], DROPPED_LOGIT))
         sources.append(torch.where(teachable, source, torch.full_like(source, -1)))
     return torch.cat(logits), torch.cat(sources)
 
@@ -93,7 +93,7 @@ def _exact_cells(head, features: torch.Tensor, plan: MixPlan, spliced: torch.Ten
             y0, y1 = y_edges[k // cols], y_edges[k // cols + 1]
             x0, x1 = x_edges[k % cols], x_edges[k % cols + 1]
             crops, sources, positions = by_size.setdefault((y1 - y0, x1 - x0), ([], [], []))
-            crops.append(features[outputs[keep].to(features.device), :, y0:y1, x0:x1])
+            crops.append(features[outputs[keep].to(features.device, non_blocking=True), :, y0:y1, x0:x1])
             sources.append(source[keep])
             positions.append(torch.stack([outputs[keep], torch.full_like(outputs[keep], k)], 1))
     if not by_size:

@@ -210,7 +210,7 @@ def fmix_masks(lam, image_size: int, *, decay: float = 3.0, max_soft: float = 0.
         masks: (K, S, S) float16 in [0, 1]; realized: (K,) float32, each mask's mean.
     """
     device = torch.device(device or "cpu")
-    lam = torch.as_tensor(np.asarray(lam, dtype=np.float64), device=device)
+    lam = torch.from_numpy(np.asarray(lam, dtype=np.float64)).to(device, non_blocking=True)  # no wait for the GPU
     count, pixels = lam.numel(), image_size * image_size
     generator = torch.Generator(device=device).manual_seed(int(seed))
     # float32 / complex64: the grey image only ranks pixels, and float64 doubled the cost (mostly randn)

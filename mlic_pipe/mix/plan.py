@@ -16,7 +16,7 @@ output is a 1 x 1 grid with no partner.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import torch
@@ -74,6 +74,8 @@ class MixPlan:
     masks: torch.Tensor | None
     lam: torch.Tensor
     indices: torch.Tensor | None = None
+    # device -> (field versions, the fields, packed table, plan on the device): the last upload there
+    _uploads: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def num_outputs(self) -> int:
@@ -88,12 +90,39 @@ class MixPlan:
         return self.cells.device
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "MixPlan":
-        """The same plan with every tensor on `device`."""
-        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        """The same plan with every tensor on `device` (one copy per tensor; see `on_device` for the hot path)."""
+        moved = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
         for name, value in moved.items():
             if isinstance(value, torch.Tensor):
                 moved[name] = value.to(device, non_blocking=non_blocking)
         return MixPlan(**moved)
+
+    def on_device(self, device: torch.device | str) -> "MixPlan":
+        """This plan on `device` as views of its packed table: one non-blocking upload, made once per device.
+
+        The render, the label mixing, the ignore mask and the SUMix loss of a batch all read the same
+        upload, so a training step makes one host-to-device copy of its plan and never waits for the
+        device. `masks` (made on the device by FMix) and `indices` (host rows) are kept as they are.
+        """
+        return self._upload(torch.device(device))[1]
+
+    def _upload(self, device: torch.device) -> tuple[torch.Tensor, "MixPlan"]:
+        tensors = (self.cells, self.grid, self.partner, self.mask_mode, self.box, self.mask_index, self.lam)
+        # a field reassigned or changed in place since the upload makes a new one (tensors count their writes)
+        versions = tuple(t._version for t in tensors)
+        cached = self._uploads.get(str(device))
+        if cached is None or cached[0] != versions or any(a is not b for a, b in zip(cached[1], tensors)):
+            table = _pack(self, device)
+            if all(t.device == device for t in tensors):
+                on_device = self
+            else:
+                on_device = MixPlan(num_regular=self.num_regular, cells=table[:, COL_CELLS:],
+                                    grid=table[:, COL_ROWS:COL_COLS + 1], partner=table[:, COL_PARTNER],
+                                    mask_mode=table[:, COL_MODE].to(torch.int8), box=table[:, COL_Y0:COL_X1 + 1],
+                                    mask_index=table[:, COL_MASK_INDEX], masks=self.masks,
+                                    lam=table[:, COL_LAM].view(torch.float32), indices=self.indices)
+            cached = self._uploads[str(device)] = (versions, tensors, table, on_device)
+        return cached[2], cached[3]
 
     @classmethod
     def identity(cls, batch_size: int) -> "MixPlan":
@@ -168,10 +197,14 @@ def pack_plan(plan: MixPlan, device: torch.device | str | None = None) -> torch.
     """The plan as one (N_out, COL_CELLS + K) int32 table on `device`: the kernel's only per-batch input.
 
     One row per output, columns ``COL_ROWS`` .. ``COL_MASK_INDEX``, ``COL_LAM`` (float32 bits), then
-    the K cells. Built where the plan lives (the host, normally) and copied in one transfer; a `lam`
-    already on the device (FMix) is written there, without a sync.
+    the K cells. Built where the plan lives (the host, normally) and copied in one non-blocking
+    transfer, once per device (`MixPlan.on_device` reads the same table); a `lam` already on the
+    device (FMix) is written there, without a sync.
     """
-    device = torch.device(device) if device is not None else plan.device
+    return plan._upload(torch.device(device) if device is not None else plan.device)[0]
+
+
+def _pack(plan: MixPlan, device: torch.device) -> torch.Tensor:
     host = plan.cells.device
     lam = plan.lam.to(torch.float32)
     lam_here = lam.device == host
@@ -185,5 +218,5 @@ def pack_plan(plan: MixPlan, device: torch.device | str | None = None) -> torch.
     table = torch.cat([head, plan.cells.int()], 1)
     table = table.to(device, non_blocking=True) if table.device != device else table.contiguous()
     if not lam_here:
-        table[:, COL_LAM].copy_(lam.to(device).contiguous().view(torch.int32))
+        table[:, COL_LAM].copy_(lam.to(device, non_blocking=True).contiguous().view(torch.int32))
     return table

@@ -1,8 +1,6 @@
 """`mix_targets`: the labels of a mixed batch, derived from the same plan as its pixels."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 
 from mlic_pipe.mix.plan import MixPlan
@@ -25,7 +23,7 @@ def mix_targets(targets: torch.Tensor, plan: MixPlan, rule: str = "union") -> to
         raise ValueError(f"rule must be one of {TARGET_RULES}, got {rule!r}")
     if targets.ndim != 2:
         raise ValueError(f"targets must be (N, C), got {tuple(targets.shape)}")
-    plan = replace(plan, masks=None, indices=None).to(targets.device)  # the pixels' masks are not needed here
+    plan = plan.on_device(targets.device)  # the upload the render made (one table per batch, no wait)
     labels = targets.float()
     cells = plan.cells.long()
     kept = (cells >= 0)[..., None]
@@ -49,7 +47,7 @@ def mix_ignore(ignore: torch.Tensor | None, plan: MixPlan, targets: torch.Tensor
     """
     if ignore is None:
         return None
-    plan = replace(plan, masks=None, indices=None).to(ignore.device)
+    plan = plan.on_device(ignore.device)
     unknown = ignore.bool()
     cells = plan.cells.long()
     from_cells = (unknown[cells.clamp_min(0)] & (cells >= 0)[..., None]).any(1)
