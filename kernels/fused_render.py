@@ -24,6 +24,9 @@ kernel is compiled with int64 offsets (`index_bits` decides, on the host).
 from __future__ import annotations
 
 import functools
+import inspect
+import os
+import re
 
 import numpy as np
 
@@ -36,8 +39,8 @@ from mlic_pipe.mix import plan as table
 from mlic_pipe.mix.plan import MASK_RESIZED, MixPlan, cell_edges, pack_plan
 from mlic_pipe.mix.settings import RenderSettings, check_render_call, image_size_of
 
-__all__ = ["CONFIGS", "INTERPRETED", "MAX_IMAGE_SIZE", "area_taps", "configs_for", "index_bits", "kernel_arguments",
-           "pixels_per_thread", "render"]
+__all__ = ["CONFIGS", "CONFIG_VARIABLE", "INTERPRETED", "MAX_IMAGE_SIZE", "area_taps", "configs_for", "fixed_config",
+           "index_bits", "kernel_arguments", "parse_configs", "pixels_per_thread", "render"]
 
 # The plan table's columns and the mask modes, as the compile-time constants the kernel reads.
 _ROWS, _COLS, _PARTNER, _MODE = (tl.constexpr(c) for c in (table.COL_ROWS, table.COL_COLS, table.COL_PARTNER,
@@ -243,11 +246,13 @@ def pixels_per_thread(config: triton.Config) -> float:
     return config.kwargs["BLOCK_Y"] * config.kwargs["BLOCK_X"] / (32 * config.num_warps)
 
 
+def _fits(config: triton.Config, area: bool, resized: bool) -> bool:
+    return not (area or resized) or pixels_per_thread(config) <= AREA_PIXELS_PER_THREAD
+
+
 def configs_for(area: bool, resized: bool = False) -> list[triton.Config]:
     """The autotune configs a variant may use: all, or for area resampling or ResizeMix the lighter ones."""
-    if not (area or resized):
-        return list(CONFIGS)
-    return [config for config in CONFIGS if pixels_per_thread(config) <= AREA_PIXELS_PER_THREAD]
+    return [config for config in CONFIGS if _fits(config, area, resized)]
 
 
 def _prune(configs, named_args, **kwargs):
@@ -256,8 +261,49 @@ def _prune(configs, named_args, **kwargs):
     return [config for config in configs if config in allowed]
 
 
+# Triton >= 3.4 keeps autotune timings in its cache directory, so a new process (the next test run, every
+# rank of a job) does not tune again; older releases lack the option and tune once per process.
+_DISK_CACHE = {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters else {}
 _render_tuned = triton.autotune(configs=CONFIGS, key=["size", "AREA", "TAPS_Y", "TAPS_X", "HAS_RESIZED"],
-                                prune_configs_by={"early_config_prune": _prune})(_render_kernel)
+                                prune_configs_by={"early_config_prune": _prune}, **_DISK_CACHE)(_render_kernel)
+
+CONFIG_VARIABLE = "MLIC_PIPE_RENDER_CONFIG"
+_CONFIG_SPEC = re.compile(r"(\d+)x(\d+)w(\d+)")
+
+
+def parse_configs(spec: str) -> list[triton.Config]:
+    """Block configs written ``YxXwW`` (BLOCK_Y x BLOCK_X on W warps), comma-separated: ``"16x64w4,8x64w4"``."""
+    configs = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        match = _CONFIG_SPEC.fullmatch(part)
+        if match is None:
+            raise ValueError(f"{CONFIG_VARIABLE}={spec!r}: {part!r} is not of the form YxXwW, e.g. 8x64w4")
+        block_y, block_x, warps = (int(g) for g in match.groups())
+        if any(v < 1 or v & (v - 1) for v in (block_y, block_x, warps)):
+            raise ValueError(f"{CONFIG_VARIABLE}={spec!r}: block sides and warps must be powers of two, got {part!r}")
+        configs.append(triton.Config({"BLOCK_Y": block_y, "BLOCK_X": block_x}, num_warps=warps))
+    if not configs:
+        raise ValueError(f"{CONFIG_VARIABLE} is set but empty; unset it to autotune, or give e.g. 8x64w4")
+    return configs
+
+
+def fixed_config(area: bool, resized: bool) -> triton.Config | None:
+    """The block config `MLIC_PIPE_RENDER_CONFIG` fixes for this variant (no autotuning), or None to autotune.
+
+    Autotuning compiles and times every config per image size and variant; the test suite and the GPU
+    session's checks, which launch many variants once each, would spend minutes on it. The variable
+    lists configs in order of preference; a variant takes the first it may use (area resampling and
+    ResizeMix only those of at most `AREA_PIXELS_PER_THREAD` pixels per thread).
+    """
+    spec = os.environ.get(CONFIG_VARIABLE)
+    if spec is None:
+        return None
+    configs = parse_configs(spec)
+    for config in configs:
+        if _fits(config, area, resized):
+            return config
+    raise ValueError(f"{CONFIG_VARIABLE}={spec!r}: no config there suits {'area resampling' if area else 'ResizeMix'}, "
+                     f"which needs at most {AREA_PIXELS_PER_THREAD} pixels per thread: add one, e.g. 8x64w4")
 
 
 @functools.lru_cache(maxsize=64)
@@ -331,7 +377,8 @@ def render(images: torch.Tensor, plan: MixPlan, settings: RenderSettings | None 
 
     `images` are uint8 (N, S, S, 3) or float (N, 3, S, S) with any strides (a DALI buffer, a
     channels_last tensor, a slice). `out`, when given, may have any strides too and is written in
-    place. The first call per image size autotunes the block shape (a sync, once).
+    place. The first call per image size autotunes the block shape (a sync, once; the timings are
+    kept in Triton's cache directory), unless `MLIC_PIPE_RENDER_CONFIG` fixes it (`fixed_config`).
 
     Raises:
         ValueError: bad arguments or a plan that does not fit the batch (checked on the host).
@@ -354,10 +401,13 @@ def render(images: torch.Tensor, plan: MixPlan, settings: RenderSettings | None 
     def launch_grid(meta):
         return (count * triton.cdiv(size, meta["BLOCK_Y"]) * triton.cdiv(size, meta["BLOCK_X"]),)
 
+    fixed = None if _block is not None or INTERPRETED else fixed_config(flags["AREA"], flags["HAS_RESIZED"])
     if _block is not None or INTERPRETED:
         # the interpreter pays per program: one tile per image keeps the test suite fast
         block_y, block_x = _block or (triton.next_power_of_2(size),) * 2
         _render_kernel[launch_grid](*args, BLOCK_Y=block_y, BLOCK_X=block_x, **flags)
+    elif fixed is not None:
+        _render_kernel[launch_grid](*args, **fixed.kwargs, num_warps=fixed.num_warps, **flags)
     else:
         _render_tuned[launch_grid](*args, **flags)
     return out

@@ -11,6 +11,9 @@ os.environ.setdefault("MLIC_PIPE_CACHE_DIR", tempfile.mkdtemp(prefix="mlic-pipe-
 # when a kernel is defined, so it must be set before mlic_pipe.kernels is first imported.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# On a GPU the tests launch dozens of kernel variants once each: one fixed block config instead of autotuning
+# every one (minutes of compiles and timings). The benchmarks and users keep autotuning.
+os.environ.setdefault("MLIC_PIPE_RENDER_CONFIG", "8x64w4")
 
 
 def pytest_collection_modifyitems(config, items):

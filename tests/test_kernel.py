@@ -261,3 +261,35 @@ def test_cuda_dispatch_uses_the_kernel(monkeypatch):
     assert len(calls) == 1
     render(images, MixPlan.identity(2), backend="reference")
     assert len(calls) == 1
+
+
+def test_render_config_variable_fixes_one_block_config_per_variant(monkeypatch):
+    """`MLIC_PIPE_RENDER_CONFIG` skips autotuning (tests, the GPU session): the first config a variant may use."""
+    from mlic_pipe.kernels.fused_render import CONFIG_VARIABLE, fixed_config, parse_configs, pixels_per_thread
+
+    monkeypatch.delenv(CONFIG_VARIABLE, raising=False)
+    assert fixed_config(False, False) is None  # unset: autotune
+    monkeypatch.setenv(CONFIG_VARIABLE, "16x64w4, 8x64w4")
+    plain, area, resized = fixed_config(False, False), fixed_config(True, False), fixed_config(False, True)
+    assert (plain.kwargs, plain.num_warps) == ({"BLOCK_Y": 16, "BLOCK_X": 64}, 4)
+    assert area.kwargs == resized.kwargs == {"BLOCK_Y": 8, "BLOCK_X": 64}  # 16x64 on 4 warps: 8 pixels a thread
+    assert pixels_per_thread(area) == 4
+    monkeypatch.setenv(CONFIG_VARIABLE, "16x64w4")
+    with pytest.raises(ValueError, match="at most 4 pixels per thread"):
+        fixed_config(True, False)
+    for bad, why in (("16x64", "form YxXwW"), ("12x64w4", "powers of two"), (" , ", "empty")):
+        with pytest.raises(ValueError, match=why):
+            parse_configs(bad)
+
+
+@pytest.mark.gpu
+def test_gpu_render_with_a_fixed_config_never_autotunes(monkeypatch):
+    from mlic_pipe.kernels import fused_render
+
+    monkeypatch.setenv(fused_render.CONFIG_VARIABLE, "8x64w4")
+    images = random_images(8, 96, seed=20, device="cuda")
+    plan = SpliceMix().plan(8, 96, np.random.default_rng(20))
+    tuned_before = dict(fused_render._render_tuned.cache)
+    out = kernel_render(images, plan)
+    torch.testing.assert_close(out, render_reference(images, plan), **TOLERANCE[torch.float32])
+    assert fused_render._render_tuned.cache == tuned_before  # no autotune run, no new entry
