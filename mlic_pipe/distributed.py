@@ -10,6 +10,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from mlic_pipe.errors import ConfigError
+
 __all__ = ["all_gather_objects", "is_distributed", "is_main_process", "join_torchrun", "rank_and_world_size"]
 
 
@@ -37,18 +39,33 @@ def is_main_process() -> bool:
 def join_torchrun(device: str) -> tuple[bool, str]:
     """Join torchrun's process group when launched by torchrun; returns (distributed, device).
 
-    Uses NCCL when the run is on CUDA, gloo otherwise; on CUDA each process takes the GPU of its
-    LOCAL_RANK.
+    Uses NCCL when the run is on CUDA, gloo otherwise. On CUDA each process takes the GPU of its
+    LOCAL_RANK ("auto" or "cuda"); an explicit ``cuda:N`` is kept only when this machine runs one
+    process (with several, it would put them all on one GPU: choose GPUs with CUDA_VISIBLE_DEVICES).
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return is_distributed(), device
+    on_gpu = torch.cuda.is_available() and device != "cpu"
+    if on_gpu:
+        device = _local_gpu(device)
     if not is_distributed():
-        dist.init_process_group("nccl" if torch.cuda.is_available() and device != "cpu" else "gloo")
-    if torch.cuda.is_available() and device in ("auto", "cuda"):
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        device = f"cuda:{local}"
+        dist.init_process_group("nccl" if on_gpu else "gloo")
+    if on_gpu:
+        torch.cuda.set_device(torch.device(device).index)
     return True, device
+
+
+def _local_gpu(device: str) -> str:
+    """The GPU of this torchrun process: ``cuda:LOCAL_RANK``, or an explicit ``cuda:N`` with one process here."""
+    local, processes = int(os.environ.get("LOCAL_RANK", "0")), int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    index = torch.device("cuda" if device == "auto" else device).index
+    if index is None or index == local:
+        return f"cuda:{local}"
+    if processes > 1:
+        raise ConfigError(f"{{device:{device}}} under torchrun with {processes} processes on this machine puts them "
+                          f"all on GPU {index}: use {{device:cuda}} (each process takes the GPU of its LOCAL_RANK), "
+                          "and choose the GPUs with CUDA_VISIBLE_DEVICES")
+    return f"cuda:{index}"
 
 
 def all_gather_objects(value) -> list:

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from mlic_pipe.datasets.index import LabelIndex
+from mlic_pipe.devices import dali_device_id, device_scope, resolve_device
 from mlic_pipe.distributed import all_gather_objects, rank_and_world_size
 from mlic_pipe.errors import ON_ERROR, MLICDataError
 from mlic_pipe.loading.batch import Batch
@@ -51,17 +52,6 @@ __all__ = ["Batch", "MLICLoader", "STAGES", "as_torch"]
 
 STAGES = ("dali", "plan", "render", "targets")
 StageHook = Callable[[str, float], None]  # (stage name, its start from time.perf_counter)
-
-
-def _resolve_device(device) -> torch.device:
-    if device in (None, "auto"):  # under torchrun / Lightning each process has set its own current GPU
-        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was asked for but no CUDA device is available; use device='cpu' or 'auto'")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device}")
-    return device
 
 
 class MLICLoader:
@@ -105,7 +95,7 @@ class MLICLoader:
         self.index, self.batch_size, self.image_size = index, int(batch_size), int(image_size)
         self.train, self.seed, self.on_error = bool(train), int(seed), on_error
         self.mixer = create_mixer(mix)
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.shuffle = self.train if shuffle is None else bool(shuffle)
         self.drop_last = self.train if drop_last is None else bool(drop_last)
         self.return_plan, self.label_rule = bool(return_plan), label_rule
@@ -197,15 +187,14 @@ class MLICLoader:
         start = self._epoch_share(epoch)
         initial = start.initial
         share = without_bad(initial, self._found, "MLICLoader") if self._found else initial
-        device_id = None if self.device.type == "cpu" else (self.device.index or 0)
-        stream = DecodeStream(self.index, self.batch_size, self.settings, device_id, self.seed, epoch)
+        stream = DecodeStream(self.index, self.batch_size, self.settings, dali_device_id(self.device), self.seed, epoch)
         position = (start.start - start.offset) * self.batch_size
         stream.start(share, position)
         self._delivered, self._unsettled = start.start, True
         while position < len(share):
             self._buffers.wait_consumed()  # DALI may reuse the buffer the last render read
             try:
-                with self._stage("dali"):
+                with self._stage("dali"), device_scope(self.device):
                     images, rows = stream.next()
             except UndecodableFiles as failure:
                 self._skip(failure.bad)
@@ -213,7 +202,8 @@ class MLICLoader:
                 stream.start(share, position)
                 continue
             padded = torch.from_numpy(share.padded[position:position + len(rows)])
-            batch = self._assemble(images, rows, padded, epoch, self._delivered)
+            with device_scope(self.device):  # launches, streams and the buffer's event on the loader's GPU
+                batch = self._assemble(images, rows, padded, epoch, self._delivered)
             self._delivered += 1
             position += len(rows)
             yield batch
@@ -239,15 +229,15 @@ class MLICLoader:
         first, stop = rank_span(len(self.index), self.rank, self.world_size)
         own = stop - first  # positions past this rank's span are DALI's wrap-around repeats
         resume = self._shard_resume if self._shard_resume and self._shard_resume[0] == epoch else (epoch, 0, None)
-        device_id = None if self.device.type == "cpu" else (self.device.index or 0)
-        stream = self._shard_stream = ShardStream(self.index, self.batch_size, self.settings, device_id, self.seed,
-                                                  epoch, self.shuffle, self.rank, self.world_size)
+        stream = self._shard_stream = ShardStream(self.index, self.batch_size, self.settings,
+                                                  dali_device_id(self.device), self.seed, epoch, self.shuffle,
+                                                  self.rank, self.world_size)
         stream.start(self._bad_rows(), resume[1], resume[2])
         self._delivered, self._unsettled = resume[1], True
         while self._delivered < steps:
             self._buffers.wait_consumed()
             try:
-                with self._stage("dali"):
+                with self._stage("dali"), device_scope(self.device):
                     read = stream.next()
             except UndecodableFiles as failure:
                 self._skip(failure.bad)
@@ -257,7 +247,8 @@ class MLICLoader:
             count = min(self.batch_size, total - start)
             positions = torch.arange(start, start + count)
             keep = ~np.isin(read.rows[:count].numpy(), list(self._bad_rows()))
-            batch = self._assemble_shard(read, count, positions >= own, keep, epoch)
+            with device_scope(self.device):
+                batch = self._assemble_shard(read, count, positions >= own, keep, epoch)
             self._delivered += 1
             yield batch
         self._shard_resume, self._shard_stream = None, None
