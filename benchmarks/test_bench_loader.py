@@ -25,7 +25,7 @@ from mlic_pipe.loader import MLICLoader, as_torch
 from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD, SpliceMix, mix_targets
 from mlic_pipe.pipeline import DecodeSettings, build_pipeline
 
-from benchmarks.common import demo_images, devices, measured, preset, record
+from benchmarks.common import demo_images, devices, measured, preset, record, synchronizer
 from benchmarks.baselines import published_splice
 
 CONTENDERS = ["torch-dataloader", "dali-bare", "mlic-pipe"]
@@ -119,3 +119,54 @@ def test_loader_epoch(benchmark, demo_index, device, size, name):
     bare = measured(benchmark.group, "dali-bare")
     if benchmark.stats is not None and name == "mlic-pipe" and bare is not None:
         benchmark.extra_info["overhead_vs_dali_bare"] = round(benchmark.stats.stats.mean / bare - 1, 3)
+
+
+@pytest.mark.parametrize("name", ["steady-batch", "rebuild"])
+@pytest.mark.parametrize("size", preset()["loader"][:1])
+@pytest.mark.parametrize("device", devices())
+def test_pipeline_rebuild(benchmark, demo_index, device, size, name):
+    """What a new epoch's DALI pipeline costs (the loader builds one per epoch, and after a skip).
+
+    ``rebuild`` = build the pipeline for an epoch's rows + its first batch; ``steady-batch`` (the
+    baseline) = one batch of a running pipeline. extra_info ``rebuild_in_batches`` = their ratio.
+    """
+    from mlic_pipe.devices import dali_device_id, resolve_device
+    from mlic_pipe.loading.order import RankRows
+    from mlic_pipe.loading.stream import DecodeStream
+
+    batch = preset()["loader_batch"]
+    benchmark.group = f"pipeline rebuild demo B={batch} S={size} {device}"
+    threads = 2 if device == "cpu" else 8
+    settings = DecodeSettings(image_size=size, num_threads=threads)
+    rows = np.arange(len(demo_index.files), dtype=np.int64)
+    share = RankRows(rows, np.zeros(len(rows), dtype=bool))
+    stream = DecodeStream(demo_index, batch, settings, dali_device_id(resolve_device(device)), 0, 0)
+    sync = synchronizer(device)
+    steps = len(rows) // batch
+    state = {"left": 0}
+
+    def fresh():  # untimed: a running pipeline with batches left (steady), or nothing built (rebuild)
+        if name == "rebuild" or state["left"] == 0:
+            stream.start(share, 0)
+            stream.next() if name == "steady-batch" else None
+            state["left"] = steps - 1
+
+    def steady():
+        stream.next()
+        sync()
+        state["left"] -= 1
+
+    def rebuild():
+        stream.start(share, 0)
+        stream.next()
+        sync()
+
+    fresh(), (steady if name == "steady-batch" else rebuild)()  # warm-up
+    benchmark.pedantic(steady if name == "steady-batch" else rebuild, setup=fresh,
+                       rounds=preset()["rounds"] * 3, warmup_rounds=0, iterations=1)
+    record(benchmark, baseline=name == "steady-batch", images=batch, device=device, batch=batch, image_size=size,
+           contender=name)
+    steady_mean = measured(benchmark.group, "steady-batch")
+    if benchmark.stats is not None and name == "rebuild" and steady_mean is not None:
+        benchmark.extra_info["rebuild_in_batches"] = round(benchmark.stats.stats.mean / steady_mean, 2)
+        benchmark.extra_info["rebuild_ms"] = round(1000 * benchmark.stats.stats.mean, 1)

@@ -82,18 +82,20 @@ class ProfileReport:
         return json.dumps(numbers, indent=2)
 
 
-def model_train_step(name: str, num_classes: int, device: torch.device):
+def model_train_step(name: str, num_classes: int, device: torch.device, dtype: torch.dtype = torch.float32):
     """A function running forward + backward + SGD step of a randomly initialised timm model.
 
     The model half of `mlic-pipe profile --model` and of the step-share benchmark: BCE on the
-    batch's targets, bf16 autocast on CUDA, float32 on the CPU.
+    batch's targets; autocast in the images' `dtype` when it is a half type, else bf16 autocast on
+    CUDA and float32 on the CPU (the weights stay float32, as under AMP).
     """
     import timm
 
     model = timm.create_model(name, pretrained=False, num_classes=num_classes).to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    half = dtype if dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
+    autocast = torch.autocast(device.type, dtype=half, enabled=device.type == "cuda" or dtype != torch.float32)
 
     def step(images: torch.Tensor, targets: torch.Tensor) -> None:
         with autocast:
@@ -135,7 +137,7 @@ def profile_pipeline(index: LabelIndex, *, data: str = "demo", batch_size: int =
                         num_threads=num_threads, seed=seed, on_error=on_error)
     if len(loader) == 0:
         raise ValueError(f"the dataset has {len(index)} images, fewer than one batch of {batch_size}")
-    train_step = model_train_step(model, index.num_classes, loader.device) if model else None
+    train_step = model_train_step(model, index.num_classes, loader.device, dtype) if model else None
     sync = torch.cuda.synchronize if loader.device.type == "cuda" else (lambda: None)
 
     def batches():

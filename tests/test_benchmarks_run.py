@@ -4,11 +4,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_every_benchmark_runs_once_on_tiny_shapes():
     """`--benchmark-disable` runs each benchmark body once, untimed: the suite cannot rot unnoticed."""
     done = subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "--tiny", "--benchmark-disable", "-q",

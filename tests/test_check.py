@@ -110,6 +110,14 @@ def test_profile_times_every_stage_and_the_model(demo_root, capsys, tmp_path):
     assert numbers["outputs_per_step"] == 10
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_profile_with_a_model_takes_half_precision_images_on_the_cpu(demo_root, capsys, dtype):
+    """The GPU session's dry run found it: a float32 model was fed bf16 images without autocast on the CPU."""
+    assert main(["profile", "--steps", "1", "--warmup", "1", "--batch-size", "8", "--image-size", "32",
+                 "--model", "resnet18", "--dtype", dtype, "--device", "cpu", "-q"]) == 0
+    assert "model forward + backward (resnet18)" in capsys.readouterr().out
+
+
 def test_check_on_the_demo_data_is_clean(demo_root, capsys):
     assert main(["check", "demo", "-q"]) == 0
     assert "images          400" in capsys.readouterr().out

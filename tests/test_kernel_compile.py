@@ -25,6 +25,7 @@ def compiled(request):
     return results
 
 
+@pytest.mark.slow  # ~50 s of compiles on 2 cores
 def test_every_variant_compiles_for_sm80_and_sm90_without_register_spills(compiled):
     assert {r.arch for r in compiled} == set(compile_check.ARCHS)
     spilling = [f"sm_{r.arch} {r.variant}: {r.spill_stores} B spill stores, {r.local_bytes} B local"
