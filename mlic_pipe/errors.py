@@ -17,7 +17,7 @@ import os
 import re
 from typing import Mapping
 
-__all__ = ["ConfigError", "MLICDataError", "ON_ERROR", "spell_options"]
+__all__ = ["ConfigError", "LoaderStateError", "MLICDataError", "ON_ERROR", "spell_options"]
 
 ON_ERROR = ("raise", "skip")  # what to do with an image that cannot be decoded (loader, trainer, CLI)
 _OPTION = re.compile(r"\{(\w+)(?::([^{}]*))?\}")
@@ -96,3 +96,20 @@ class ConfigError(_Hinted):
 
     def _text(self, flags: Mapping[str, str] | None) -> str:
         return spell_options(self.template, flags)
+
+
+class LoaderStateError(ValueError):
+    """A loader state (`MLICLoader.load_state_dict`) that cannot be resumed as it is: damaged, edited, or another run's.
+
+    A state decides which samples the rest of an epoch delivers, so one that is taken on trust loses or
+    repeats samples without a word; every field is checked, and the error names the one at fault.
+
+    Attributes:
+        field: the state's field at fault (``"batches"``, ``"rows[3]"``, ``"fingerprint"``, ...).
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, field: str, reason: str, hint: str = "resume from the states the loaders saved, unedited, "
+                                                          "with the dataset and settings they were saved with"):
+        self.field, self.reason, self.hint = field, reason, hint
+        super().__init__(f"loader state: {field}: {reason} ({hint})")

@@ -35,7 +35,7 @@ import torch
 from mlic_pipe.datasets.index import LabelIndex
 from mlic_pipe.devices import dali_device_id, device_scope, resolve_device
 from mlic_pipe.distributed import all_gather_objects, rank_and_world_size
-from mlic_pipe.errors import ON_ERROR, MLICDataError
+from mlic_pipe.errors import ON_ERROR, LoaderStateError, MLICDataError
 from mlic_pipe.loading.batch import Batch
 from mlic_pipe.loading.buffers import OutputBuffers
 from mlic_pipe.loading.order import RankRows, epoch_share, without_bad
@@ -125,6 +125,11 @@ class MLICLoader:
         self._check_mixer()
 
     # ----------------------------------------------------------------------------------------- order
+
+    @property
+    def source_kind(self) -> str:
+        """What the loader reads: "files" (a `LabelIndex`) or "shards" (a `ShardIndex`); saved in its states."""
+        return "shards" if self.sharded else "files"
 
     @property
     def skipped(self) -> dict[str, str]:
@@ -328,7 +333,7 @@ class MLICLoader:
             rows=self._resume.initial.rows.tolist() if explicit else None,
             padded=self._resume.initial.padded.tolist() if explicit else None,
             offset=self._resume.offset if self._resume is not None else 0,
-            checkpoint=self._shard_checkpoint(),
+            checkpoint=self._shard_checkpoint(), source=self.source_kind, fingerprint=index.fingerprint(),
         ).to_dict()
 
     def _shard_checkpoint(self) -> str | None:
@@ -346,27 +351,31 @@ class MLICLoader:
 
         The next iteration delivers the rest of the saved epoch, without decoding what was delivered.
         """
-        states = [LoaderState.from_dict(s) for s in (state if isinstance(state, list) else [state])]
-        first = LoaderState.check_all(states, self)
-        self.epoch, self._agreed, self._unsettled = first.epoch, first.skipped_rows(self.index), False
-        self._delivered = first.batches
+        complete = isinstance(state, list)
+        states = [LoaderState.from_dict(s) for s in (state if complete else [state])]
+        first = LoaderState.check_all(states, self, complete)
+        agreed = first.skipped_rows(self.index)
         if self.sharded:
             self._load_shard_state(states, first)
         elif first.world_size == self.world_size:  # the same ranks: each continues its own share exactly
             own = next(s for s in states if s.rank == self.rank)
             self._found = own.found_rows(self.index)
             self._resume = _Resume(first.epoch, own.initial_share(), own.offset, own.batches, own.rows is not None)
-        else:
+        else:  # every new rank read every old rank's finds: they are agreed now, on all ranks alike
+            for old in states:
+                agreed.update(old.found_rows(self.index))
             self._found = {}
             share = reshard(states, self.index, self.rank, self.world_size)
             self._resume = _Resume(first.epoch, share, first.batches, first.batches, True)
+        self.epoch, self._agreed, self._unsettled = first.epoch, agreed, False
+        self._delivered = first.batches
 
 
     def _load_shard_state(self, states: list[LoaderState], first: LoaderState) -> None:
         if first.world_size != self.world_size:
-            raise ValueError(f"a shard dataset resumes on the world size it was saved on ({first.world_size}), "
-                             f"not {self.world_size}: DALI's reader state belongs to its rank's span; resume on "
-                             f"{first.world_size} ranks, or start the epoch over")
+            raise LoaderStateError("world_size", f"a shard dataset resumes on the world size it was saved on "
+                                   f"({first.world_size}), not {self.world_size}: DALI's reader state belongs to "
+                                   "its rank's span", f"resume on {first.world_size} ranks, or start the epoch over")
         own = next(s for s in states if s.rank == self.rank)
         self._found = own.found_rows(self.index)
         checkpoint = None if own.checkpoint is None else base64.b64decode(own.checkpoint)

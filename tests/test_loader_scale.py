@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 
 from builders import write_coco
 from mlic_pipe.datasets import load_coco
+from mlic_pipe.errors import LoaderStateError
 from mlic_pipe.loader import MLICLoader
 from mlic_pipe.loading.order import epoch_order, shard, without_bad
 
@@ -137,7 +138,7 @@ def test_a_fresh_loader_resumes_mid_epoch_bitwise_without_decoding_what_was_deli
     _collect(interrupted)
     done = _collect(interrupted, count=1)
     state = json.loads(json.dumps(interrupted.state_dict()))  # small and JSON-serializable
-    assert state["version"] == 1 and state["epoch"] == 1 and state["batches"] == 1 and len(json.dumps(state)) < 2000
+    assert state["version"] == 2 and state["epoch"] == 1 and state["batches"] == 1 and len(json.dumps(state)) < 2000
 
     resumed = make()
     resumed.load_state_dict(state)
@@ -209,9 +210,9 @@ def test_states_that_do_not_fit_are_refused(tmp_path):
     state = _loader(annotations, images, rank=0, world_size=2).state_dict()
     with pytest.raises(ValueError, match="list of all 2 states"):
         _loader(annotations, images).load_state_dict(state)
-    with pytest.raises(ValueError, match="another seed"):
+    with pytest.raises(LoaderStateError, match="seed=3, this loader has 4"):
         _loader(annotations, images, rank=0, world_size=2, seed=4).load_state_dict(state)
-    with pytest.raises(ValueError, match="version"):
+    with pytest.raises(LoaderStateError, match="version: 0"):
         _loader(annotations, images, rank=0, world_size=2).load_state_dict({**state, "version": 0})
 
 
@@ -266,3 +267,77 @@ def test_processes_resume_an_epoch_saved_on_two_ranks_on_three_delivering_exactl
             if not pad]
     epoch = sorted(row for b in before for row in b["share"])
     assert sorted(delivered + rest) == epoch  # the rest of the epoch, each row once, none delivered twice
+
+
+def _skip_resume_worker(rank, world_size, init_file, root, phase):
+    """Ranks over the whole set (bad files included): save after skips, or resume the saved states."""
+    import warnings
+
+    import torch.distributed as dist
+
+    from mlic_pipe.distributed import all_gather_objects
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    torch.set_num_threads(1)
+    annotations, images = os.path.join(root, "labels.json"), os.path.join(root, "images")
+    make = lambda: _loader(annotations, images, drop_last=False)  # noqa: E731 (every row is in every epoch)
+    pairs = lambda batches: [[r, p] for b in batches for r, p in zip(b.rows.tolist(), b.padded.tolist())]
+    out = {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if phase == "save":  # found: 3 of 4 batches of epoch 0; skipped: epoch 0 whole, 1 batch of epoch 1
+                loader = make()
+                out["found"] = pairs(_first(loader, 3))
+                out["found_states"] = all_gather_objects(loader.state_dict())
+                loader = make()
+                list(loader)
+                out["skipped"] = pairs(_first(loader, 1))
+                out["skipped_states"] = all_gather_objects(loader.state_dict())
+                if world_size == 1:  # and one lone rank's own state, as a single-GPU run saves it
+                    out["lone_state"] = out["found_states"][0]
+            else:
+                for name in ("found", "skipped", "lone"):
+                    with open(os.path.join(root, f"{name}_states.json")) as handle:
+                        states = json.load(handle)
+                    loader = make()
+                    loader.load_state_dict(states)
+                    expected = len(loader)
+                    rest = pairs(list(loader))
+                    out[name] = {"len": expected, "rest": rest, "skipped": sorted(loader.skipped)}
+        with open(os.path.join(root, f"{phase}{world_size}_{rank}.json"), "w") as handle:
+            json.dump(out, handle)
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawn(tmp_path, world_size, phase):
+    init = tmp_path / f"init_{phase}{world_size}"
+    mp.spawn(_skip_resume_worker, args=(world_size, str(init), str(tmp_path), phase), nprocs=world_size, join=True)
+    return [json.loads((tmp_path / f"{phase}{world_size}_{r}.json").read_text()) for r in range(world_size)]
+
+
+@pytest.mark.slow
+def test_processes_resume_after_skips_on_another_world_size_never_redelivering_a_bad_file(tmp_path):
+    build_set(tmp_path)
+    saved = _spawn(tmp_path, 2, "save")
+    lone = _spawn(tmp_path, 1, "save")[0]
+    for name in ("found", "skipped"):
+        (tmp_path / f"{name}_states.json").write_text(json.dumps(saved[0][f"{name}_states"]))
+    assert any(s["found"] for s in saved[0]["found_states"])  # the save came after a rank found a bad file
+    assert all(s["skipped"] for s in saved[0]["skipped_states"])  # and after an agreed skip
+    (tmp_path / "lone_states.json").write_text(json.dumps(lone["lone_state"]))  # a lone dict, not a list
+    good = sorted(set(range(NUM_IMAGES)) - set(BAD))
+    bad_names = sorted(f"{i:02d}.jpg" for i in BAD)
+    for world_size in (1, 3, 2):
+        after = _spawn(tmp_path, world_size, "resume")
+        for name in ("found", "skipped", "lone"):
+            before = [pair for rank in ([lone] if name == "lone" else saved) for pair in rank[name if name != "lone" else "found"]]
+            rests = [rank[name] for rank in after]
+            rest = [pair for r in rests for pair in r["rest"]]
+            assert len({len(r["rest"]) for r in rests}) == 1  # equal steps on the new ranks
+            assert len({r["len"] for r in rests}) == 1  # and len() agrees
+            delivered = sorted(row for row, pad in before + rest if not pad)
+            assert delivered == good, (name, world_size)  # every good row once, no bad file re-delivered
+            assert not {row for row, _ in rest} & set(BAD)
+            assert all(sorted(os.path.basename(p) for p in r["skipped"]) == bad_names for r in rests)

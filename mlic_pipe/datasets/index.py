@@ -56,6 +56,19 @@ class LabelIndex:
         """What names row `row` in messages and loader states: its file."""
         return self.files[row]
 
+    def fingerprint(self) -> str:
+        """A short digest of what the dataset is: its size, classes and the names of up to 4096 evenly spaced files.
+
+        A loader state carries it, so a state is never resumed on another dataset of the same size. File
+        names only (not folders), so a dataset moved to another disk still resumes; computed once.
+        """
+        cached = self.__dict__.get("_fingerprint")
+        if cached is None:
+            rows = np.unique(np.linspace(0, max(len(self) - 1, 0), num=min(len(self), 4096)).astype(np.int64))
+            parts = [str(len(self)), *self.classes, *(os.path.basename(self.files[row]) for row in rows)]
+            cached = self.__dict__["_fingerprint"] = _digest(parts)
+        return cached
+
     def subset(self, keep: np.ndarray | Sequence[bool]) -> "LabelIndex":
         """The rows where `keep` is True (a boolean mask over rows), in the same order."""
         keep = np.asarray(keep, dtype=bool)
@@ -65,6 +78,12 @@ class LabelIndex:
             ignore=None if self.ignore is None else self.ignore[keep],
             classes=list(self.classes),
         )
+
+
+def _digest(parts) -> str:
+    import hashlib
+
+    return hashlib.blake2b("\n".join(parts).encode("utf-8"), digest_size=8).hexdigest()
 
 
 def check_present(files: Sequence[str], source: str | os.PathLike, missing: MissingPolicy) -> np.ndarray:

@@ -9,20 +9,30 @@ is stored explicitly (`rows`, `padded`, `offset`).
 Resuming on the same world size continues each rank's share where it stopped. On another world
 size, the rests of every old rank's share (from the list of all their states) are interleaved back
 into their global order and dealt round-robin to the new ranks, padded by wrapping around to equal
-counts: exactly the samples not yet delivered, each once, plus marked padding.
+counts: exactly the samples not yet delivered, each once, plus marked padding. The files any old rank
+found bad are known to every new rank (each reads every state), so they join the skipped files.
+
+A state decides which samples the rest of an epoch delivers, so nothing in it is taken on trust
+(`from_dict`, `check_all`): the fields, their types and ranges, the kind of source and the dataset's
+fingerprint are checked, and a `LoaderStateError` names the field at fault.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import base64
+import binascii
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
 from mlic_pipe.datasets.index import LabelIndex
+from mlic_pipe.errors import LoaderStateError
 from mlic_pipe.loading.order import RankRows, epoch_share, interleave, shard, without_bad
 
-__all__ = ["STATE_VERSION", "LoaderState", "reshard"]
+__all__ = ["SOURCES", "STATE_VERSION", "LoaderState", "reshard"]
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2 added `source` and `fingerprint`; version 1 states still load, unchecked on those two
+SOURCES = ("files", "shards")
+_V2_ONLY = ("source", "fingerprint")
 
 
 @dataclass
@@ -44,30 +54,100 @@ class LoaderState:
     padded: list | None = None
     offset: int = 0  # batches of the epoch delivered before that share began
     checkpoint: str | None = None  # shard datasets: DALI's reader state after `batches` (base64)
+    source: str | None = None  # "files" or "shards" (None: a version-1 state)
+    fingerprint: str | None = None  # the dataset's `fingerprint()` (None: a version-1 state)
     version: int = STATE_VERSION
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, state: dict) -> "LoaderState":
-        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-            raise ValueError(f"not an MLICLoader state of version {STATE_VERSION}: "
-                             f"{state.get('version') if isinstance(state, dict) else type(state).__name__}")
-        return cls(**state)
+    def from_dict(cls, state) -> "LoaderState":
+        """The state in `state`, every field checked; LoaderStateError naming the first one at fault."""
+        if not isinstance(state, dict):
+            raise LoaderStateError("(state)", f"is a {type(state).__name__}, not the dict `state_dict()` returns")
+        version = state.get("version")
+        if version not in (1, STATE_VERSION) or isinstance(version, bool):
+            raise LoaderStateError("version", f"{version!r}: this mlic-pipe reads loader states of version 1 and "
+                                   f"{STATE_VERSION}")
+        names = [f.name for f in fields(cls) if version == STATE_VERSION or f.name not in _V2_ONLY]
+        for name in state:
+            if name not in names:
+                raise LoaderStateError(name, f"is not a field of a version-{version} loader state")
+        for name in names:
+            if name not in state:
+                raise LoaderStateError(name, "is missing")
+        loaded = cls(**state)
+        loaded._check_types()
+        loaded._check_ranges()
+        return loaded
 
-    def _rows_of(self, entries: list, index: LabelIndex) -> dict[int, str]:
-        for row, path, _ in entries:
-            if row >= len(index) or index.name(row) != path:
-                raise ValueError(f"the state names {path} as row {row}, but the dataset differs there: resume "
-                                 "with the dataset the state was saved with")
-        return {int(row): reason for row, _, reason in entries}
+    def _check_types(self) -> None:
+        kinds = {"seed": int, "epoch": int, "batches": int, "rank": int, "world_size": int, "batch_size": int,
+                 "num_rows": int, "offset": int, "version": int, "drop_last": bool, "shuffle": bool, "skipped": list,
+                 "found": list, "rows": (list, type(None)), "padded": (list, type(None)),
+                 "checkpoint": (str, type(None)), "source": (str, type(None)), "fingerprint": (str, type(None))}
+        for name, kind in kinds.items():
+            value = getattr(self, name)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                wanted = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+                raise LoaderStateError(name, f"is {value!r} ({type(value).__name__}), not {wanted}")
+
+    def _check_ranges(self) -> None:
+        least = {"epoch": 0, "batches": 0, "world_size": 1, "batch_size": 1, "num_rows": 0, "offset": 0}
+        for name, low in least.items():
+            if getattr(self, name) < low:
+                raise LoaderStateError(name, f"is {getattr(self, name)}, below {low}")
+        if not 0 <= self.rank < self.world_size:
+            raise LoaderStateError("rank", f"is {self.rank}, outside 0..{self.world_size - 1} (world_size "
+                                   f"{self.world_size})")
+        if self.offset > self.batches:
+            raise LoaderStateError("offset", f"is {self.offset}, more than the {self.batches} batches delivered")
+        if self.version == STATE_VERSION and self.source not in SOURCES:
+            raise LoaderStateError("source", f"is {self.source!r}, not one of {SOURCES}")
+        for name in ("skipped", "found"):
+            for k, entry in enumerate(getattr(self, name)):
+                if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], int)
+                        and not isinstance(entry[0], bool) and isinstance(entry[1], str) and isinstance(entry[2], str)):
+                    raise LoaderStateError(f"{name}[{k}]", f"is {entry!r}, not [row, path, reason]")
+                if not 0 <= entry[0] < self.num_rows:
+                    raise LoaderStateError(f"{name}[{k}]", f"row {entry[0]} is outside the dataset's 0.."
+                                           f"{self.num_rows - 1}")
+        if (self.rows is None) != (self.padded is None):
+            raise LoaderStateError("rows" if self.rows is None else "padded", "is missing while its partner is set")
+        if self.rows is not None:
+            self._check_share()
+        if self.checkpoint is not None:
+            try:
+                base64.b64decode(self.checkpoint, validate=True)
+            except (binascii.Error, ValueError):
+                raise LoaderStateError("checkpoint", "is not base64 text (DALI's reader state)") from None
+
+    def _check_share(self) -> None:
+        if len(self.rows) != len(self.padded):
+            raise LoaderStateError("padded", f"has {len(self.padded)} entries, rows {len(self.rows)}")
+        rows = np.asarray(self.rows, dtype=object)
+        bad = [k for k, row in enumerate(self.rows) if not isinstance(row, int) or isinstance(row, bool)
+               or not 0 <= row < self.num_rows]
+        if bad:
+            raise LoaderStateError(f"rows[{bad[0]}]", f"is {rows[bad[0]]!r}, not a row of the dataset's "
+                                   f"0..{self.num_rows - 1}")
+        bad = [k for k, flag in enumerate(self.padded) if not isinstance(flag, bool)]
+        if bad:
+            raise LoaderStateError(f"padded[{bad[0]}]", f"is {self.padded[bad[0]]!r}, not true or false")
+
+    def _rows_of(self, name: str, index: LabelIndex) -> dict[int, str]:
+        for k, (row, path, _) in enumerate(getattr(self, name)):
+            if index.name(row) != path:
+                raise LoaderStateError(f"{name}[{k}]", f"names {path} as row {row}, but the dataset has "
+                                       f"{index.name(row)} there", "resume with the dataset the state was saved with")
+        return {int(row): reason for row, _, reason in getattr(self, name)}
 
     def skipped_rows(self, index: LabelIndex) -> dict[int, str]:
-        return self._rows_of(self.skipped, index)
+        return self._rows_of("skipped", index)
 
     def found_rows(self, index: LabelIndex) -> dict[int, str]:
-        return self._rows_of(self.found, index)
+        return self._rows_of("found", index)
 
     def initial_share(self) -> RankRows:
         """This rank's share of the epoch before the files it found bad were taken out."""
@@ -82,25 +162,72 @@ class LoaderState:
         return share.tail((self.batches - self.offset) * self.batch_size)
 
     @staticmethod
-    def check_all(states: list["LoaderState"], loader) -> "LoaderState":
-        """The first state, after checking the states belong together and fit `loader`."""
+    def check_all(states: list["LoaderState"], loader, complete: bool) -> "LoaderState":
+        """The first state, after checking the states belong together and fit `loader`.
+
+        `complete`: `states` claims to be every rank's state (a list was passed), which any world size
+        can resume from; otherwise it is this rank's own, which its own world size resumes.
+        """
+        if not states:
+            raise LoaderStateError("(states)", "the list is empty: pass every rank's state")
         first = states[0]
-        same = ("seed", "epoch", "batches", "world_size", "batch_size", "drop_last", "shuffle", "num_rows", "offset")
-        if any(getattr(s, k) != getattr(first, k) for s in states for k in same):
-            raise ValueError("the states disagree on the epoch, batch or settings: pass the states saved together")
-        if len(states) > 1 and sorted(s.rank for s in states) != list(range(first.world_size)):
-            raise ValueError(f"pass the states of all {first.world_size} ranks, one each")
-        if len(states) == 1 and first.world_size != loader.world_size:
-            raise ValueError(f"this state is one of {first.world_size} ranks'; to resume on {loader.world_size} "
-                             f"ranks pass the list of all {first.world_size} states")
-        if len(states) == 1 and first.rank != loader.rank:
-            raise ValueError(f"this state was saved by rank {first.rank}; this loader is rank {loader.rank}")
-        mine = (loader.seed, loader.batch_size, loader.drop_last, loader.shuffle, len(loader.index))
-        if mine != (first.seed, first.batch_size, first.drop_last, first.shuffle, first.num_rows):
-            raise ValueError("the state was saved with another seed, batch size, drop_last, shuffle or dataset "
-                             f"(saved: seed {first.seed}, batch {first.batch_size}, drop_last {first.drop_last}, "
-                             f"shuffle {first.shuffle}, {first.num_rows} rows)")
+        together = ("version", "source", "fingerprint", "seed", "epoch", "batches", "world_size", "batch_size",
+                    "drop_last", "shuffle", "num_rows", "offset")
+        for state in states:
+            for name in together:
+                if getattr(state, name) != getattr(first, name):
+                    raise LoaderStateError(name, f"differs between the states ({getattr(first, name)!r} and "
+                                           f"{getattr(state, name)!r}): pass the states saved together")
+        ranks = sorted(state.rank for state in states)
+        if (complete or first.world_size == 1) and ranks != list(range(first.world_size)):
+            raise LoaderStateError("rank", f"the states are of ranks {ranks} of a world of {first.world_size}: pass "
+                                   "every rank's state, once each")
+        if not complete and first.world_size not in (1, loader.world_size):
+            raise LoaderStateError("world_size", f"this state is one of {first.world_size} ranks'; to resume on "
+                                   f"{loader.world_size} ranks, pass the list of all {first.world_size} states")
+        if not complete and first.world_size == loader.world_size and first.rank != loader.rank:
+            raise LoaderStateError("rank", f"this state was saved by rank {first.rank}; this loader is rank "
+                                   f"{loader.rank}: pass each rank its own state, or every rank the list of all")
+        _check_fits(first, loader)
+        for state in states:
+            _check_position(state, loader)
         return first
+
+
+def _check_fits(state: LoaderState, loader) -> None:
+    """The state was saved by a loader over the same source, dataset and settings as `loader`."""
+    source, fingerprint = loader.source_kind, loader.index.fingerprint()
+    if state.source is not None and state.source != source:
+        raise LoaderStateError("source", f"the state is of a {state.source} loader; this one reads {source}")
+    if state.num_rows != len(loader.index):
+        raise LoaderStateError("num_rows", f"the state's dataset has {state.num_rows} rows, this one "
+                               f"{len(loader.index)}", "resume with the dataset the state was saved with")
+    if state.fingerprint is not None and state.fingerprint != fingerprint:
+        raise LoaderStateError("fingerprint", "the state was saved with another dataset (same size, other files or "
+                               "classes)", "resume with the dataset the state was saved with")
+    for name in ("seed", "batch_size", "drop_last", "shuffle"):
+        if getattr(state, name) != getattr(loader, name):
+            raise LoaderStateError(name, f"the state was saved with {name}={getattr(state, name)!r}, this loader "
+                                   f"has {getattr(loader, name)!r}", "build the loader with the saved settings")
+
+
+def _check_position(state: LoaderState, loader) -> None:
+    """`batches` lies inside its epoch, and a shard state mid-epoch carries DALI's reader state."""
+    if state.source == "shards" or (state.source is None and state.checkpoint is not None):
+        from mlic_pipe.loading.shard_stream import shard_steps
+
+        steps = shard_steps(state.num_rows, state.world_size, state.batch_size, state.drop_last)
+        if state.batches > 0 and state.batches < steps and state.checkpoint is None:
+            raise LoaderStateError("checkpoint", "is missing: a shard state mid-epoch needs DALI's reader state")
+    else:
+        if state.checkpoint is not None:
+            raise LoaderStateError("checkpoint", "is set, but a file-list state has no DALI reader state")
+        if state.found and state.skipped_rows(loader.index).keys() & {row for row, _, _ in state.found}:
+            raise LoaderStateError("found", "lists a row that is already skipped")
+        steps = state.offset + -(-len(state.initial_share()) // state.batch_size)
+    if state.batches > steps:
+        raise LoaderStateError("batches", f"is {state.batches}, but rank {state.rank}'s epoch {state.epoch} has "
+                               f"{steps} batches")
 
 
 def reshard(states: list[LoaderState], index: LabelIndex, rank: int, world_size: int) -> RankRows:

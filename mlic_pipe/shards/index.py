@@ -64,6 +64,14 @@ class ShardIndex:
     def remote(self) -> bool:
         return any(is_remote(shard.path) for shard in self.shards)
 
+    def fingerprint(self) -> str:
+        """A short digest of the shard set: classes, and each tar's name, samples and first row (see LabelIndex's)."""
+        import hashlib
+
+        parts = [str(self.num_samples), *self.classes,
+                 *(f"{os.path.basename(s.path)} {s.samples} {s.first_row}" for s in self.shards)]
+        return hashlib.blake2b("\n".join(parts).encode("utf-8"), digest_size=8).hexdigest()
+
     def shard_of(self, row: int) -> ShardFile:
         starts = [shard.first_row for shard in self.shards]
         return self.shards[bisect.bisect_right(starts, int(row)) - 1]
