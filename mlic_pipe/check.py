@@ -137,7 +137,8 @@ class CheckReport:
 def check_index(index: LabelIndex | ShardIndex, *, workers: int | None = None, progress: bool = True) -> CheckReport:
     """Inspect every image header of `index` (in threads: this is I/O-bound) and summarise."""
     workers = workers or min(32, 4 * (os.cpu_count() or 1))
-    if isinstance(index, ShardIndex):  # the images are read from the tars at their offsets
+    if isinstance(index, ShardIndex):  # every byte against its checksum; then the images, read at their offsets
+        index.check_members(progress=progress)
         names = [index.name(row) for row in range(len(index))]
         inspect = lambda row: inspect_image(names[row], index.read_component(row, "image"))  # noqa: E731
         items = range(len(index))

@@ -12,8 +12,10 @@ consecutive members named ``<key>.<component>``:
 
 Next to each ``shard-NNNNNN.tar`` lies ``shard-NNNNNN.idx``, DALI's index (v1.2: a header line
 ``v1.2 <samples>``, then per sample ``<ext> <offset> <size> <member name>`` for each component),
-which lets DALI seek instead of scanning the tar. ``dataset.json`` (`MANIFEST`) names the classes,
-the shards and their sample counts; it is written last, so a directory without it is unfinished.
+which lets DALI seek instead of scanning the tar, and ``shard-NNNNNN.sums``, each member's checksum
+(`mlic_pipe.shards.integrity`). ``dataset.json`` (`MANIFEST`, checked by `read_manifest`) names the
+classes, the shards, their sample counts and checksums; it is written last, so a directory without
+it is unfinished. Version 2 added the checksums; version 1 sets are refused with a request to rewrite.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ __all__ = [
 ]
 
 FORMAT = "mlic-pipe-shards"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: checksums (.sums, digests in dataset.json)
 MANIFEST = "dataset.json"
 LABEL_FORMAT = "multi-hot packed bits: numpy.packbits(bitorder='big'); class j is bit 7 - j % 8 of byte j // 8"
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp", "jp2")  # what DALI's decoders read

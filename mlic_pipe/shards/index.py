@@ -12,7 +12,6 @@ structure check needs the files on local disk, so remote shards are trusted as `
 from __future__ import annotations
 
 import bisect
-import json
 import os
 import tarfile
 from dataclasses import dataclass, field
@@ -21,7 +20,9 @@ from functools import cached_property
 import numpy as np
 
 from mlic_pipe.errors import MLICDataError
-from mlic_pipe.shards.format import FORMAT, FORMAT_VERSION, IMAGE_EXTENSIONS, MANIFEST, read_index, write_index
+from mlic_pipe.shards.format import IMAGE_EXTENSIONS, MANIFEST, read_index, write_index
+from mlic_pipe.shards.integrity import check_members, check_small_members, file_digest
+from mlic_pipe.shards.manifest import read_manifest
 
 __all__ = ["ShardFile", "ShardIndex", "is_remote", "load_shards", "scan_tar"]
 
@@ -32,12 +33,15 @@ def is_remote(path: str) -> bool:
 
 @dataclass(frozen=True)
 class ShardFile:
-    """One tar: where it and its DALI index are, its sample count and its first row."""
+    """One tar: where it, its DALI index and its sums are, its sample count, its first row and its checksums."""
 
     path: str
     index_path: str
     samples: int
     first_row: int
+    sums_path: str = ""
+    size: int = 0
+    digests: dict = field(default_factory=dict, compare=False, hash=False)  # index, sums, small (see integrity)
 
 
 @dataclass
@@ -65,11 +69,11 @@ class ShardIndex:
         return any(is_remote(shard.path) for shard in self.shards)
 
     def fingerprint(self) -> str:
-        """A short digest of the shard set: classes, and each tar's name, samples and first row (see LabelIndex's)."""
+        """A short digest of the shard set: classes, and each tar's name, samples, first row and labels' digest."""
         import hashlib
 
-        parts = [str(self.num_samples), *self.classes,
-                 *(f"{os.path.basename(s.path)} {s.samples} {s.first_row}" for s in self.shards)]
+        parts = [str(self.num_samples), *self.classes, *(f"{os.path.basename(s.path)} {s.samples} {s.first_row} "
+                                                         f"{s.digests.get('small')}" for s in self.shards)]
         return hashlib.blake2b("\n".join(parts).encode("utf-8"), digest_size=8).hexdigest()
 
     def shard_of(self, row: int) -> ShardFile:
@@ -92,10 +96,38 @@ class ShardIndex:
         return cache[shard.index_path]
 
     def check(self) -> None:
-        """Every local shard whole and every sample complete; MLICDataError naming the tar and the key if not."""
-        for shard in self.shards:
+        """Every local shard whole, every sample complete, labels and rows as written; MLICDataError if not.
+
+        Reads each tar's small members (see `mlic_pipe.shards.integrity`) and recounts the labels
+        against dataset.json's class counts; the images are checked by `check_members` (``check``).
+        """
+        local = [shard for shard in self.shards if not is_remote(shard.path)]
+        if not local:
+            return
+        _check_listed(self.root, self.shards)
+        counts = np.zeros(self.num_classes, dtype=np.int64)
+        for shard in local:
+            entries = _check_shard(shard, self.label_bytes, self.has_ignore)
+            self.__dict__.setdefault("_entry_cache", {})[shard.index_path] = entries
+            with open(shard.path, "rb") as handle:
+                def read(offset, size, handle=handle):
+                    handle.seek(offset)
+                    return handle.read(size)
+                counts += check_small_members(shard, entries, read, self.label_bytes, self.num_classes,
+                                              shard.digests["small"])
+        if len(local) == len(self.shards) and counts.tolist() != list(self.class_counts):
+            column = int(np.flatnonzero(counts != np.asarray(self.class_counts))[0])
+            raise MLICDataError(os.path.join(self.root, MANIFEST), f"class {self.classes[column]!r} has "
+                                f"{self.class_counts[column]} samples by dataset.json, {counts[column]} in the tars",
+                                "rewrite the set with `mlic-pipe shard`; do not edit dataset.json")
+
+    def check_members(self, progress: bool = False) -> None:
+        """Read every member of every local tar back and compare it with its checksum (``mlic-pipe check``)."""
+        from tqdm import tqdm
+
+        for shard in tqdm(self.shards, desc="checking shard bytes", unit="tar", disable=not progress):
             if not is_remote(shard.path):
-                _check_shard(shard, self.label_bytes, self.has_ignore)
+                check_members(shard, self.entries(shard), shard.sums_path, shard.digests["sums"])
 
     def read_component(self, row: int, component: str) -> bytes:
         """The bytes of one component of sample `row` ("image", "lbl", "ign", "row"), read at its offset."""
@@ -169,10 +201,23 @@ def scan_tar(path: str) -> list:
     return samples
 
 
-def _check_shard(shard: ShardFile, label_size: int, has_ignore: bool) -> None:
+def _check_listed(root: str, shards: list[ShardFile]) -> None:
+    """Every tar in the set's directory is one dataset.json lists (a dropped entry would drop its samples)."""
+    listed = {os.path.basename(shard.path) for shard in shards}
+    for folder in {os.path.dirname(shard.path) for shard in shards}:
+        extra = sorted(name for name in os.listdir(folder) if name.endswith(".tar") and name not in listed)
+        if extra:
+            raise MLICDataError(os.path.join(root, MANIFEST), f"does not list {extra[0]}, which lies beside the "
+                                "listed shards", "rewrite the set with `mlic-pipe shard`; do not edit dataset.json")
+
+
+def _check_shard(shard: ShardFile, label_size: int, has_ignore: bool) -> list:
+    """The shard's index entries, after checking the tar's size, the index's digest and each sample's members."""
     if not os.path.isfile(shard.path):
         raise MLICDataError(shard.path, "the shard is missing", "rewrite the shards with `mlic-pipe shard`")
-    if not os.path.isfile(shard.index_path):
+    size = os.path.getsize(shard.path)
+    rebuilt = not os.path.isfile(shard.index_path)
+    if rebuilt:
         write_index(shard.index_path, scan_tar(shard.path))  # DALI needs it; one pass over the headers
     try:
         samples = read_index(shard.index_path)
@@ -183,7 +228,6 @@ def _check_shard(shard: ShardFile, label_size: int, has_ignore: bool) -> None:
         last = f" (the last: {samples[-1][0][3].rsplit('.', 1)[0]})" if samples else ""
         raise MLICDataError(shard.path, f"holds {len(samples)} samples{last} but dataset.json says {shard.samples}",
                             "the directory mixes two shard runs: rewrite it with `mlic-pipe shard`")
-    size = os.path.getsize(shard.path)
     needed = {"lbl": label_size, "row": 8, **({"ign": label_size} if has_ignore else {})}
     for entry in samples:
         key = entry[0][3].rsplit(".", 1)[0]
@@ -200,31 +244,33 @@ def _check_shard(shard: ShardFile, label_size: int, has_ignore: bool) -> None:
         if end > size:
             raise MLICDataError(shard.path, f"is truncated: sample {key} ends at byte {end}, the file has {size}",
                                 "rewrite the shard with `mlic-pipe shard`")
+    if size != shard.size:
+        raise MLICDataError(shard.path, f"has {size} bytes, dataset.json says {shard.size} (truncated or replaced)",
+                            "rewrite the shards with `mlic-pipe shard`")
+    if file_digest(shard.index_path) != shard.digests["index"]:
+        if rebuilt:
+            os.remove(shard.index_path)
+            raise MLICDataError(shard.path, "its members are not those written (the index rebuilt from its headers "
+                                "differs)", "rewrite the shards with `mlic-pipe shard`")
+        raise MLICDataError(shard.index_path, "differs from the index written with the tar (edited or damaged)",
+                            "delete it: it is rebuilt from the tar on the next load")
+    return samples
 
 
 def load_shards(path: str | os.PathLike, *, shard_root: str | None = None, check: bool = True) -> ShardIndex:
     """The shard directory at `path` (or its dataset.json), its tars under `shard_root` if given (s3:// ...)."""
     path = os.fspath(path)
     manifest_path = path if path.endswith(".json") else os.path.join(path, MANIFEST)
-    try:
-        with open(manifest_path, encoding="utf-8") as handle:
-            manifest = json.load(handle)
-    except FileNotFoundError:
-        raise MLICDataError(manifest_path, "is missing: the shard run did not finish",
-                            "rerun `mlic-pipe shard` into this directory") from None
-    except json.JSONDecodeError as error:
-        raise MLICDataError(manifest_path, f"is not valid JSON ({error})") from None
-    if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
-        raise MLICDataError(manifest_path, f"is not a {FORMAT} v{FORMAT_VERSION} manifest "
-                            f"(format {manifest.get('format')!r}, version {manifest.get('version')!r})")
+    manifest = read_manifest(manifest_path)
     base = shard_root.rstrip("/") if shard_root else os.path.dirname(os.path.abspath(manifest_path))
     join = (lambda name: f"{base}/{name}") if is_remote(base) else (lambda name: os.path.join(base, name))
-    shards = [ShardFile(join(s["tar"]), join(s["index"]), int(s["samples"]), int(s["first_row"]))
+    shards = [ShardFile(join(s["tar"]), join(s["index"]), s["samples"], s["first_row"], join(s["sums"]), s["bytes"],
+                        {"index": s["index_digest"], "sums": s["sums_digest"], "small": s["small_digest"]})
               for s in manifest["shards"]]
     index = ShardIndex(root=os.path.dirname(os.path.abspath(manifest_path)), shards=shards,
-                       classes=list(manifest["classes"]), has_ignore=bool(manifest["has_ignore"]),
-                       label_bytes=int(manifest["label_bytes"]), num_samples=int(manifest["num_samples"]),
-                       image_root=manifest.get("image_root", ""), class_counts=manifest.get("class_counts", []))
+                       classes=list(manifest["classes"]), has_ignore=manifest["has_ignore"],
+                       label_bytes=manifest["label_bytes"], num_samples=manifest["num_samples"],
+                       image_root=str(manifest.get("image_root", "")), class_counts=manifest["class_counts"])
     if check:
         index.check()
     return index

@@ -1,9 +1,11 @@
 """`write_shards`: a dataset's images (original bytes) and packed labels into GNU tars, DALI index files and dataset.json.
 
-Crash safety: each tar and its index are written under a ``.partial`` name, flushed to disk and
-renamed when whole; ``dataset.json`` goes first out of the directory and last into it. So a crash
-leaves either the previous complete set or a directory without ``dataset.json``, which `load`
-refuses; never a shard a reader would take for complete.
+Never destroys a good set: the input is checked whole first (every file present, non-empty and of
+a format DALI decodes), the new set is written into a temporary sibling directory, and only when it
+is whole does it take the place of `out_dir` (whose old set, if any, is removed after the swap). An
+error or Ctrl-C removes the temporary directory, so no ``.partial`` file is left; a process killed
+outright leaves the old set untouched and a hidden ``.NAME.partial-PID`` sibling to delete.
+`out_dir` must be new, empty or a shard set: a directory holding anything else is refused.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import io
 import json
 import os
 import re
+import shutil
 import tarfile
 from dataclasses import dataclass, field
 
@@ -18,9 +21,10 @@ import numpy as np
 from tqdm import tqdm
 
 from mlic_pipe.datasets.index import LabelIndex
-from mlic_pipe.errors import MLICDataError
+from mlic_pipe.errors import ConfigError, MLICDataError
 from mlic_pipe.shards.format import (FORMAT, FORMAT_VERSION, IMAGE_EXTENSIONS, LABEL_FORMAT, MANIFEST, IndexEntry,
                                      label_bytes, pack_labels, shard_names, write_index)
+from mlic_pipe.shards.integrity import SmallMembers, digest, file_digest, write_sums
 
 __all__ = ["DEFAULT_SHARD_BYTES", "ShardWriter", "parse_size", "sample_keys", "write_shards"]
 
@@ -28,13 +32,12 @@ DEFAULT_SHARD_BYTES = 256 * 2 ** 20  # a few hundred MB per tar: large sequentia
 
 
 def parse_size(text: str | int) -> int:
-    """Bytes from "256M", "1.5G", "4096" (binary units)."""
-    if isinstance(text, int):
-        return text
-    match = re.fullmatch(r"\s*([0-9.]+)\s*([kKmMgGtT]?)i?[bB]?\s*", str(text))
-    if not match:
-        raise ValueError(f"cannot read {text!r} as a size; write e.g. 256M, 1G or 4096")
-    return int(float(match.group(1)) * 1024 ** " KMGT".index(match.group(2).upper() or " "))
+    """Bytes from "256M", "1.5G", "4096" (binary units); ConfigError naming {shard_bytes} if it is not a size."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kKmMgGtT]?)i?[bB]?\s*", str(text))
+    size = int(float(match.group(1)) * 1024 ** " KMGT".index(match.group(2).upper() or " ")) if match else 0
+    if size < 1:
+        raise ConfigError(f"{{shard_bytes}}: {text!r} is not a size of at least one byte; write e.g. 256M, 1G or 4096")
+    return size
 
 
 def sample_keys(files: list[str]) -> tuple[str, list[str]]:
@@ -67,17 +70,20 @@ def _extension(path: str) -> str:
 
 @dataclass
 class ShardWriter:
-    """One tar being written under a .partial name, with its index entries."""
+    """One tar being written under a .partial name, with its index entries and checksums."""
 
     directory: str
     number: int
     first_row: int
     samples: list[IndexEntry] = field(default_factory=list)
+    sums: list[tuple[str, int, str]] = field(default_factory=list)
+    small: SmallMembers = field(default_factory=SmallMembers)
     tar: tarfile.TarFile | None = None
 
     @property
-    def paths(self) -> tuple[str, str]:
-        return tuple(os.path.join(self.directory, name) for name in shard_names(self.number))
+    def paths(self) -> tuple[str, str, str]:
+        tar, index = shard_names(self.number)
+        return tuple(os.path.join(self.directory, name) for name in (tar, index, index[:-4] + ".sums"))
 
     def open(self) -> None:
         self.tar = tarfile.open(self.paths[0] + ".partial", "w", format=tarfile.GNU_FORMAT)
@@ -94,19 +100,24 @@ class ShardWriter:
             self.tar.addfile(info, io.BytesIO(data))
             entry.append((ext, self.tar.offset - -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE, len(data),
                           info.name))
+            self.sums.append((info.name, len(data), digest(data).hexdigest()))
+            self.small.add(ext, data)
         self.samples.append(entry)
 
     def close(self) -> dict:
-        """Finish the tar and its index, then move both to their final names."""
-        tar_path, index_path = self.paths
+        """Finish the tar, its index and its sums, then move them to their final names."""
+        tar_path, index_path, sums_path = self.paths
         self.tar.close()
         write_index(index_path + ".partial", self.samples)
-        for path in (tar_path, index_path):
+        write_sums(sums_path + ".partial", self.sums)
+        for path in (tar_path, index_path, sums_path):
             with open(path + ".partial", "rb+") as handle:
                 os.fsync(handle.fileno())
             os.replace(path + ".partial", path)
         return {"tar": os.path.basename(tar_path), "index": os.path.basename(index_path),
-                "samples": len(self.samples), "first_row": self.first_row, "bytes": os.path.getsize(tar_path)}
+                "sums": os.path.basename(sums_path), "samples": len(self.samples), "first_row": self.first_row,
+                "bytes": os.path.getsize(tar_path), "index_digest": file_digest(index_path),
+                "sums_digest": file_digest(sums_path), "small_digest": self.small.hexdigest()}
 
 
 def _read_image(path: str) -> bytes:
@@ -121,6 +132,48 @@ def _read_image(path: str) -> bytes:
     return data
 
 
+_SET_FILE = re.compile(r"(shard-\d{6}\.(tar|idx|sums)(\.partial)?|dataset\.json(\.partial)?)")
+
+
+def _check_input(index: LabelIndex) -> None:
+    """Every file present, non-empty and of a readable format, before anything is written."""
+    if not hasattr(index, "files"):
+        raise MLICDataError(getattr(index, "root", None), "is a shard set already; shard the dataset it was "
+                            "written from", "to move a shard set, copy its directory")
+    for path in index.files:
+        _extension(path)
+        try:
+            size = os.stat(path).st_size
+        except OSError as error:
+            raise MLICDataError(path, f"cannot be read ({error.strerror or error})",
+                                "check the image directory, or load the dataset with {missing:drop}") from None
+        if size == 0:
+            raise MLICDataError(path, "the file is empty (zero bytes)", "remove it from the annotations or replace it")
+
+
+def _check_target(out_dir: str) -> None:
+    """`out_dir` is new, empty or a shard set (so it holds none of the input's images, nor anything else)."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise MLICDataError(out_dir, "is a file, not a directory", "name a new or empty directory for the shards")
+    if os.path.isdir(out_dir):
+        other = sorted(name for name in os.listdir(out_dir) if not _SET_FILE.fullmatch(name))
+        if other:
+            raise MLICDataError(out_dir, f"holds files that are not a shard set ({', '.join(other[:3])}"
+                                f"{' ...' if len(other) > 3 else ''}); writing there would replace them",
+                                "name a new or empty directory, or one holding only a shard set")
+
+
+def _replace_dir(new: str, out_dir: str) -> None:
+    """Move the whole set `new` to `out_dir`; an old set there is removed only after the swap."""
+    if not os.path.exists(out_dir):
+        os.replace(new, out_dir)
+        return
+    old = os.path.join(os.path.dirname(out_dir), f".{os.path.basename(out_dir)}.old-{os.getpid()}")
+    os.replace(out_dir, old)
+    os.replace(new, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def write_shards(index: LabelIndex, out_dir: str | os.PathLike, *, samples_per_shard: int | None = None,
                  shard_bytes: int | str | None = None, progress: bool = True) -> dict:
     """Write `index` as shards into `out_dir`; returns the manifest (also saved as dataset.json).
@@ -130,15 +183,30 @@ def write_shards(index: LabelIndex, out_dir: str | os.PathLike, *, samples_per_s
         shard_bytes: close a shard once its tar reaches this size (default 256 MiB; "256M" works).
     """
     if samples_per_shard is not None and shard_bytes is not None:
-        raise ValueError("pass samples_per_shard or shard_bytes, not both")
+        raise ConfigError("pass {samples_per_shard} or {shard_bytes}, not both")
     if samples_per_shard is not None and samples_per_shard < 1:
-        raise ValueError(f"samples_per_shard must be at least 1, got {samples_per_shard}")
+        raise ConfigError(f"{{samples_per_shard}} must be at least 1, got {samples_per_shard}")
     limit = parse_size(shard_bytes) if shard_bytes is not None else DEFAULT_SHARD_BYTES
-    out_dir = os.fspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    manifest_path = os.path.join(out_dir, MANIFEST)
-    if os.path.exists(manifest_path):
-        os.remove(manifest_path)  # a crash from here on leaves no manifest naming a half-replaced set
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    _check_input(index)
+    _check_target(out_dir)
+    if not len(index):
+        raise MLICDataError(out_dir, "the dataset has no samples to write")
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    work = os.path.join(parent, f".{os.path.basename(out_dir)}.partial-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    try:
+        manifest = _write_set(index, work, samples_per_shard, limit, progress)
+        _replace_dir(work, out_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _write_set(index: LabelIndex, out_dir: str, samples_per_shard: int | None, limit: int, progress: bool) -> dict:
     root, keys = sample_keys(index.files)
     labels = pack_labels(index.targets)
     ignore = None if index.ignore is None else pack_labels(index.ignore)
@@ -157,14 +225,14 @@ def write_shards(index: LabelIndex, out_dir: str | os.PathLike, *, samples_per_s
             components.append(("ign", ignore[row].tobytes()))
         components.append(("row", np.int64(row).astype("<i8").tobytes()))
         writer.add(keys[row], components)
-    if writer is not None:
-        shards.append(writer.close())
+    shards.append(writer.close())
     manifest = {
         "format": FORMAT, "version": FORMAT_VERSION, "classes": list(index.classes), "num_samples": len(index),
         "label_format": LABEL_FORMAT, "label_bytes": label_bytes(index.num_classes),
         "has_ignore": index.ignore is not None, "image_root": root,
         "class_counts": index.targets.sum(axis=0).astype(int).tolist(), "shards": shards,
     }
+    manifest_path = os.path.join(out_dir, MANIFEST)
     with open(manifest_path + ".partial", "w", encoding="utf-8") as handle:
         json.dump(manifest, handle, indent=1)
         handle.flush()
