@@ -376,12 +376,13 @@ def test_resume_reads_the_checkpoint_on_the_cpu_whatever_the_training_device(tmp
     train(config, progress=False)
     saved = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     torch.manual_seed(1234)  # the resume must put back the saved generator, not keep this one
-    model = trainer_module._model(config, trainer_module._load_data(config)[0], torch.device("cpu"))
+    train_index = trainer_module._load_data(config)[0]
+    model = trainer_module._model(config, train_index, torch.device("cpu"))
     parts = trainer_module._parts(config, model, 2, distributed=False)
     result = trainer_module.TrainResult(history=[], out_dir=tmp_path / "run")
-    on_gpu = SimpleNamespace(device=torch.device("meta"), load_state_dict=lambda state: None)
+    on_gpu = SimpleNamespace(device=torch.device("meta"), load_state_dict=lambda state: None, index=train_index)
     resumed = trainer_module._resume(dataclasses.replace(config, resume="auto"), parts, result, on_gpu)
-    assert resumed is None and result.start_epoch == 1
+    assert resumed == (None, None) and result.start_epoch == 1
     assert torch.equal(torch.get_rng_state(), saved["rng"]["cpu"])
     for name, value in saved["model"].items():
         assert torch.equal(model.state_dict()[name], value), name
@@ -444,3 +445,111 @@ def test_sam_under_fp16_returns_to_the_weights_when_the_scaler_skips_the_step():
     assert scaler.get_scale() == 2.0**15  # the step was skipped (the scale backs off)
     for name, value in model.state_dict().items():
         assert torch.equal(value, start[name]), name  # back at w, not at w + rho g / |g|
+
+
+def test_a_kill_between_the_log_line_and_last_pt_records_each_epoch_once(tmp_path, monkeypatch):
+    class Killed(Exception):
+        pass
+
+    original = checkpoint_module.save_checkpoint
+
+    def die_before_saving(path, state):
+        if state["epoch"] == 1 and state.get("epoch_progress") is None:
+            raise Killed  # epoch 2's line is in log.jsonl, last.pt still says epoch 1
+        original(path, state)
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", die_before_saving)
+    with pytest.raises(Killed):
+        train(small(tmp_path, epochs=3, val_split=None), progress=False)
+    log_path = tmp_path / "run" / "log.jsonl"
+    assert [json.loads(line).get("epoch") for line in log_path.read_text().splitlines()] == [None, 1, 2]
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", original)
+    with log_path.open("a") as handle:
+        handle.write('{"epoch": 3, "train_lo')  # and a half-written line, as a kill mid-write leaves
+    train(small(tmp_path, epochs=3, val_split=None, resume="auto"), progress=False)
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert "config" in lines[0] and lines[0]["config"]["resume"] is None  # the header the run began with
+    assert [line["epoch"] for line in lines[1:]] == [1, 2, 3]
+
+
+def _world_worker(rank, world, port, out_dir, phase, schedule):
+    """Train 2 epochs on `world` gloo processes; phase "die": every rank stops at epoch 2's first mid-epoch save."""
+    from mlic_pipe.training import trainer as trainer_module
+
+    if world > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                          LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    original, saves = trainer_module._save_mid_epoch, []
+
+    def save_then_die(*args, **kwargs):
+        original(*args, **kwargs)
+        saves.append(args[4])
+        if phase == "die" and args[4] == 1:
+            raise KeyboardInterrupt  # on every rank at once: no rank is left waiting in a collective
+    trainer_module._save_mid_epoch = save_then_die
+    config = TrainConfig(**{**SMALL, "threads": 1, "limit_train_batches": None, "batch_size": 32, "warmup_epochs": 1},
+                         epochs=2,
+                         out_dir=out_dir, device="cpu", val_split=None, schedule=schedule, checkpoint_every=2,
+                         lr=1e-3, resume="auto" if phase == "resume" else None)
+    try:
+        train(config, progress=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine"])
+def test_a_run_saved_on_two_processes_resumes_on_one_and_ends_its_schedule_where_configured(tmp_path, schedule):
+    """Demo: 400 images, batch 32: 6 steps per epoch on 2 ranks, 12 on 1. Killed 2 steps into epoch 2 on 2
+    ranks, resumed on 1: the rest of epoch 2 is 8 steps, and the schedule still ends at its last step."""
+    out_dir = str(tmp_path / "run")
+    torch.multiprocessing.spawn(_world_worker, args=(2, _free_port(), out_dir, "die", schedule), nprocs=2, join=True)
+    saved = torch.load(os.path.join(out_dir, "last.pt"), weights_only=False)
+    assert saved["epoch"] == 1 and saved["steps_per_epoch"] == 6 and saved["epoch_progress"]["steps"] == 2
+    _world_worker(0, 1, None, out_dir, "resume", schedule)
+    final = torch.load(os.path.join(out_dir, "last.pt"), weights_only=False)
+    assert final["epoch"] == 1 and final.get("epoch_progress") is None and final["steps_per_epoch"] == 12
+    lr = final["optimizer"]["param_groups"][-1]["lr"]
+    if schedule == "onecycle":  # where torch's OneCycleLR is after the 24 steps of the same run uninterrupted
+        optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+        uninterrupted = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=24, pct_start=0.5)
+        for _ in range(24):
+            optimizer.step()
+            uninterrupted.step()
+        assert lr == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-9)
+        assert final["scheduler"]["last_epoch"] == 2 * 12  # every step of the configured run, none past it
+    else:  # a warm-up epoch, then cosine annealing from 1e-3 reaches 0 at the run's last step
+        assert lr == pytest.approx(0.0, abs=1e-12)
+    lines = [json.loads(line) for line in open(os.path.join(out_dir, "log.jsonl"))]
+    assert [line.get("epoch") for line in lines] == [None, 1, 2]
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle", "step"])
+def test_scheduler_at_equals_the_schedule_stepped_from_the_start(schedule):
+    """Rebuilt mid-run (after 7 steps counted in another world size's epochs), it gives the learning rate and
+    momentum that the same schedule stepped from its first step gives at that position."""
+    from mlic_pipe.training.optim import scheduler_at
+
+    config = TrainConfig(epochs=3, schedule=schedule, warmup_epochs=1, lr=1e-3, step_size=1)
+
+    def fresh_optimizer():
+        return torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 1e-4},
+                                {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 1e-3}], lr=1e-3, momentum=0.9)
+
+    reference_optimizer = fresh_optimizer()
+    reference = build_scheduler(config, reference_optimizer, 10)
+    for _ in range(17):
+        reference_optimizer.step()
+        reference.step()
+    optimizer = fresh_optimizer()
+    old = build_scheduler(config, optimizer, 5)
+    for _ in range(7):
+        optimizer.step()
+        old.step()
+    rebuilt = scheduler_at(config, optimizer, 10, 17)
+    assert rebuilt.last_epoch == reference.last_epoch == 17
+    for got, want in zip(optimizer.param_groups, reference_optimizer.param_groups):
+        assert got["lr"] == pytest.approx(want["lr"], rel=1e-12) and got["momentum"] == want["momentum"]

@@ -108,6 +108,20 @@ class TrainConfig:
     missing: str = option("raise", "image files missing on disk: raise, or drop them with a warning",
                           choices=MISSING_FILES)
 
+    def _check_ranges(self) -> None:
+        """Each number within what can work (a flag of 0 or -1 is refused here, not deep in a library)."""
+        least = {"epochs": 1, "batch_size": 1, "image_size": 16, "threads": 1, "step_size": 1,
+                 "limit_train_batches": 1, "weight_decay": 0, "warmup_epochs": 0, "cl_weight": 0, "sumix_gamma": 0,
+                 "backbone_lr_mult": 0, "momentum": 0, "step_gamma": 0}
+        for name, low in least.items():
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise ConfigError(f"{{{name}}} must be at least {low}, got {value}")
+        if self.lr is not None and self.lr < 0:  # 0 is allowed: it freezes the weights (a baseline, a test)
+            raise ConfigError(f"{{lr}} must be at least 0, got {self.lr}")
+        if self.momentum >= 1:
+            raise ConfigError(f"{{momentum}} must be below 1, got {self.momentum}")
+
     def validate(self) -> None:
         """Raise `ConfigError` for a value or a combination that cannot work, before any work is done."""
         for name in ("head", "loss", "mix", "optimizer", "schedule"):
@@ -118,8 +132,7 @@ class TrainConfig:
                               ("cl_form", CELL_FORMS), ("sam_base", BASE_OPTIMIZERS), ("label_rule", TARGET_RULES)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{{{name}}} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ConfigError("{epochs} and {batch_size} must be at least 1")
+        self._check_ranges()
         if self.splicemix_cl and self.mix != "splicemix":
             raise ConfigError("{splicemix_cl} needs {mix:splicemix} (it compares spliced cells with their sources)")
         if self.sumix and (self.mix not in MASK_MIXES or not self.mix_append):

@@ -119,19 +119,21 @@ def _check_finite(tally: EpochProgress, epoch: int) -> float:
 
 
 def train_one_epoch(parts: RunParts, loader: MLICLoader, epoch: int, epochs: int, progress: bool = True, *,
-                    resumed: EpochProgress | None = None, checkpoint_every: int | None = None,
+                    resumed: EpochProgress | None = None, steps: int | None = None,
+                    checkpoint_every: int | None = None,
                     checkpoint: Callable[[EpochProgress], None] | None = None) -> dict:
-    """Train on `loader`'s epoch `epoch` (at most `parts.steps_per_epoch` steps); returns its log record.
+    """Train on `loader`'s epoch `epoch` (at most `steps`, default `parts.steps_per_epoch`); returns its record.
 
     With `resumed` (a mid-epoch checkpoint's progress; the loader already holds its state) the epoch
-    continues where it stopped. Every `checkpoint_every` steps `checkpoint(progress)` saves. The
+    continues where it stopped; `steps` then counts the epoch's steps on this world size, those
+    before the checkpoint included. Every `checkpoint_every` steps `checkpoint(progress)` saves. The
     running loss stays on the device and is read every `LOG_EVERY` steps; a non-finite value then
     raises `FloatingPointError` saying what to change.
     """
     if resumed is None:
         loader.set_epoch(epoch)
     parts.wrapped.train()
-    total, tally = parts.steps_per_epoch, resumed or EpochProgress()
+    total, tally = steps or parts.steps_per_epoch, resumed or EpochProgress()
     start = time.perf_counter() - tally.seconds
     bar = tqdm(total=total, initial=tally.steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress,
                unit="step")

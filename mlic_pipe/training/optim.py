@@ -8,6 +8,7 @@ classes (a `LinearLR` warm-up chained by `SequentialLR` to `CosineAnnealingLR` o
 from __future__ import annotations
 
 import math
+import warnings
 from typing import TYPE_CHECKING
 
 import torch
@@ -20,7 +21,8 @@ from mlic_pipe.training.sam import SAM
 if TYPE_CHECKING:
     from mlic_pipe.training.config import TrainConfig
 
-__all__ = ["BASE_OPTIMIZERS", "DEFAULT_LR", "OPTIMIZERS", "SCHEDULES", "build_optimizer", "build_scheduler"]
+__all__ = ["BASE_OPTIMIZERS", "DEFAULT_LR", "OPTIMIZERS", "SCHEDULES", "build_optimizer", "build_scheduler",
+           "scheduler_at"]
 
 DEFAULT_LR = {"adamw": 1e-4, "adam": 1e-4, "sgd": 0.05}
 
@@ -109,3 +111,23 @@ def build_scheduler(config: "TrainConfig", optimizer: torch.optim.Optimizer,
     warmup = int(config.warmup_epochs * steps_per_epoch)
     schedule = SCHEDULES.create(config.schedule, optimizer, config, steps_per_epoch, warmup)
     return schedule if config.schedule == "onecycle" else _after_warmup(optimizer, schedule, warmup)
+
+
+def scheduler_at(config: "TrainConfig", optimizer: torch.optim.Optimizer, steps_per_epoch: int,
+                 position: int) -> lr_scheduler.LRScheduler:
+    """The configured schedule for `steps_per_epoch`, as if `position` optimizer steps had been taken.
+
+    A run resumed on another world size has another number of steps per epoch, so the saved schedule
+    (counted in the old steps) would end early or step past its end (OneCycle raises). The trainer
+    rebuilds it here at the position from which the steps left in the run end it exactly where the
+    configured run ends. The learning rates restart from the configured values, and the new
+    schedule is stepped `position` times (cheap: no optimizer step is taken).
+    """
+    for group in optimizer.param_groups:  # the configured rate: OneCycle keeps it as max_lr, the others as initial_lr
+        group["lr"] = group.get("max_lr", group.get("initial_lr", group["lr"]))
+    scheduler = build_scheduler(config, optimizer, steps_per_epoch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "lr_scheduler.step() before optimizer.step()": none is due here
+        for _ in range(position):
+            scheduler.step()
+    return scheduler

@@ -5,7 +5,9 @@ does, with the package's pieces. Every epoch: `train_one_epoch` on the mixed bat
 the unmixed validation set (and on the EMA weights when enabled), one JSON line appended to
 ``log.jsonl``, ``last.pt`` (and ``best.pt`` on a new best mAP) saved atomically. ``resume``
 continues from ``last.pt`` exactly: the loader replays epochs from (seed, epoch), the schedules
-and optimizers restore their state.
+and optimizers restore their state; on another world size the schedule is re-counted in the new
+steps per epoch so it ends where the run was configured to end, and the log holds each epoch once
+whenever the job was killed.
 
 Under torchrun each process takes its rank's shard (`MLICLoader` reads torch.distributed), the model
 is wrapped in DistributedDataParallel, and evaluation gathers every rank's scores.
@@ -35,7 +37,7 @@ from mlic_pipe.training import checkpoint
 from mlic_pipe.training.config import MASK_MIXES, TrainConfig
 from mlic_pipe.training.loop import EpochProgress, RunParts, evaluate, train_one_epoch
 from mlic_pipe.training.objective import Objective
-from mlic_pipe.training.optim import build_optimizer, build_scheduler
+from mlic_pipe.training.optim import build_optimizer, build_scheduler, scheduler_at
 
 __all__ = ["TrainResult", "train"]
 
@@ -147,24 +149,45 @@ def _parts(config: TrainConfig, model: nn.Module, steps_per_epoch: int, distribu
 
 # ----------------------------------------------------------------------------------- epochs and files
 
-def _resume(config: TrainConfig, parts: RunParts, result: TrainResult, loader: MLICLoader) -> EpochProgress | None:
-    """Restore a checkpoint; returns the progress of the epoch it stopped in, if it stopped mid-epoch."""
+def _resume(config: TrainConfig, parts: RunParts, result: TrainResult,
+            loader: MLICLoader) -> tuple[EpochProgress | None, int | None]:
+    """Restore a checkpoint; returns the progress and step count of the epoch it stopped in, if mid-epoch.
+
+    On another world size the epochs have another number of steps: the loader deals the rest of the
+    saved epoch over the new ranks, and the schedule is rebuilt (`scheduler_at`) so that it still
+    ends where the configured run ends.
+    """
     path = checkpoint.resume_path(config.resume, result.out_dir)
     if path is None:
-        return None
+        return None, None
     state = checkpoint.load_checkpoint(path)
-    parts.load_state_dict(state)
+    checkpoint.check_fits(state, config, loader.index.classes, path)
+    try:
+        parts.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError) as error:  # head options, or an edited checkpoint
+        raise ConfigError(f"{{resume}} {path} does not fit this run's model or optimizer: "
+                          f"{str(error).splitlines()[0][:160]}") from None
     checkpoint.restore_rng_state(state.get("rng"))
     result.history, result.best_map, result.best_epoch = state["history"], state["best_map"], state["best_epoch"]
+    progress, epoch_steps = None, None
     if state.get("epoch_progress") is None:
         result.start_epoch = state["epoch"] + 1
+        position = result.start_epoch * parts.steps_per_epoch
         log.info("resumed from %s at epoch %d/%d", path, result.start_epoch + 1, config.epochs)
-        return None
-    result.start_epoch = state["epoch"]
-    loader.load_state_dict(state["loader"])  # every rank's loader state: any world size resumes
-    progress = EpochProgress(**state["epoch_progress"])
-    log.info("resumed from %s in epoch %d/%d after step %d", path, state["epoch"] + 1, config.epochs, progress.steps)
-    return progress
+    else:
+        result.start_epoch = state["epoch"]
+        loader.load_state_dict(state["loader"])  # every rank's loader state: any world size resumes
+        progress = EpochProgress(**state["epoch_progress"])
+        epoch_steps = min(len(loader), config.limit_train_batches or len(loader))
+        position = (state["epoch"] + 1) * parts.steps_per_epoch - (epoch_steps - progress.steps)
+        log.info("resumed from %s in epoch %d/%d after step %d", path, state["epoch"] + 1, config.epochs,
+                 progress.steps)
+    saved_steps = state.get("steps_per_epoch", parts.steps_per_epoch)
+    if saved_steps != parts.steps_per_epoch:
+        parts.scheduler = scheduler_at(config, parts.optimizer, parts.steps_per_epoch, max(position, 0))
+        log.info("epochs now take %d steps (%d when saved): the schedule continues at step %d of %d",
+                 parts.steps_per_epoch, saved_steps, max(position, 0), config.epochs * parts.steps_per_epoch)
+    return progress, epoch_steps
 
 
 def _validate_epoch(parts: RunParts, val_loader, val_index, record: dict, progress: bool) -> MetricReport:
@@ -178,7 +201,8 @@ def _validate_epoch(parts: RunParts, val_loader, val_index, record: dict, progre
 
 def _state(config: TrainConfig, parts: RunParts, result: TrainResult, classes: list[str], epoch: int) -> dict:
     return dict(parts.state_dict(), epoch=epoch, config=asdict(config), classes=classes, history=result.history,
-                best_map=result.best_map, best_epoch=result.best_epoch, rng=checkpoint.rng_state())
+                best_map=result.best_map, best_epoch=result.best_epoch, rng=checkpoint.rng_state(),
+                steps_per_epoch=parts.steps_per_epoch)
 
 
 def _save_mid_epoch(config: TrainConfig, parts: RunParts, result: TrainResult, classes: list[str], epoch: int,
@@ -224,16 +248,16 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     result = TrainResult(history=[], out_dir=Path(config.out_dir))
     if is_main:
         result.out_dir.mkdir(parents=True, exist_ok=True)
-    resumed = _resume(config, parts, result, loader)
-    if is_main and result.start_epoch == 0 and resumed is None:
-        header = {"config": asdict(config), "classes": train_index.classes}
-        (result.out_dir / "log.jsonl").write_text(json.dumps(header) + "\n")
+    resumed, resumed_steps = _resume(config, parts, result, loader)
+    if is_main:
+        checkpoint.write_log(result.out_dir / "log.jsonl", {"config": asdict(config), "classes": train_index.classes},
+                             result.history, resumed=bool(config.resume))
     for epoch in range(result.start_epoch, config.epochs):
         def save(tally, epoch=epoch):
             _save_mid_epoch(config, parts, result, train_index.classes, epoch, loader, tally)
         record = train_one_epoch(parts, loader, epoch, config.epochs, progress=progress, resumed=resumed,
-                                 checkpoint_every=config.checkpoint_every, checkpoint=save)
-        resumed = None
+                                 steps=resumed_steps, checkpoint_every=config.checkpoint_every, checkpoint=save)
+        resumed, resumed_steps = None, None
         if val_loader is not None:
             result.final = _validate_epoch(parts, val_loader, val_index, record, progress)
         improved = result.add(record)
