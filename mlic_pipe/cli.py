@@ -14,7 +14,7 @@ from dataclasses import MISSING, Field, fields
 from pathlib import Path
 
 from mlic_pipe.datasets.index import MISSING_FILES
-from mlic_pipe.errors import ON_ERROR
+from mlic_pipe.errors import ON_ERROR, ConfigError, LoaderStateError, MLICDataError
 
 __all__ = ["FLAGS", "build_parser", "main"]
 
@@ -26,6 +26,33 @@ FLAGS = {"image_dir": "--images DIR", "head_kwargs": "--head-arg KEY=VALUE", "lo
          "out_dir": "--out-dir DIR", "resume": "--resume PATH", "ema": "--ema DECAY", "num_threads": "--threads N",
          "split": "--split SPLIT", "shard_root": "--shard-root URL",
          "samples_per_shard": "--samples-per-shard N", "shard_bytes": "--shard-bytes SIZE", "missing": "--missing drop|raise", "on_error": "--on-error skip|raise"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with an error as one line (what is wrong, with which flag, and where the help is)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _at_least(low: int):
+    """An argparse type: an integer of at least `low` (argparse names the flag in its error)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"wants a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    parse.__name__ = "int"
+    return parse
+
+
+def _output_file(flag: str, path: str | None) -> None:
+    """Refuse an output file in a missing folder before any work is done (not after the whole run)."""
+    if path and not Path(path).resolve().parent.is_dir():
+        raise ConfigError(f"{flag} {path}: the folder {Path(path).resolve().parent} does not exist: create it first")
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -70,6 +97,7 @@ def _dtypes() -> dict:
 def _cmd_profile(args: argparse.Namespace) -> int:
     from mlic_pipe.profile import profile_pipeline
 
+    _output_file("--json", args.json)
     index = _load(args, missing=args.missing)
     report = profile_pipeline(index, data=args.data, batch_size=args.batch_size, image_size=args.image_size,
                               mix=args.mix, device=args.device, steps=args.steps, warmup=args.warmup,
@@ -82,13 +110,13 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _key_values(pairs: list[str]) -> dict:
+def _key_values(pairs: list[str], name: str) -> dict:
     """["num_heads=4", "lam=0.3"] -> {"num_heads": 4, "lam": 0.3} (values read as JSON when they parse)."""
     kwargs = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"mlic-pipe: error: --head-arg wants KEY=VALUE, got {pair!r}")
+            raise ConfigError(f"{{{name}}} wants KEY=VALUE, got {pair!r}")
         try:
             kwargs[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -105,7 +133,7 @@ def _train_options(args: argparse.Namespace) -> dict:
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     for name in ("head_kwargs", "loss_kwargs"):  # --head-arg / --loss-arg add to the recipe's options
         if name in given:
-            given[name] = {**options.get(name, {}), **_key_values(given[name])}
+            given[name] = {**options.get(name, {}), **_key_values(given[name], name)}
     options.update(given)
     if getattr(args, "data_option", None):
         options["data"] = args.data_option
@@ -185,6 +213,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_preview(args: argparse.Namespace) -> int:
     from mlic_pipe.preview import write_preview
 
+    _output_file("--out", args.out)
     index = _load(args, missing=args.missing)
     write_preview(index, args.out, mix=args.mix, batch_size=args.batch_size, image_size=args.size, seed=args.seed)
     print(f"wrote {args.out}: {args.batch_size} regular images of {args.data} and their {args.mix} outputs "
@@ -260,17 +289,17 @@ def _profile_parser(commands) -> None:
 
     profile = commands.add_parser("profile", help="time the data pipeline end to end (the main job)")
     _add_data_options(profile)
-    profile.add_argument("--batch-size", type=int, default=32, help="images read per step, B (default 32)")
-    profile.add_argument("--image-size", type=int, default=448, help="image size S (default 448)")
+    profile.add_argument("--batch-size", type=_at_least(1), default=32, help="images read per step, B (default 32)")
+    profile.add_argument("--image-size", type=_at_least(16), default=448, help="image size S (default 448)")
     profile.add_argument("--mix", default="splicemix", choices=list(MIXERS),
                          help="augmentation (default splicemix, the paper's default mode)")
     profile.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     profile.add_argument("--dtype", default="float32", choices=list(_dtypes()), help="output image dtype "
                          "(default float32)")
-    profile.add_argument("--steps", type=int, default=20, help="steps timed (default 20)")
-    profile.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    profile.add_argument("--steps", type=_at_least(1), default=20, help="steps timed (default 20)")
+    profile.add_argument("--warmup", type=_at_least(0), default=2, help="untimed steps first (default 2)")
     profile.add_argument("--model", help="also time a timm model's forward + backward, e.g. resnet50 (random init)")
-    profile.add_argument("--threads", type=int, help="DALI CPU threads (default: CPU count, at most 8)")
+    profile.add_argument("--threads", type=_at_least(1), help="DALI CPU threads (default: CPU count, at most 8)")
     profile.add_argument("--on-error", default="raise", choices=ON_ERROR,
                          help="undecodable images: raise (default), or skip and report")
     profile.add_argument("--json", help="also write the numbers to this JSON file")
@@ -331,8 +360,8 @@ def _other_parsers(commands) -> None:
     preview.add_argument("--mix", default="splicemix", choices=list(MIXERS),
                          help="augmentation (default splicemix, the paper's default mode)")
     preview.add_argument("--out", default="batch.png", help="PNG to write (default batch.png)")
-    preview.add_argument("--batch-size", type=int, default=16, help="regular images in the batch (default 16)")
-    preview.add_argument("--size", type=int, default=224, help="image size S (default 224)")
+    preview.add_argument("--batch-size", type=_at_least(1), default=16, help="regular images in the batch (default 16)")
+    preview.add_argument("--size", type=_at_least(16), default=224, help="image size S (default 224)")
     preview.add_argument("--seed", type=int, default=0, help="seed of the images picked and of the plan")
     preview.set_defaults(run=_cmd_preview)
 
@@ -343,7 +372,7 @@ def _other_parsers(commands) -> None:
     shard.add_argument("data", help=DATA_HELP)
     shard.add_argument("out_dir", metavar="OUT_DIR", help="directory for shard-NNNNNN.tar/.idx and dataset.json")
     size = shard.add_mutually_exclusive_group()
-    size.add_argument("--samples-per-shard", type=int, help="samples per tar")
+    size.add_argument("--samples-per-shard", type=_at_least(1), help="samples per tar")
     size.add_argument("--shard-bytes", help="close a tar once it reaches this size, e.g. 256M or 1G (default 256M)")
     shard.add_argument("--split", help="split to read (train, val, ...; reader-dependent)")
     shard.add_argument("--images", metavar="DIR", help="image folder of a COCO-format .json outside COCO's layout")
@@ -360,7 +389,7 @@ def _other_parsers(commands) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mlic-pipe", description="GPU data pipeline for multi-label image "
+    parser = _Parser(prog="mlic-pipe", description="GPU data pipeline for multi-label image "
                                      "classification: DALI decode + one fused Triton SpliceMix kernel.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _profile_parser(commands)
@@ -371,14 +400,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mlic_pipe.errors import ConfigError, MLICDataError
-
     args = build_parser().parse_args(argv)
     _configure_logging(getattr(args, "quiet", False))
     try:
         return args.run(args)
     except (MLICDataError, ConfigError) as error:
         print(f"mlic-pipe {args.command}: error: {error.for_cli(FLAGS)}", file=sys.stderr)
+        return 2
+    except LoaderStateError as error:  # a checkpoint's loader states that do not fit (train --resume)
+        print(f"mlic-pipe {args.command}: error: --resume: {error}", file=sys.stderr)
         return 2
 
 

@@ -13,6 +13,8 @@ import contextlib
 
 import torch
 
+from mlic_pipe.errors import ConfigError
+
 __all__ = ["dali_device_id", "device_scope", "resolve_device"]
 
 
@@ -26,19 +28,22 @@ def resolve_device(device) -> torch.device:
         if not torch.cuda.is_available():
             return torch.device("cpu")
         device = "cuda"
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"{{device}} must be auto, cpu or cuda[:N], got {device!r}") from None
     if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device}")
+        raise ConfigError(f"{{device}} must be auto, cpu or cuda[:N], got {device}")
     if device.type == "cpu":
         return device
     if not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} was asked for but no CUDA device is available; use device='cpu' "
-                         "or 'auto'")
+        raise ConfigError(f"{{device:{device}}} was asked for, but no CUDA device is available: use {{device:cpu}} "
+                          "or {device:auto}")
     if device.index is None:
         return torch.device("cuda", torch.cuda.current_device())
     if device.index >= torch.cuda.device_count():
-        raise ValueError(f"device={str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s) "
-                         f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+        raise ConfigError(f"{{device:{device}}}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                          f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
     return device
 
 

@@ -35,7 +35,7 @@ import torch
 from mlic_pipe.datasets.index import LabelIndex
 from mlic_pipe.devices import dali_device_id, device_scope, resolve_device
 from mlic_pipe.distributed import all_gather_objects, rank_and_world_size
-from mlic_pipe.errors import ON_ERROR, LoaderStateError, MLICDataError
+from mlic_pipe.errors import ON_ERROR, ConfigError, LoaderStateError, MLICDataError
 from mlic_pipe.loading.batch import Batch
 from mlic_pipe.loading.buffers import OutputBuffers
 from mlic_pipe.loading.order import RankRows, epoch_share, without_bad
@@ -108,6 +108,7 @@ class MLICLoader:
                                        num_threads=int(threads), prefetch=int(prefetch),
                                        hw_decoder_load=hw_decoder_load)
         self.settings.validate()
+        _check_memory(self.batch_size, self.image_size, self.render_settings, self.settings.prefetch, self.device)
         self.epoch = 0
         self.stage_hook: StageHook | None = None  # called (stage, start) after each stage; see profile
         self._agreed: dict[int, str] = {}  # rows every rank leaves out (undecodable), with why
@@ -398,8 +399,30 @@ def _check_arguments(index: LabelIndex, batch_size, image_size, on_error) -> Non
         raise MLICDataError(None, "the dataset index has no images",
                             "check the annotation file and the image directory it points to")
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if int(image_size) != image_size or image_size < 1:
-        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+        raise ConfigError(f"{{batch_size}} must be a positive integer, got {batch_size!r}")
+    if isinstance(image_size, bool) or int(image_size) != image_size or image_size < 1:
+        raise ConfigError(f"{{image_size}} must be a positive integer, got {image_size!r}")
     if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        raise ConfigError(f"{{on_error}} must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
+
+
+def _check_memory(batch_size: int, image_size: int, settings: RenderSettings, prefetch: int,
+                  device: torch.device) -> None:
+    """Refuse a batch whose buffers would take over half the device's memory, before allocating any.
+
+    Per image: the rendered output (up to 5/4 of B images, with the appended mixed ones) and the
+    decoded uint8 batches DALI keeps in flight. Without this a huge S is killed by the kernel's OOM
+    killer (or fails deep in DALI), which looks like a data problem.
+    """
+    itemsize = torch.empty((), dtype=settings.out_dtype).element_size()
+    needed = batch_size * 3 * image_size * image_size * (itemsize * 5 / 4 + prefetch + 1)
+    if device.type == "cuda":
+        try:
+            total = torch.cuda.get_device_properties(device).total_memory
+        except (RuntimeError, AssertionError):  # CUDA stood in for by a test: nothing to measure
+            return
+    else:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > total / 2:
+        raise ConfigError(f"{{image_size:{image_size}}} with {{batch_size:{batch_size}}} needs {needed / 2 ** 30:.1f} "
+                          f"GiB of batch buffers, over half of the {total / 2 ** 30:.0f} GiB of {device}: lower them")

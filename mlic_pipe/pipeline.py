@@ -25,6 +25,8 @@ import nvidia.dali.math as dmath
 import nvidia.dali.types as types
 from nvidia.dali import Pipeline, pipeline_def
 
+from mlic_pipe.errors import ConfigError
+from mlic_pipe.loading.diagnose import what_is_wrong
 from mlic_pipe.loading.order import sample_uniforms
 
 __all__ = ["DRAWS", "DecodeSettings", "build_pipeline", "decode_augment", "probe_decode", "probe_encoded"]
@@ -59,16 +61,18 @@ class DecodeSettings:
     def validate(self) -> None:
         low, high = self.random_area
         if not 0 < low <= high <= 1:
-            raise ValueError(f"random_area must satisfy 0 < low <= high <= 1, got {self.random_area}")
+            raise ConfigError(f"{{random_area}} must satisfy 0 < low <= high <= 1, got {self.random_area}")
         low, high = self.random_aspect_ratio
         if not 0 < low <= high:
-            raise ValueError(f"random_aspect_ratio must satisfy 0 < low <= high, got {self.random_aspect_ratio}")
+            raise ConfigError(f"{{random_aspect_ratio}} must satisfy 0 < low <= high, got {self.random_aspect_ratio}")
         if not 0 <= self.flip_prob <= 1:
-            raise ValueError(f"flip_prob must be within [0, 1], got {self.flip_prob}")
-        if self.num_threads < 1 or self.prefetch < 1:
-            raise ValueError(f"num_threads and prefetch must be at least 1, got {self.num_threads}, {self.prefetch}")
+            raise ConfigError(f"{{flip_prob}} must be within [0, 1], got {self.flip_prob}")
+        if self.num_threads < 1:
+            raise ConfigError(f"{{num_threads}} must be at least 1, got {self.num_threads}")
+        if self.prefetch < 1:
+            raise ConfigError(f"{{prefetch}} must be at least 1, got {self.prefetch}")
         if not 0 <= self.hw_decoder_load <= 1:
-            raise ValueError(f"hw_decoder_load must be within [0, 1], got {self.hw_decoder_load}")
+            raise ConfigError(f"{{hw_decoder_load}} must be within [0, 1], got {self.hw_decoder_load}")
 
 
 DRAWS = 5  # per-sample uniforms: crop area, crop aspect, crop x, crop y, flip
@@ -174,8 +178,8 @@ def probe_encoded(data: bytes) -> str | None:
         pipe = _probe_pipeline(data, batch_size=1, num_threads=1, device_id=None, seed=0)
         pipe.build()
         pipe.run()
-    except RuntimeError as error:
-        return f"cannot be decoded ({dali_reason(error)})"
+    except RuntimeError:
+        return f"cannot be decoded: {what_is_wrong(data)}"
     return None
 
 

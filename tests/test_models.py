@@ -208,7 +208,7 @@ def test_pretrained_download_errors_become_a_clear_message(monkeypatch):
 
 
 def test_unknown_backbone_and_head_are_clear():
-    with pytest.raises(ValueError, match="unknown timm backbone 'resnet1800'"):
+    with pytest.raises(ValueError, match="backbone: timm has no model 'resnet1800'"):
         build_model("resnet1800", "avg", 3)
     with pytest.raises(ValueError, match="head must be one of"):
         build_model("resnet18", "gap", 3)

@@ -308,3 +308,42 @@ def test_each_stage_is_reported_once_per_batch(tmp_path):
     loader.stage_hook = lambda stage, start: seen.append(stage)
     steps = len(list(loader))
     assert sorted(seen) == sorted(["dali", "plan", "render", "targets"] * steps)
+
+
+@pytest.mark.parametrize("tar_format", [tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT])
+def test_dali_reads_pax_ustar_and_gnu_tars_indexed_from_their_headers(tmp_path, tar_format):
+    """We write GNU tars, but DALI does not need them: a PAX tar (extended headers before each member) is read
+    alike once `scan_tar` has indexed it, and without an index too."""
+    import io
+
+    import nvidia.dali.fn as fn
+    from nvidia.dali import pipeline_def
+
+    from mlic_pipe.shards.format import write_index
+    from mlic_pipe.shards.index import scan_tar
+
+    images = [Image.fromarray(_picture(i, 20, 24)) for i in range(3)]
+    path = tmp_path / "samples.tar"
+    with tarfile.open(path, "w", format=tar_format) as tar:
+        for i, image in enumerate(images):
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            for ext, data in (("png", buffer.getvalue()), ("cls", str(i).encode())):
+                info = tarfile.TarInfo(f"sample{i}.{ext}")
+                info.size = len(data)
+                if tar_format == tarfile.PAX_FORMAT:
+                    info.pax_headers = {"comment": "extended header"}
+                tar.addfile(info, io.BytesIO(data))
+    write_index(tmp_path / "samples.idx", scan_tar(str(path)))
+    for index_paths in ([str(tmp_path / "samples.idx")], None):
+        @pipeline_def(batch_size=3, num_threads=1, device_id=None)
+        def read():
+            kw = {"index_paths": index_paths} if index_paths else {}
+            image, label = fn.readers.webdataset(paths=[str(path)], ext=["png", "cls"], **kw)
+            return fn.decoders.image(image, device="cpu"), label
+        pipe = read()
+        pipe.build()
+        decoded, labels = pipe.run()
+        for i in range(3):
+            assert np.asarray(labels[i]).tobytes() == str(i).encode()
+            assert np.array_equal(np.asarray(decoded[i]), np.asarray(images[i]))

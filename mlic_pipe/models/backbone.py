@@ -15,6 +15,8 @@ import socket
 import torch
 from torch import nn
 
+from mlic_pipe.errors import ConfigError
+
 __all__ = ["TimmBackbone", "create_timm_model"]
 
 HUB_HOST = "huggingface.co"
@@ -47,7 +49,8 @@ def create_timm_model(name: str, pretrained: bool = False, **kwargs) -> nn.Modul
 
     if name not in timm.list_models() and name.split(".")[0] not in timm.list_models():
         close = timm.list_models(f"*{name.split('.')[0][:6]}*")[:8]
-        raise ValueError(f"unknown timm backbone '{name}'" + (f"; similar: {', '.join(close)}" if close else ""))
+        raise ConfigError(f"{{backbone}}: timm has no model {name!r}" + (f"; similar: {', '.join(close)}" if close
+                                                                          else "; `timm.list_models()` lists them"))
     kwargs = {"num_classes": 0, "global_pool": "", **kwargs}
     local_file = "file" in (kwargs.get("pretrained_cfg_overlay") or {})
     if pretrained and not local_file and os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "") and not _hub_reachable():

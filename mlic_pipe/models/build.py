@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mlic_pipe.errors import ConfigError
 from mlic_pipe.mix.cells import splice_cell_logits
 from mlic_pipe.mix.plan import MixPlan
 from mlic_pipe.models.backbone import TimmBackbone
@@ -72,8 +73,14 @@ HEADS.register("graph", _graph_head, "graph re-weighting of label co-occurrence 
 
 
 def build_head(head: str, num_features: int, num_classes: int, **kwargs) -> nn.Module:
-    """A head by its name in `HEADS`; `kwargs` go to its class."""
-    return HEADS.create(head, num_features, num_classes, **kwargs)
+    """A head by its name in `HEADS`; `kwargs` go to its class (ConfigError naming {head_kwargs} if it refuses them)."""
+    try:
+        return HEADS.create(head, num_features, num_classes, **kwargs)
+    except (TypeError, ValueError, AssertionError) as error:
+        if isinstance(error, ConfigError):
+            raise
+        given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k != "adjacency") or "no options"
+        raise ConfigError(f"{{head_kwargs}}: the {head} head cannot be built with {given}: {error}") from None
 
 
 def build_model(backbone: str, head: str, num_classes: int, pretrained: bool = False, *,

@@ -1,7 +1,8 @@
 """What a shard directory holds: the sample components, the packed labels, DALI's index files, dataset.json.
 
-A shard is a GNU-format tar (DALI's WebDataset reader rejects PAX headers) holding, per sample,
-consecutive members named ``<key>.<component>``:
+A shard is a GNU-format tar (one 512-byte header per member, long names included; DALI's WebDataset
+reader also reads PAX and ustar tars, with or without an index file, as a test shows) holding, per
+sample, consecutive members named ``<key>.<component>``:
 
 - ``<key>.<ext>``: the original image bytes, never re-encoded (ext: jpg, jpeg, png, ...);
 - ``<key>.lbl``: the multi-hot labels as packed bits (`pack_labels`): DALI's reader passes raw bytes,
