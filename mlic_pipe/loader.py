@@ -44,7 +44,7 @@ from mlic_pipe.loading.shard_stream import ShardStream, rank_span, shard_steps, 
 from mlic_pipe.loading.stream import DecodeStream, UndecodableFiles, as_torch
 from mlic_pipe.mix import (IMAGENET_MEAN, IMAGENET_STD, MixPlan, RenderSettings, create_mixer, mix_targets,
                            plan_batch, render)
-from mlic_pipe.pipeline import DecodeSettings
+from mlic_pipe.pipeline import DecodeSettings, dali_reason
 from mlic_pipe.shards.format import unpack_labels
 from mlic_pipe.shards.index import ShardIndex
 
@@ -238,7 +238,13 @@ class MLICLoader:
         stream = self._shard_stream = ShardStream(self.index, self.batch_size, self.settings,
                                                   dali_device_id(self.device), self.seed, epoch, self.shuffle,
                                                   self.rank, self.world_size)
-        stream.start(self._bad_rows(), resume[1], resume[2])
+        try:
+            stream.start(self._bad_rows(), resume[1], resume[2])
+        except RuntimeError as error:
+            if resume[2] is None:
+                raise
+            raise LoaderStateError("checkpoint", f"DALI cannot restore its reader state from it "
+                                   f"({dali_reason(error)}): the state was edited or damaged") from None
         self._delivered, self._unsettled = resume[1], True
         while self._delivered < steps:
             self._buffers.wait_consumed()

@@ -7,6 +7,7 @@ uninterrupted loader delivered.
 """
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -214,6 +215,58 @@ def test_states_that_do_not_fit_are_refused(tmp_path):
         _loader(annotations, images, rank=0, world_size=2, seed=4).load_state_dict(state)
     with pytest.raises(LoaderStateError, match="version: 0"):
         _loader(annotations, images, rank=0, world_size=2).load_state_dict({**state, "version": 0})
+
+
+def _edited(state, **changes):
+    edited = json.loads(json.dumps(state))
+    for key, value in changes.items():
+        if value is _DROP:
+            edited.pop(key)
+        else:
+            edited[key] = value
+    return edited
+
+
+_DROP = object()
+STATE_ATTACKS = [  # (changes to a state saved 2 batches into epoch 1, the field named, words of the reason)
+    (dict(batches=999), "batches", "is 999, but rank 0's epoch 1 has"),
+    (dict(offset=-1), "offset", "is -1, below 0"),
+    (dict(offset=3), "offset", "is 3, more than the 2 batches delivered"),
+    (dict(rows=[0, "x", 3], padded=[False, False, False]), "rows[1]", "is 'x', not a row"),
+    (dict(rows=[0, 10 ** 12], padded=[False, False]), "rows[1]", "not a row of the dataset's 0..14"),
+    (dict(rows=[0, 1], padded=None), "padded", "is missing while its partner is set"),
+    (dict(batches="2"), "batches", "is '2' (str), not int"),
+    (dict(shuffle=1), "shuffle", "is 1 (int), not bool"),
+    (dict(extra=1), "extra", "is not a field of a version-2 loader state"),
+    (dict(seed=_DROP), "seed", "is missing"),
+    (dict(rank=5), "rank", "is 5, outside 0..0"),
+    (dict(source="shards"), "source", "the state is of a shards loader; this one reads files"),
+    (dict(source="tape"), "source", "is 'tape', not one of"),
+    (dict(fingerprint="0123456789abcdef"), "fingerprint", "saved with another dataset"),
+    (dict(num_rows=16), "num_rows", "has 16 rows, this one 15"),
+    (dict(checkpoint="AAAA"), "checkpoint", "a file-list state has no DALI reader state"),
+    (dict(skipped=[[3, "elsewhere.jpg", "bad"]]), "skipped[0]", "names elsewhere.jpg as row 3"),
+    (dict(skipped=[[99, "03.jpg", "bad"]]), "skipped[0]", "row 99 is outside"),
+    (dict(found=[["3", "03.jpg", "bad"]]), "found[0]", "not [row, path, reason]"),
+]
+
+
+@pytest.mark.parametrize("changes, field, reason", STATE_ATTACKS, ids=[a[1] + ":" + a[2][:20] for a in STATE_ATTACKS])
+def test_every_edited_state_is_refused_naming_the_field(tmp_path, changes, field, reason):
+    annotations = build_set(tmp_path)
+    images = str(tmp_path / "images")
+    loader = _loader(annotations, images, shuffle=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        list(loader)
+        _first(loader, 2)
+    state = loader.state_dict()
+    fresh = _loader(annotations, images, shuffle=False)
+    with pytest.raises(LoaderStateError) as caught:
+        fresh.load_state_dict(_edited(state, **changes))
+    assert caught.value.field == field and reason in caught.value.reason, str(caught.value)
+    fresh.load_state_dict(state)  # the unedited state still resumes
+    assert len(fresh) == len(loader)
 
 
 def _resume_worker(rank, world_size, init_file, root, phase):

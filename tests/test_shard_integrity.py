@@ -200,3 +200,33 @@ def test_a_shard_size_that_is_no_size_is_a_config_error_naming_the_flag(text):
     with pytest.raises(ConfigError, match="shard_bytes"):
         shard_write.parse_size(text)
     assert shard_write.parse_size("1.5K") == 1536 and shard_write.parse_size("4096") == 4096
+
+
+def test_shard_loader_states_are_checked_too(shard_set, tmp_path):
+    import base64
+
+    from mlic_pipe.errors import LoaderStateError
+    from mlic_pipe.loader import MLICLoader
+
+    index, out = shard_set
+    shards = load_shards(out)
+    options = dict(image_size=16, device="cpu", num_threads=1, seed=1)
+    loader = MLICLoader(shards, 4, **options)
+    iterator = iter(loader)
+    next(iterator)
+    state = json.loads(json.dumps(loader.state_dict()))
+    assert state["source"] == "shards" and state["checkpoint"]
+    attacks = [(dict(state, checkpoint=None), "checkpoint", "is missing: a shard state mid-epoch"),
+               (dict(state, checkpoint="@@not base64@@"), "checkpoint", "is not base64 text"),
+               (dict(state, source="files"), "source", "the state is of a files loader; this one reads shards")]
+    for edited, field, reason in attacks:
+        with pytest.raises(LoaderStateError) as caught:
+            MLICLoader(shards, 4, **options).load_state_dict(edited)
+        assert caught.value.field == field and reason in caught.value.reason
+    file_state = MLICLoader(index, 4, **options).state_dict()  # a file-list loader's state, same dataset size
+    with pytest.raises(LoaderStateError, match="source: the state is of a files loader"):
+        MLICLoader(shards, 4, **options).load_state_dict(file_state)
+    damaged = MLICLoader(shards, 4, **options)
+    damaged.load_state_dict(dict(state, checkpoint=base64.b64encode(b"\x08\x01 not DALI's protobuf").decode()))
+    with pytest.raises(LoaderStateError, match="checkpoint: DALI cannot restore its reader state"):
+        next(iter(damaged))
