@@ -18,13 +18,14 @@ from mlic_pipe.errors import ON_ERROR, ConfigError, LoaderStateError, MLICDataEr
 
 __all__ = ["FLAGS", "build_parser", "main"]
 
-DATA_HELP = ("dataset: 'demo' (built-in), a COCO .json or root, a VOCdevkit, a NUS-WIDE root, "
-             "a path,labels .csv, or a shard directory written by `mlic-pipe shard` (default: demo)")
+DATA_HELP = ("dataset: 'demo' (built-in), a COCO .json or root, a VOCdevkit, a NUS-WIDE root (as released or "
+             "rearranged), a .csv (path,labels, or ASL's nus_wid_data.csv), a .txt list of '<path> <0/1 per class>' "
+             "lines (with --classes), or a shard directory written by `mlic-pipe shard` (default: demo)")
 # How library option names read on this command line, where they differ from --name-with-dashes NAME.
 FLAGS = {"image_dir": "--images DIR", "head_kwargs": "--head-arg KEY=VALUE", "loss_kwargs": "--loss-arg KEY=VALUE",
          "val_data": "--val-data DATA",
          "out_dir": "--out-dir DIR", "resume": "--resume PATH", "ema": "--ema DECAY", "num_threads": "--threads N",
-         "split": "--split SPLIT", "shard_root": "--shard-root URL",
+         "split": "--split SPLIT", "shard_root": "--shard-root URL", "classes": "--classes FILE",
          "samples_per_shard": "--samples-per-shard N", "shard_bytes": "--shard-bytes SIZE", "missing": "--missing drop|raise", "on_error": "--on-error skip|raise"}
 
 
@@ -85,6 +86,8 @@ def _load(args: argparse.Namespace, **kw):
         kw["image_dir"] = args.images
     if getattr(args, "shard_root", None):
         kw["shard_root"] = args.shard_root
+    if getattr(args, "classes", None):
+        kw["classes"] = args.classes
     return load(args.data, split=args.split or None, **kw)
 
 
@@ -251,7 +254,10 @@ def _add_data_options(parser: argparse.ArgumentParser, missing: bool = True) -> 
     parser.add_argument("data", nargs="?", default="demo", help=DATA_HELP)
     parser.add_argument("--data", dest="data_option", metavar="DATA", help="same as the positional DATA")
     parser.add_argument("--split", help="split to read (train, val, trainval, test; reader-dependent)")
-    parser.add_argument("--images", metavar="DIR", help="image folder of a COCO-format .json outside COCO's own layout")
+    parser.add_argument("--images", metavar="DIR", help="image folder: of a COCO-format .json outside COCO's own "
+                        "layout, a NUS-WIDE root's images, what a list file's or CSV's paths are relative to")
+    parser.add_argument("--classes", metavar="FILE", help="class names, one a line: a .txt list file's columns, "
+                        "or a CSV's column order")
     parser.add_argument("--shard-root", metavar="URL", help="where a shard directory's tars and index files are, "
                         "when not beside its dataset.json (e.g. s3://bucket/prefix)")
     if missing:
@@ -375,7 +381,9 @@ def _other_parsers(commands) -> None:
     size.add_argument("--samples-per-shard", type=_at_least(1), help="samples per tar")
     size.add_argument("--shard-bytes", help="close a tar once it reaches this size, e.g. 256M or 1G (default 256M)")
     shard.add_argument("--split", help="split to read (train, val, ...; reader-dependent)")
-    shard.add_argument("--images", metavar="DIR", help="image folder of a COCO-format .json outside COCO's layout")
+    shard.add_argument("--images", metavar="DIR", help="image folder of a COCO-format .json outside COCO's layout "
+                       "(or of a NUS-WIDE root, a list file, a CSV)")
+    shard.add_argument("--classes", metavar="FILE", help="class names, one a line (a .txt list file's columns)")
     shard.add_argument("--missing", default="raise", choices=MISSING_FILES,
                        help="image files missing on disk: raise (default) or drop them with a warning")
     shard.add_argument("--verify", action="store_true", help="read every shard back and compare bytes and labels")

@@ -44,6 +44,9 @@ def test_unknown_paths_raise(tmp_path):
         load(tmp_path / "nothing")
     with pytest.raises(MLICDataError, match="not a dataset layout"):
         load(tmp_path)
-    (tmp_path / "x.txt").write_text("hi")
-    with pytest.raises(MLICDataError, match="neither a COCO"):
+    (tmp_path / "x.yaml").write_text("hi")
+    with pytest.raises(MLICDataError, match="neither a COCO .json annotation file, a .csv label file nor a .txt list"):
+        load(tmp_path / "x.yaml")
+    (tmp_path / "x.txt").write_text("hi")  # a .txt is read as a list file, which needs its classes
+    with pytest.raises(MLICDataError, match="x.txt: a list file does not name its classes"):
         load(tmp_path / "x.txt")

@@ -1,14 +1,15 @@
-"""Annotation readers: COCO, Pascal VOC, NUS-WIDE, CSV and the built-in demo data -> `LabelIndex`."""
+"""Annotation readers: COCO, Pascal VOC, NUS-WIDE, CSV, list files and the built-in demo data -> `LabelIndex`."""
 from mlic_pipe.datasets.coco import load_coco
 from mlic_pipe.datasets.csv import load_csv
 from mlic_pipe.datasets.demo import DEMO_CLASSES, build_demo, ensure_demo, load_demo
 from mlic_pipe.datasets.detect import detect_format, load
 from mlic_pipe.datasets.index import LabelIndex
+from mlic_pipe.datasets.listfile import load_list
 from mlic_pipe.datasets.nuswide import load_nuswide
 from mlic_pipe.datasets.voc import VOC_CLASSES, load_voc
 from mlic_pipe.errors import MLICDataError
 
 __all__ = [
     "DEMO_CLASSES", "LabelIndex", "MLICDataError", "VOC_CLASSES", "build_demo", "detect_format", "ensure_demo",
-    "load", "load_coco", "load_csv", "load_demo", "load_nuswide", "load_voc",
+    "load", "load_coco", "load_csv", "load_demo", "load_list", "load_nuswide", "load_voc",
 ]

@@ -8,7 +8,8 @@ from mlic_pipe.datasets.coco import load_coco
 from mlic_pipe.datasets.csv import load_csv
 from mlic_pipe.datasets.demo import load_demo
 from mlic_pipe.datasets.index import LabelIndex
-from mlic_pipe.datasets.nuswide import load_nuswide
+from mlic_pipe.datasets.listfile import load_list
+from mlic_pipe.datasets.nuswide import find_nuswide, load_nuswide
 from mlic_pipe.datasets.voc import load_voc
 from mlic_pipe.errors import MLICDataError
 from mlic_pipe.shards.format import MANIFEST
@@ -16,7 +17,7 @@ from mlic_pipe.shards.index import ShardIndex, load_shards
 
 __all__ = ["load", "detect_format"]
 
-FORMATS = ("demo", "coco", "voc", "nuswide", "csv", "shards")
+FORMATS = ("demo", "coco", "voc", "nuswide", "csv", "list", "shards")
 
 
 def _coco_image_dir(annotation_file: str) -> str | None:
@@ -40,11 +41,14 @@ def detect_format(path: str | os.PathLike) -> str:
             return "coco"
         if lowered.endswith(".csv"):
             return "csv"
-        raise MLICDataError(path, "is neither a COCO .json annotation file nor a .csv label list")
+        if lowered.endswith(".txt"):
+            return "list"
+        raise MLICDataError(path, "is neither a COCO .json annotation file, a .csv label file nor a .txt list "
+                            "(<path> <0/1 per class> lines)")
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, MANIFEST)) or glob.glob(os.path.join(path, "shard-*.tar")):
             return "shards"  # (a directory of tars without dataset.json is refused by load_shards, with why)
-        if os.path.isfile(os.path.join(path, "Concepts81.txt")):
+        if find_nuswide(path) is not None:
             return "nuswide"
         if os.path.isdir(os.path.join(path, "ImageSets", "Main")) or glob.glob(os.path.join(path, "VOC*", "ImageSets", "Main")):
             return "voc"
@@ -52,7 +56,8 @@ def detect_format(path: str | os.PathLike) -> str:
             return "coco"
         raise MLICDataError(path, "is not a dataset layout mlic-pipe knows",
                             "expected a COCO root (annotations/instances_*.json), a VOCdevkit, a NUS-WIDE root "
-                            "(Concepts81.txt) or a .json/.csv file")
+                            "(ConceptsList/Concepts81.txt or Concepts81.txt, ImageList/, TrainTestLabels/) or a "
+                            ".json/.csv/.txt file")
     raise MLICDataError(path, "no such file or directory")
 
 
@@ -63,22 +68,30 @@ def load(path_or_spec: str | os.PathLike, **kw) -> LabelIndex | ShardIndex:
         path_or_spec: "demo" or "demo:<split>"; a COCO annotation ``.json`` (images in
             ``image_dir=``, or in COCO's sibling ``<split>/`` directory); a COCO root with
             ``annotations/`` (pass ``split=``, default "train"); a VOCdevkit (``year=``, ``split=``);
-            a NUS-WIDE root (``split=``); a ``.csv``; or a shard directory written by
+            a NUS-WIDE root as released or rearranged (``split=``); a ``.csv`` (ours, or ASL's
+            ``nus_wid_data.csv`` with ``split=``); a ``.txt`` list of ``<path> <0/1 per class>``
+            lines (``classes=``, ``image_dir=``); or a shard directory written by
             ``mlic-pipe shard`` (its tars elsewhere with ``shard_root="s3://..."``), read as a
             `ShardIndex` whose labels stay in the tars.
-        **kw: passed to the reader (see `load_coco`, `load_voc`, `load_nuswide`, `load_csv`).
-            ``split=None`` means the reader's default. A single annotation file (a COCO ``.json``,
-            a ``.csv``) is its own split, so ``split`` is ignored there: callers such as the
-            trainer can pass their split names whatever the layout.
+        **kw: passed to the reader (see `load_coco`, `load_voc`, `load_nuswide`, `load_csv`,
+            `load_list`). ``split=None`` means the reader's default. A single annotation file (a
+            COCO ``.json``, a list, a CSV without a split column) is its own split, so ``split`` is
+            ignored there: callers such as the trainer can pass their split names whatever the layout.
+            ``classes=`` is read by the CSV and list readers only.
     """
     path = os.fspath(path_or_spec)
     kind = detect_format(path)
     split = kw.pop("split", None)
     with_split = {"split": split} if split is not None else {}
+    classes = kw.pop("classes", None)
+    if kind == "list":
+        return load_list(path, classes, **kw)
+    if classes is not None and kind != "csv":
+        raise MLICDataError(path, f"is a {kind} dataset, which names its own classes", "leave out {classes}")
     if kind == "demo":
         return load_demo(path.split(":", 1)[1] if ":" in path else split or "train", **kw)
     if kind == "csv":
-        return load_csv(path, **kw)
+        return load_csv(path, classes=classes, **with_split, **kw)
     if kind == "shards":  # one split per directory, like a single annotation file; missing= has no meaning here
         return load_shards(path, **{k: v for k, v in kw.items() if k == "shard_root"})
     if kind == "voc":

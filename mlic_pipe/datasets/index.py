@@ -124,5 +124,10 @@ def check_present(files: Sequence[str], source: str | os.PathLike, missing: Miss
         if missing == "raise":
             raise MLICDataError(source, what, "check the image directory, or pass {missing:drop} "
                                 "to train on the images that are there")
+        if num_missing == len(files):  # dropping every image leaves nothing to train on: not a warning
+            folders = sorted(by_dir)
+            raise MLICDataError(source, f"none of its {len(files)} image files exist (looked in {folders[0]}"
+                                f"{f' and {len(folders) - 1} other folders' if len(folders) > 1 else ''}), "
+                                f"e.g. {first[0]}", "point {image_dir:} at the folder that holds the images")
         warnings.warn(f"{os.fspath(source)}: dropping {what}", stacklevel=3)
     return present

@@ -44,6 +44,8 @@ class TrainConfig:
                        flag="positional")
     images: str | None = option(None, "image folder of a COCO-format .json outside COCO's own layout",
                                 metavar="DIR")
+    classes: str | None = option(None, "class names, one a line: a .txt list file's columns, or a CSV's order",
+                                 metavar="FILE")
     train_split: str = option("train", "training split (VOC: trainval)")
     val_split: str | None = option("val", "validation split (VOC: test); empty for none")
     val_data: str | None = option(None, "a separate validation dataset (needed when DATA is one annotation file)",

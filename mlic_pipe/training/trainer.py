@@ -69,6 +69,8 @@ class TrainResult:
 
 def _load_data(config: TrainConfig) -> tuple[LabelIndex, LabelIndex | None]:
     options = {"image_dir": config.images} if config.images else {}
+    if config.classes:
+        options["classes"] = config.classes
     options["missing"] = config.missing
     train_index = load(config.data, split=config.train_split, **options)
     if config.val_data is None and isinstance(train_index, ShardIndex):
