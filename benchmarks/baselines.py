@@ -1,26 +1,34 @@
 """The contenders the benchmark groups share: what a user would otherwise run, and the copy floor.
 
-One definition each, imported by the render, kernel, loader, step and heads benchmarks:
+One definition each, imported by the render, kernel, loader, step and heads benchmarks. Every render
+contender starts from the same uint8 NHWC batch on the device, normalizes it the same way (one
+`normalize` into one float32 buffer, as ``transforms.Normalize`` does once per image in the authors'
+loaders) and ends with a normalized NCHW batch of the same dtype. Each runs two ways where its API
+allows (`ALLOCATIONS`): "fresh" allocates its outputs on every call, as the peer's docs show it;
+"reused" writes into buffers kept across calls (``out=`` for us and for the published sequence's
+``torch.cat``; timm's ``Mixup`` mixes in place, so a reused normalize buffer is its output).
+torchvision v2 and kornia return new tensors, so they have no reused form.
 
 - `published_op_sequence` / `published_splice`: SpliceMix's public op sequence, written here from
   the paper: normalize the batch, then per grid group gather the cell sources, zero dropped ones,
   F.interpolate, tile with a reshape (and resize uneven tilings back), torch.cat.
-- `render_contender`: every render contender by name (mlic-pipe, published, timm, torchvision v2,
-  kornia, the device copy).
+- `render_contender`: every render contender by name and allocation.
 - `bytes_moved` and `copy_floor`: the bytes a render must move (the uint8 input read once plus the
-  output written once) and a device copy of that many bytes, the physical floor every GB/s and
-  "fraction of copy bandwidth" figure is measured against.
+  output written once) and a copy of that many bytes, the physical floor every GB/s and "fraction
+  of copy bandwidth" figure is measured against.
 """
 import pytest
 import torch
 import torch.nn.functional as F
 
-from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD, RenderSettings, normalize, render
+from mlic_pipe.mix import RenderSettings, normalize, render
 
-__all__ = ["NUM_CLASSES", "bytes_moved", "copy_floor", "published_op_sequence", "published_splice",
+__all__ = ["ALLOCATIONS", "NUM_CLASSES", "bytes_moved", "copy_floor", "published_op_sequence", "published_splice",
            "render_contender"]
 
 NUM_CLASSES = 80  # COCO's; the class count of every synthetic target in the benchmarks
+ALLOCATIONS = ("fresh", "reused")
+FRESH_ONLY = ("tv2", "kornia")  # their mixers return new tensors: no reused form
 
 
 def bytes_moved(images: torch.Tensor, outputs: int, dtype: torch.dtype) -> int:
@@ -36,14 +44,13 @@ def copy_floor(nbytes: int, device: str):
     return lambda: dst.copy_(src)
 
 
-def published_op_sequence(images: torch.Tensor, plan) -> torch.Tensor:
-    """Normalize, then per group: gather + drop + F.interpolate + tile (+ resize back) + cat."""
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
-    return published_splice((images.permute(0, 3, 1, 2).float() / 255 - mean) / std, plan)
+def published_op_sequence(images: torch.Tensor, plan, out: torch.Tensor | None = None,
+                          normalized: torch.Tensor | None = None) -> torch.Tensor:
+    """Normalize once (into `normalized` if given), then per group: gather + drop + F.interpolate + tile + cat."""
+    return published_splice(normalize(images, out=normalized), plan, out=out)
 
 
-def published_splice(batch: torch.Tensor, plan) -> torch.Tensor:
+def published_splice(batch: torch.Tensor, plan, out: torch.Tensor | None = None) -> torch.Tensor:
     """The published mixing step on an already normalized float NCHW batch (as a DataLoader gives it)."""
     size = batch.shape[-1]
     outputs = [batch]
@@ -57,37 +64,54 @@ def published_splice(batch: torch.Tensor, plan) -> torch.Tensor:
     if tiled.shape[-2:] != (size, size):  # uneven grid (448 / 3): the public code resizes the tiling back
         tiled = F.interpolate(tiled, (size, size), mode="bilinear", align_corners=True)
     outputs.append(tiled)
-    return torch.cat(outputs)
+    return torch.cat(outputs, out=out) if out is not None else torch.cat(outputs)
 
 
+def _cast(dtype: torch.dtype, shape, device, reused: bool):
+    """The last step of a peer: its float32 result in `dtype` (into a kept buffer when reused)."""
+    if dtype == torch.float32:
+        return lambda x: x
+    if not reused:
+        return lambda x: x.to(dtype)
+    buffer = torch.empty(shape, dtype=dtype, device=device)
+    return lambda x: buffer.copy_(x)
 
-def render_contender(name, images, plan, dtype, device):
+
+def render_contender(name: str, allocation: str, images: torch.Tensor, plan, dtype: torch.dtype, device: str):
     """A zero-argument callable doing the contender's whole job once, and the number of images it makes."""
     batch, size = images.shape[0], images.shape[1]
-    if name == "published":
-        return (lambda: published_op_sequence(images, plan).to(dtype)), plan.num_outputs
-    if name == "mlic-pipe":
-        settings = RenderSettings(out_dtype=dtype)
-        out = settings.empty(plan.num_outputs, size, device)
-        return (lambda: render(images, plan, settings, out=out)), plan.num_outputs
+    reused = allocation == "reused"
+    if reused and name.startswith(FRESH_ONLY):
+        pytest.skip(f"{name} returns new tensors: it has no reused-output form")
     if name == "device-copy":
         if device != "cuda":
             pytest.skip("the copy floor is a GPU figure")
         return copy_floor(bytes_moved(images, plan.num_outputs, dtype), device), plan.num_outputs
+    if name.startswith("mlic-pipe"):
+        settings = RenderSettings(out_dtype=dtype)
+        out = settings.empty(plan.num_outputs, size, device) if reused else None
+        return (lambda: render(images, plan, settings, out=out)), plan.num_outputs
+    shape = (batch, 3, size, size)
+    normalized = torch.empty(shape, dtype=torch.float32, device=device) if reused else None
+    if name == "published":
+        out = torch.empty((plan.num_outputs, *shape[1:]), dtype=torch.float32, device=device) if reused else None
+        cast = _cast(dtype, out.shape if reused else None, device, reused)
+        return (lambda: cast(published_op_sequence(images, plan, out=out, normalized=normalized))), plan.num_outputs
     labels = torch.randint(0, NUM_CLASSES, (batch,), device=device)
     kind = name.split("-")[1]
+    cast = _cast(dtype, shape, device, reused)
     if name.startswith("timm"):
         from timm.data import Mixup
 
         mixer = Mixup(mixup_alpha=1.0 if kind == "mixup" else 0.0, cutmix_alpha=1.0 if kind == "cutmix" else 0.0,
                       mode="batch", num_classes=NUM_CLASSES, label_smoothing=0.0)
-        return (lambda: mixer(normalize(images), labels)[0].to(dtype)), batch
+        return (lambda: cast(mixer(normalize(images, out=normalized), labels)[0])), batch
     if name.startswith("tv2"):
         from torchvision.transforms import v2
 
         mixer = v2.CutMix(num_classes=NUM_CLASSES) if kind == "cutmix" else v2.MixUp(num_classes=NUM_CLASSES)
-        return (lambda: mixer(normalize(images), labels)[0].to(dtype)), batch
-    kornia = pytest.importorskip("kornia", reason="kornia is not installed (optional contender)")
-    mixer = (kornia.augmentation.RandomCutMixV2(data_keys=["input", "class"]) if kind == "cutmix"
+        return (lambda: cast(mixer(normalize(images), labels)[0])), batch
+    kornia = pytest.importorskip("kornia", reason="kornia is not installed (pip install -e '.[bench]')")
+    mixer = (kornia.augmentation.RandomCutMixV2(data_keys=["input", "class"], use_correct_lambda=True) if kind == "cutmix"
              else kornia.augmentation.RandomMixUpV2(data_keys=["input", "class"]))
-    return (lambda: mixer(normalize(images), labels)[0].to(dtype)), batch
+    return (lambda: cast(mixer(normalize(images), labels)[0])), batch

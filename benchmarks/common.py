@@ -9,33 +9,40 @@ Three presets, chosen on the command line (benchmarks/conftest.py):
 
 Each benchmark belongs to a *group* of contenders timed on the same inputs in the same run; one of
 them is the group's baseline (what a user would otherwise pick). `record` stores the common
-extra_info (images/s, GB/s where bytes are countable, device name, shapes, dtype) and, once both are
-known, the contender's speed-up over the baseline (``ratio_to_baseline`` = baseline time / its time).
+extra_info (outputs/s, GB/s where bytes are countable, device name, shapes, dtype, allocation) and,
+once both are known, the contender's speed-up over the baseline run with the same allocation, per
+output image (``ratio_per_output`` = ``ratio_to_baseline``) and per batch (``ratio_per_batch``); the
+statistic is the median over the contender's rounds (`STATISTIC`), with their spread.
 """
 from __future__ import annotations
+
+import statistics
 
 import numpy as np
 import torch
 
-__all__ = ["PRESETS", "demo_images", "device_name", "devices", "measured", "preset", "record", "synchronizer"]
+__all__ = ["PRESETS", "STATISTIC", "demo_images", "device_name", "devices", "measured", "preset", "record",
+           "synchronizer"]
 
 PRESETS = {
     "tiny": dict(render=[(8, 48)], dtypes=[torch.float32, torch.bfloat16], masks=[(8, 32)], loader=[32], loader_batch=8,
-                 loader_images=16, step_models=["resnet18"], step=(8, 32), heads=[(2, 64, 4)], rounds=1),
+                 loader_images=16, step_models=["resnet18"], step=(8, 32), heads=[(2, 64, 4)], rounds=1,
+                 render_rounds=1, loader_rounds=1),
     "quick": dict(render=[(32, 224), (32, 448)], dtypes=[torch.float32], masks=[(32, 224), (32, 448)],
                   loader=[224, 448], loader_batch=32, loader_images=None, step_models=["resnet50"], step=(8, 224),
-                  heads=[(32, 2048, 14)], rounds=3),
+                  heads=[(32, 2048, 14)], rounds=3, render_rounds=5, loader_rounds=10),
     "full": dict(render=[(32, 224), (32, 448), (128, 224), (64, 448)], dtypes=[torch.float32, torch.bfloat16],
                  masks=[(32, 224), (32, 448), (128, 448)], loader=[224, 448], loader_batch=32, loader_images=None,
                  step_models=["resnet50", "resnet101"], step=(32, 448), heads=[(32, 2048, 14), (64, 2048, 14)],
-                 rounds=5),
+                 rounds=5, render_rounds=9, loader_rounds=15),
 }
 _selected = {"name": "quick"}
-_means: dict[tuple[str, str], float] = {}  # (group, contender) -> mean seconds, this session
-_baselines: dict[str, float] = {}
-_pending: dict[str, list] = {}
+_rounds: dict[tuple[str, str, str], list[float]] = {}  # (group, contender, allocation) -> round seconds, this session
+_outputs: dict[tuple[str, str, str], int] = {}
+_baseline_of: dict[str, str] = {}  # group -> its baseline contender
+_infos: dict[tuple[str, str, str], list[dict]] = {}  # the extra_info dicts recorded for a key, to fill in ratios
 
-
+STATISTIC = "median"  # of every round of a contender in this session (interleaved rounds where a group has them)
 def preset() -> dict:
     return PRESETS[_selected["name"]]
 
@@ -69,32 +76,58 @@ def synchronizer(device: str):
     return torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
 
-def measured(group: str, contender: str) -> float | None:
-    """Mean seconds of `contender` in `group` if it was recorded earlier in this session, else None."""
-    return _means.get((group, contender))
+def measured(group: str, contender: str, allocation: str = "n/a") -> float | None:
+    """Median seconds of `contender` in `group` over its rounds so far in this session, else None."""
+    times = _rounds.get((group, contender, allocation))
+    return statistics.median(times) if times else None
 
 
-def record(benchmark, *, contender: str, baseline: bool, images: int, device: str, nbytes: int | None = None,
-           **shape) -> None:
-    """Fill `benchmark.extra_info` after a timed run; a no-op under --benchmark-disable (nothing was timed)."""
+def record(benchmark, *, contender: str, baseline: bool, images: int, device: str, outputs: int | None = None,
+           allocation: str = "n/a", nbytes: int | None = None, **shape) -> None:
+    """Fill `benchmark.extra_info` after a timed run; a no-op under --benchmark-disable (nothing was timed).
+
+    Args:
+        images: images read per call (a batch); outputs: images made per call (default `images`:
+            SpliceMix makes B + B/4 from B). Throughput and ``ratio_per_output`` count outputs.
+        allocation: "fresh" (the output is allocated by each call), "reused" (written into a buffer
+            kept across calls) or "n/a". Ratios are only taken against the baseline run the same way.
+
+    Every round of a contender in this session counts (a group whose rounds are interleaved records
+    one round per test), so the figures are the median over all of them, with their spread; the
+    latest entry of each contender carries the final values.
+    """
     if benchmark.stats is None:
         return
-    mean = benchmark.stats.stats.mean
-    _means[(benchmark.group, contender)] = mean
+    stats = benchmark.stats.stats
+    group, outputs = benchmark.group, outputs or images
+    key = (group, contender, allocation)
+    _rounds.setdefault(key, []).extend(getattr(stats, "sorted_data", None) or [stats.median])
+    _outputs[key] = outputs
     info = benchmark.extra_info
-    info.update(contender=contender, device=device_name(device), images_per_s=round(images / mean, 1),
-                baseline=baseline,
+    info.update(contender=contender, device=device_name(device), baseline=baseline, allocation=allocation,
+                images_per_batch=images, outputs=outputs, statistic=STATISTIC,
                 **{k: (str(v).replace("torch.", "") if isinstance(v, torch.dtype) else v) for k, v in shape.items()})
     if nbytes is not None:
-        info["GB_per_s"] = round(nbytes / mean / 1e9, 2)
         info["bytes"] = int(nbytes)
-    group = benchmark.group
+    _infos.setdefault(key, []).append(info)
     if baseline:
-        _baselines[group] = mean
-        info["ratio_to_baseline"] = 1.0
-        for waiting_info, waiting_mean in _pending.pop(group, []):
-            waiting_info["ratio_to_baseline"] = round(mean / waiting_mean, 2)
-    elif group in _baselines:
-        info["ratio_to_baseline"] = round(_baselines[group] / mean, 2)
-    else:  # the baseline runs later in this session: filled in then
-        _pending.setdefault(group, []).append((info, mean))
+        _baseline_of[group] = contender
+    for other in [k for k in _infos if k[0] == group]:  # this round may complete others' ratios too
+        _fill(other)
+
+
+def _fill(key: tuple[str, str, str]) -> None:
+    group, contender, allocation = key
+    times = _rounds[key]
+    median = statistics.median(times)
+    base_key = (group, _baseline_of.get(group), allocation)
+    for info in _infos[key][-1:]:
+        info.update(median_s=median, rounds=len(times), spread_s=[min(times), max(times)],
+                    images_per_s=round(_outputs[key] / median, 1))
+        if "bytes" in info:
+            info["GB_per_s"] = round(info["bytes"] / median / 1e9, 2)
+        if base_key in _rounds:
+            base = statistics.median(_rounds[base_key])
+            info["ratio_per_batch"] = round(base / median, 3)
+            info["ratio_per_output"] = round((base / _outputs[base_key]) / (median / _outputs[key]), 3)
+            info["ratio_to_baseline"] = info["ratio_per_output"]

@@ -3,22 +3,25 @@
     pytest benchmarks/ --benchmark-only --benchmark-json results.json
     python -m benchmarks.report results.json            # writes results.md and results.png beside it
 
-Per group (contenders timed on the same inputs in the same run) the table lists mean time,
-images/s, GB/s where bytes are countable, and the speed-up over the group's baseline (the
-contender whose ``extra_info["baseline"]`` is true), recomputed here from the means. The chart draws
-one bar per contender, length = images/s relative to the fastest of its group, labelled with the
-speed-up; mlic-pipe's bars are highlighted and the baseline's are grey. It is drawn with Pillow (a
+Per group (contenders timed on the same inputs in the same run) the table lists, per contender and
+allocation, the median time over all its rounds (entries of interleaved rounds are pooled) with its
+min-max, outputs/s, GB/s where bytes are countable, and the speed-up over the group's baseline (the
+contender whose ``extra_info["baseline"]`` is true) run with the same allocation, dtype and device,
+per output image and per call, recomputed here (`ratio` refuses any other pair). The chart draws
+one bar per contender, length = outputs/s relative to the fastest of its group, labelled with the
+per-output speed-up; mlic-pipe's bars are highlighted and the baseline's are grey. It is drawn with Pillow (a
 dependency already), so the report needs nothing else installed.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Row", "load_groups", "main", "render_chart", "render_markdown"]
+__all__ = ["Row", "load_groups", "main", "ratio", "render_chart", "render_markdown"]
 
 OURS = ("mlic-pipe", "kernel")
 
@@ -26,16 +29,27 @@ OURS = ("mlic-pipe", "kernel")
 @dataclass
 class Row:
     name: str
-    mean_s: float
+    median_s: float
     images_per_s: float | None
     gb_per_s: float | None
     baseline: bool
-    ratio: float | None = None
+    allocation: str = "n/a"
+    outputs: int | None = None
+    dtype: str | None = None
+    device: str | None = None
+    spread_s: tuple[float, float] | None = None
+    rounds: int = 1
+    ratio: float | None = None  # per output image
+    ratio_batch: float | None = None  # per call (batch or epoch)
     notes: dict = field(default_factory=dict)
 
     @property
     def ours(self) -> bool:
         return any(self.name == o or self.name.endswith(f"-{o}") or self.name.startswith(o) for o in OURS)
+
+    @property
+    def label(self) -> str:
+        return self.name if self.allocation == "n/a" else f"{self.name} ({self.allocation})"
 
 
 def _contender(bench: dict) -> str:
@@ -46,21 +60,52 @@ def _contender(bench: dict) -> str:
     return name[name.find("[") + 1:-1].split("-")[-1] if "[" in name else name
 
 
+def ratio(base: Row, row: Row) -> tuple[float, float]:
+    """(per output, per call) speed-up of `row` over `base`; ValueError if they were not measured alike.
+
+    A ratio between a run that allocates its outputs and one that reuses them, or between two dtypes or
+    devices, measures the setup, not the contender: it is refused.
+    """
+    for what in ("allocation", "dtype", "device"):
+        if getattr(base, what) != getattr(row, what):
+            raise ValueError(f"no ratio between {row.label} and {base.label}: their {what} differs "
+                             f"({getattr(row, what)} vs {getattr(base, what)})")
+    per_call = base.median_s / row.median_s
+    if base.outputs and row.outputs:
+        return per_call * row.outputs / base.outputs, per_call
+    return per_call, per_call
+
+
+def _row(entries: list[dict]) -> Row:
+    """One contender's figure from its entries: the median over every round (interleaved entries hold one each)."""
+    info = entries[-1].get("extra_info", {})
+    times = [bench["stats"].get("median", bench["stats"]["mean"]) for bench in entries]
+    median = statistics.median(times) if len(entries) > 1 else times[0]
+    lows = [bench["stats"].get("min", t) for bench, t in zip(entries, times)]
+    highs = [bench["stats"].get("max", t) for bench, t in zip(entries, times)]
+    outputs = info.get("outputs")
+    notes = {k: info[k] for k in ("share_of_step", "overhead_vs_dali_bare", "fraction_of_copy",
+                                    "speedup_vs_fastest_other", "cpu_budget") if k in info}
+    return Row(name=_contender(entries[-1]), median_s=median,
+               images_per_s=round(outputs / median, 1) if outputs else info.get("images_per_s"),
+               gb_per_s=round(info["bytes"] / median / 1e9, 2) if "bytes" in info else info.get("GB_per_s"),
+               baseline=bool(info.get("baseline", False)), allocation=info.get("allocation", "n/a"), outputs=outputs,
+               dtype=info.get("dtype"), device=info.get("device"), spread_s=(min(lows), max(highs)),
+               rounds=sum(bench["stats"].get("rounds", 1) for bench in entries), notes=notes)
+
+
 def load_groups(data: dict) -> dict[str, list[Row]]:
-    """Rows per group, in run order, with ratios to each group's baseline."""
-    groups: dict[str, list[Row]] = {}
+    """Rows per group, in run order, with ratios to the group's baseline measured the same way."""
+    entries: dict[str, dict[tuple[str, str], list[dict]]] = {}
     for bench in data.get("benchmarks", []):
-        info = bench.get("extra_info", {})
-        mean = bench["stats"]["mean"]
-        notes = {k: info[k] for k in ("share_of_step", "overhead_vs_dali_bare", "fraction_of_copy",
-                                        "speedup_vs_fastest_other") if k in info}
-        groups.setdefault(bench.get("group") or bench["name"], []).append(Row(
-            name=_contender(bench), mean_s=mean, images_per_s=info.get("images_per_s"),
-            gb_per_s=info.get("GB_per_s"), baseline=bool(info.get("baseline", False)), notes=notes))
+        key = (_contender(bench), bench.get("extra_info", {}).get("allocation", "n/a"))
+        entries.setdefault(bench.get("group") or bench["name"], {}).setdefault(key, []).append(bench)
+    groups = {group: [_row(found) for found in rows.values()] for group, rows in entries.items()}
     for rows in groups.values():
-        base = next((r for r in rows if r.baseline), None)
         for row in rows:
-            row.ratio = base.mean_s / row.mean_s if base is not None else None
+            base = next((r for r in rows if r.baseline and r.allocation == row.allocation), None)
+            if base is not None:
+                row.ratio, row.ratio_batch = ratio(base, row)
     return groups
 
 
@@ -85,22 +130,31 @@ def render_markdown(data: dict, groups: dict[str, list[Row]]) -> str:
              "- software: " + ", ".join(f"{k} {v}" for k, v in data.get("machine_info", {}).get("software", {}).items()),
              f"- commit: {str(commit.get('id', '?'))[:10]}{' (dirty)' if commit.get('dirty') else ''}",
              f"- pytest-benchmark {data.get('version', '?')}", "",
-             "Ratio = baseline time / contender time (higher is faster; the baseline is 1.00x).", ""]
+             "Each figure is the median over its rounds (min-max beside it). Throughput counts output images. "
+             "`vs baseline` is per output image (SpliceMix makes B + B/4 from B, the single-label mixers B), "
+             "`per call` per batch or epoch; a ratio is only taken against the baseline run with the same "
+             "allocation (fresh outputs each call, or reused buffers), dtype and device.", ""]
     for group, rows in groups.items():
-        lines += [f"## {group}", "", "| contender | mean ms | images/s | GB/s | vs baseline | notes |",
-                  "| --- | ---: | ---: | ---: | ---: | --- |"]
+        lines += [f"## {group}", "", "| contender | allocation | outputs | median ms | min-max ms | outputs/s | GB/s "
+                  "| vs baseline (per output) | per call | notes |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
         for row in rows:
-            ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
             name = f"**{row.name}**" if row.ours else row.name + (" (baseline)" if row.baseline else "")
+            spread = f"{1000 * row.spread_s[0]:.1f}-{1000 * row.spread_s[1]:.1f}" if row.spread_s else ""
             notes = ", ".join(f"{k} {v}" for k, v in row.notes.items())
-            lines.append(f"| {name} | {1000 * row.mean_s:.2f} | {row.images_per_s or '':} | "
-                         f"{row.gb_per_s if row.gb_per_s is not None else ''} | {ratio} | {notes} |")
+            lines.append(f"| {name} | {row.allocation} | {row.outputs or ''} | {1000 * row.median_s:.2f} | {spread} | "
+                         f"{row.images_per_s or '':} | {row.gb_per_s if row.gb_per_s is not None else ''} | "
+                         f"{_times(row.ratio)} | {_times(row.ratio_batch)} | {notes} |")
         lines.append("")
     return "\n".join(lines)
 
 
+def _times(value: float | None) -> str:
+    return f"{value:.2f}x" if value is not None else ""
+
+
 def render_chart(groups: dict[str, list[Row]], path: Path, title: str = "") -> None:
-    """A horizontal bar chart per group: images/s (bar length), speed-up over the baseline (label)."""
+    """A horizontal bar chart per group: outputs/s (bar length) and the per-output speed-up (label): one unit."""
     from PIL import Image, ImageDraw, ImageFont
 
     try:
@@ -111,20 +165,21 @@ def render_chart(groups: dict[str, list[Row]], path: Path, title: str = "") -> N
     height = 50 + sum(34 + len(rows) * (bar_h + gap) + 12 for rows in groups.values())
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
-    draw.text((16, 12), title or "throughput (images/s) and speed-up over each group's baseline", fill="black",
+    draw.text((16, 12), title or "throughput (outputs/s) and speed-up per output over each group's baseline",
+              fill="black",
               font=bold)
     y = 50
     for group, rows in groups.items():
         draw.text((16, y), group, fill="black", font=bold)
         y += 28
-        top = max((r.images_per_s or 1 / r.mean_s) for r in rows)
+        top = max((r.images_per_s or 1 / r.median_s) for r in rows)
         for row in rows:
-            rate = row.images_per_s or 1 / row.mean_s
+            rate = row.images_per_s or 1 / row.median_s
             length = max(2, int((width - label_w - 230) * rate / top))
             colour = "#d9480f" if row.ours else ("#adb5bd" if row.baseline else "#4c6ef5")
-            draw.text((16, y + 3), row.name, fill="black", font=font)
+            draw.text((16, y + 3), row.label, fill="black", font=font)
             draw.rectangle([label_w, y, label_w + length, y + bar_h], fill=colour)
-            label = f"{rate:,.0f} img/s" if row.images_per_s else f"{1000 * row.mean_s:.1f} ms"
+            label = f"{rate:,.0f} outputs/s" if row.images_per_s else f"{1000 * row.median_s:.1f} ms"
             if row.ratio is not None:
                 label += f"  {row.ratio:.2f}x"
             draw.text((label_w + length + 8, y + 3), label, fill="black", font=font)

@@ -1,46 +1,62 @@
 """Loader: one epoch of the demo data through MLICLoader vs the alternatives, same images, B=32, S=224 and 448.
 
-Contenders (group per device):
+Contenders (group per size and device), each given the same CPU budget (`cpu_budget`: DALI threads
+= DataLoader worker processes = min(CPU count, 8); stated in extra_info):
 
-- ``mlic-pipe``: MLICLoader with SpliceMix (DALI decode + crop + resize + flip, then the render:
-  the torch reference on the CPU, the Triton kernel on a GPU) and the mixed targets.
-- ``dali-bare``: the same DALI pipeline with no mixing, no normalization (uint8 out): the
-  ceiling, and on a GPU the measure of mixing's overhead.
-- ``torch-dataloader``: ``torch.utils.data.DataLoader`` with PIL decode + RandomResizedCrop
-  (scale 0.7-1.0) + flip + ToTensor + Normalize in worker processes (2 on the CPU, 16 with a
-  GPU), then the published SpliceMix op sequence on the batch: what the papers' code does.
+- ``torch-dataloader`` (the baseline): what a performance-minded user writes around the papers'
+  pipeline: ``torch.utils.data.DataLoader`` with persistent workers (and pinned memory on a GPU),
+  each worker decoding with PIL in JPEG draft mode (DCT-domain downscaling, when the crop allows),
+  RandomResizedCrop (scale 0.7-1.0) + flip on the PIL image, and sending uint8 (PILToTensor); the
+  consumer moves the batch to the device, normalizes it once into a kept buffer, and applies the
+  published SpliceMix op sequence into a kept output buffer, with the mixed targets.
+- ``dali-bare``: the same DALI pipeline as ours with no mixing and no normalization (uint8 out): the
+  ceiling, and the measure of mixing's overhead (``overhead_vs_dali_bare`` on mlic-pipe's figure).
+- ``mlic-pipe``: MLICLoader with SpliceMix (DALI decode + crop + resize + flip, the render into its
+  kept buffers, the mixed targets).
 
-Each round is a whole epoch (12 batches of 32: 384 images), pipeline start-up included; the
-DataLoader keeps its workers between rounds (``persistent_workers``), which favours it.
-extra_info: images/s (images read), ``ratio_to_baseline`` (speed-up over ``torch-dataloader``)
-and, for mlic-pipe, ``overhead_vs_dali_bare``.
+A round is a whole epoch (12 batches of 32: 384 images read; 480 outputs with SpliceMix's B/4 mixed
+images, 384 for dali-bare), the loader's per-epoch pipeline build included (MLICLoader builds one
+per epoch; the DataLoader's workers persist, as its docs advise). Rounds are interleaved: round r
+of every contender runs before round r + 1 of any (one test per round and contender, in that
+order), at least 10 in the quick preset, each contender warmed up by one untimed epoch; the figures
+are the median over the rounds, with their spread. ``ratio_per_output`` counts outputs,
+``ratio_per_batch`` epochs.
 
 Run: pytest benchmarks/test_bench_loader.py --benchmark-only
 """
+import functools
+import math
+import os
+
 import numpy as np
 import pytest
 import torch
 
 from mlic_pipe.loader import MLICLoader, as_torch
-from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD, SpliceMix, mix_targets
+from mlic_pipe.mix import SpliceMix, mix_targets, normalize
 from mlic_pipe.pipeline import DecodeSettings, build_pipeline
 
 from benchmarks.common import demo_images, devices, measured, preset, record, synchronizer
 from benchmarks.baselines import published_splice
 
 CONTENDERS = ["torch-dataloader", "dali-bare", "mlic-pipe"]
+_RUNNERS: dict = {}  # (name, device, size) -> (run one epoch, images read, outputs made): built and warmed once
+
+
+def cpu_budget() -> int:
+    """DALI threads = DataLoader workers: the same CPU budget for both."""
+    return min(os.cpu_count() or 1, 8)
 
 
 class PILDataset(torch.utils.data.Dataset):
-    """The usual PyTorch dataset of the published code: PIL decode and torchvision transforms, per sample."""
+    """PIL decode in JPEG draft mode, torchvision's PIL transforms, uint8 out: the fast form of the usual dataset."""
 
     def __init__(self, index, size):
         from torchvision import transforms
 
-        self.files, self.targets = index.files, torch.from_numpy(index.targets).float()
-        self.transform = transforms.Compose([
-            transforms.RandomResizedCrop(size, scale=(0.7, 1.0)), transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        self.files, self.targets, self.size = index.files, torch.from_numpy(index.targets).float(), size
+        self.transform = transforms.Compose([transforms.RandomResizedCrop(size, scale=(0.7, 1.0)),
+                                             transforms.RandomHorizontalFlip(), transforms.PILToTensor()])
 
     def __len__(self):
         return len(self.files)
@@ -49,82 +65,93 @@ class PILDataset(torch.utils.data.Dataset):
         from PIL import Image
 
         with Image.open(self.files[row]) as image:
+            # the smallest crop (area 0.7, aspect 4/3) keeps ~0.72 of the short side: decode at >= S / 0.72
+            side = math.ceil(self.size / 0.72)
+            image.draft("RGB", (side, side))
             return self.transform(image.convert("RGB")), self.targets[row]
 
 
-def _epoch_runner(name, index, device, batch, size):
-    """A zero-argument callable that runs one epoch and returns the number of images read."""
-    threads = 2 if device == "cpu" else 8
-    if name == "mlic-pipe":
-        loader = MLICLoader(index, batch, image_size=size, mix="splicemix", device=device, num_threads=threads)
-
-        def run():
-            count = 0
-            for images, targets in loader:
-                count += batch
-            return count
-        return run
-    if name == "dali-bare":
-        device_id = None if device == "cpu" else 0
-        settings = DecodeSettings(image_size=size, num_threads=threads)
-        steps = len(index.files) // batch
-
-        def run():
-            order = np.random.default_rng().permutation(len(index.files))[: steps * batch]
-            pipe = build_pipeline([index.files[i] for i in order], order.tolist(), batch, settings,
-                                  device_id=device_id, seed=0)
-            for _ in range(steps):
-                images, _ = pipe.run()
-                as_torch(images)
-            if device == "cuda":
-                torch.cuda.synchronize()
-            return steps * batch
-        return run
-    workers = 2 if device == "cpu" else 16
-    loader = torch.utils.data.DataLoader(PILDataset(index, size), batch_size=batch, shuffle=True, drop_last=True,
-                                         num_workers=workers, persistent_workers=True,
-                                         pin_memory=device == "cuda")
-    mixer, rng = SpliceMix(), np.random.default_rng(0)
+def _mlic_pipe(index, device, batch, size):
+    loader = MLICLoader(index, batch, image_size=size, mix="splicemix", device=device, num_threads=cpu_budget())
 
     def run():
-        count = 0
+        for images, targets in loader:
+            pass
+    steps = len(loader)
+    return run, steps * batch, steps * (batch + batch // 4)
+
+
+def _dali_bare(index, device, batch, size):
+    device_id = None if device == "cpu" else 0
+    settings = DecodeSettings(image_size=size, num_threads=cpu_budget())
+    steps = len(index.files) // batch
+
+    def run():
+        order = np.random.default_rng().permutation(len(index.files))[: steps * batch]
+        pipe = build_pipeline([index.files[i] for i in order], order.tolist(), batch, settings,
+                              device_id=device_id, seed=0)
+        for _ in range(steps):
+            images, _ = pipe.run()
+            as_torch(images)
+        synchronizer(device)()
+    return run, steps * batch, steps * batch
+
+
+def _torch_dataloader(index, device, batch, size):
+    loader = torch.utils.data.DataLoader(PILDataset(index, size), batch_size=batch, shuffle=True, drop_last=True,
+                                         num_workers=cpu_budget(), persistent_workers=True,
+                                         pin_memory=device == "cuda")
+    mixer, rng = SpliceMix(), np.random.default_rng(0)
+    normalized = torch.empty((batch, 3, size, size), device=device)
+    out = torch.empty((batch + batch // 4, 3, size, size), device=device)
+
+    def run():
         for images, targets in loader:
             images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             plan = mixer.plan(len(images), size, rng)
-            published_splice(images, plan)
+            published_splice(normalize(images.permute(0, 2, 3, 1), out=normalized), plan, out=out)
             mix_targets(targets, plan)
-            count += len(images)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return count
-    return run
+        synchronizer(device)()
+    steps = len(loader)
+    return run, steps * batch, steps * (batch + batch // 4)
 
 
-@pytest.fixture(scope="module")
-def demo_index():
+def _runner(name, device, size):
+    key = (name, device, size)
+    if key not in _RUNNERS:
+        build = {"mlic-pipe": _mlic_pipe, "dali-bare": _dali_bare, "torch-dataloader": _torch_dataloader}[name]
+        run, images, outputs = build(_demo(), device, preset()["loader_batch"], size)
+        run()  # warm-up: workers, pipeline, kernels
+        _RUNNERS[key] = (run, images, outputs)
+    return _RUNNERS[key]
+
+
+@functools.cache
+def _demo():
     return demo_images()
 
 
 @pytest.mark.parametrize("name", CONTENDERS)
+@pytest.mark.parametrize("round_", range(preset()["loader_rounds"]))
 @pytest.mark.parametrize("size", preset()["loader"])
 @pytest.mark.parametrize("device", devices())
-def test_loader_epoch(benchmark, demo_index, device, size, name):
+def test_loader_epoch(benchmark, device, size, round_, name):
     batch = preset()["loader_batch"]
     benchmark.group = f"loader epoch demo B={batch} S={size} {device}"
-    run = _epoch_runner(name, demo_index, device, batch, size)
-    images = run()  # warm-up: workers, pipeline, kernels
-    benchmark.pedantic(run, rounds=preset()["rounds"], warmup_rounds=0, iterations=1)
-    record(benchmark, baseline=name == "torch-dataloader", images=images, device=device, batch=batch, image_size=size,
-           images_per_epoch=images, contender=name)
+    run, images, outputs = _runner(name, device, size)
+    benchmark.pedantic(run, rounds=1, warmup_rounds=0, iterations=1)
+    record(benchmark, baseline=name == "torch-dataloader", images=images, outputs=outputs, device=device,
+           batch=batch, image_size=size, images_per_epoch=images, round=round_, contender=name,
+           cpu_budget=f"{cpu_budget()} DALI threads = {cpu_budget()} DataLoader workers")
     bare = measured(benchmark.group, "dali-bare")
     if benchmark.stats is not None and name == "mlic-pipe" and bare is not None:
-        benchmark.extra_info["overhead_vs_dali_bare"] = round(benchmark.stats.stats.mean / bare - 1, 3)
+        benchmark.extra_info["overhead_vs_dali_bare"] = round(measured(benchmark.group, "mlic-pipe") / bare - 1, 3)
 
 
 @pytest.mark.parametrize("name", ["steady-batch", "rebuild"])
 @pytest.mark.parametrize("size", preset()["loader"][:1])
 @pytest.mark.parametrize("device", devices())
-def test_pipeline_rebuild(benchmark, demo_index, device, size, name):
+def test_pipeline_rebuild(benchmark, device, size, name):
     """What a new epoch's DALI pipeline costs (the loader builds one per epoch, and after a skip).
 
     ``rebuild`` = build the pipeline for an epoch's rows + its first batch; ``steady-batch`` (the
@@ -136,8 +163,8 @@ def test_pipeline_rebuild(benchmark, demo_index, device, size, name):
 
     batch = preset()["loader_batch"]
     benchmark.group = f"pipeline rebuild demo B={batch} S={size} {device}"
-    threads = 2 if device == "cpu" else 8
-    settings = DecodeSettings(image_size=size, num_threads=threads)
+    demo_index = _demo()
+    settings = DecodeSettings(image_size=size, num_threads=cpu_budget())
     rows = np.arange(len(demo_index.files), dtype=np.int64)
     share = RankRows(rows, np.zeros(len(rows), dtype=bool))
     stream = DecodeStream(demo_index, batch, settings, dali_device_id(resolve_device(device)), 0, 0)
@@ -166,7 +193,8 @@ def test_pipeline_rebuild(benchmark, demo_index, device, size, name):
                        rounds=preset()["rounds"] * 3, warmup_rounds=0, iterations=1)
     record(benchmark, baseline=name == "steady-batch", images=batch, device=device, batch=batch, image_size=size,
            contender=name)
-    steady_mean = measured(benchmark.group, "steady-batch")
-    if benchmark.stats is not None and name == "rebuild" and steady_mean is not None:
-        benchmark.extra_info["rebuild_in_batches"] = round(benchmark.stats.stats.mean / steady_mean, 2)
-        benchmark.extra_info["rebuild_ms"] = round(1000 * benchmark.stats.stats.mean, 1)
+    steady = measured(benchmark.group, "steady-batch")
+    if benchmark.stats is not None and name == "rebuild" and steady is not None:
+        rebuild = measured(benchmark.group, "rebuild")
+        benchmark.extra_info["rebuild_in_batches"] = round(rebuild / steady, 2)
+        benchmark.extra_info["rebuild_ms"] = round(1000 * rebuild, 1)

@@ -23,7 +23,7 @@ from mlic_pipe.profile import model_train_step
 
 from benchmarks.baselines import NUM_CLASSES
 from benchmarks.common import devices, measured, preset, record, synchronizer
-from benchmarks.test_bench_render import published_op_sequence
+from benchmarks.baselines import published_op_sequence
 
 
 
