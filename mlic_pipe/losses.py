@@ -65,7 +65,9 @@ class AsymmetricLoss(nn.Module):
 
     With p = sigmoid(x) and the shifted negative probability p_m = max(p - clip, 0):
     ``L+ = (1 - p)^gamma_pos * log(p)`` and ``L- = p_m^gamma_neg * log(1 - p_m)``; the loss is
-    ``-sum(y L+ + (1 - y) L-)``. Logs are clamped at `eps`, so fp16 logits are safe.
+    ``-sum(y L+ + (1 - y) L-)``. Logs are clamped at `eps`, so fp16 logits are safe. Defaults are the
+    published training scripts' (gamma_neg 4, gamma_pos 0, clip 0.05); the published class's own
+    default for gamma_pos is 1, which no published script uses.
 
     Args:
         detach_focus: compute the focusing weights without gradient (default), as both published
@@ -98,18 +100,24 @@ class AsymmetricLoss(nn.Module):
 class AAMLoss(nn.Module):
     """Additive angular margin loss for multi-label cosine logits: deep-object-reid's ``AMBinaryLoss``.
 
-    Input is the cosine between features and class weights (a head built with ``cosine=True``),
-    in [-1, 1]. With ``p+ = sigmoid(s (cos - m))`` and ``p- = sigmoid(-s (cos + m))``:
-    ``loss = -sum[(k / s) y log p+ + ((1 - k) / s) (1 - y) log p-]`` over classes, averaged over the
-    batch's rows (``reduction="batch"``, as published). When a gamma > 0 each term is weighted by
-    ``pt^gamma`` (gradient flowing through it, as published), ``pt = min(p- + margin, 1)`` for
-    positives (gamma_pos) and ``pt = p+`` for negatives (gamma_neg). Logs come from `logsigmoid`
-    in float32, unclamped, so the hardest errors keep their gradient under fp16/bf16 autocast.
+    The final published form (torchreid/losses/asl.py at its last change, 2022-08-03, on the
+    default and multilabel branches; an early 2022 revision averaged over rows and took the log of
+    the unshifted ``p-``, and no published config needs it, so it is not kept). Input is the cosine
+    between features and class weights (a head built with ``cosine=True``), in [-1, 1]. With
+    ``p+ = sigmoid(s (cos - m))`` and ``p- = sigmoid(-s (cos + m))``:
+    ``loss = -SUM[(k / s) y log p+ + ((1 - k) / s) (1 - y) log p-]`` over rows and classes, not
+    divided by the batch size (``reduction="sum"``; the recipe's lr 0.007 is the published one, tuned
+    for this sum). When a gamma > 0, ``p-`` is first shifted by the probability margin,
+    ``p- = min(p- + margin, 1)`` (so its log is taken of the shifted value), and each term is weighted
+    by ``pt^gamma`` (gradient flowing through it, as published), ``pt = p-`` for positives
+    (gamma_pos) and ``pt = p+`` for negatives (gamma_neg). ``log p+`` (and ``log p-`` without a
+    shift) come from `logsigmoid`, the same values as the published ``log(sigmoid)`` without its
+    underflow to -inf, in float32, so the hardest errors keep their gradient under fp16/bf16 autocast.
     Defaults are the class's published defaults; the published configs live in the recipes.
     """
 
     def __init__(self, s: float = 30.0, m: float = 0.35, k: float = 0.8, gamma_pos: float = 0.0,
-                 gamma_neg: float = 0.0, margin: float = 0.05, reduction: str = "batch"):
+                 gamma_neg: float = 0.0, margin: float = 0.05, reduction: str = "sum"):
         super().__init__()
         if not 0 < k < 1:
             raise ValueError(f"k balances positives (k) and negatives (1 - k): it must be in (0, 1), got {k}")
@@ -120,10 +128,14 @@ class AAMLoss(nn.Module):
         cosines, targets = _check(cosines, targets)
         pos_logit = self.s * (cosines - self.m)
         neg_logit = -self.s * (cosines + self.m)
-        loss = (self.k / self.s) * targets * F.logsigmoid(pos_logit) + \
-            ((1 - self.k) / self.s) * (1 - targets) * F.logsigmoid(neg_logit)
-        if self.gamma_pos > 0 or self.gamma_neg > 0:
+        focusing = self.gamma_pos > 0 or self.gamma_neg > 0
+        if focusing and self.margin > 0:  # the published probability shift, whose log is then taken
             p_neg = (torch.sigmoid(neg_logit) + self.margin).clamp(max=1.0)
+            log_neg = torch.log(p_neg)
+        else:
+            p_neg, log_neg = torch.sigmoid(neg_logit), F.logsigmoid(neg_logit)
+        loss = (self.k / self.s) * targets * F.logsigmoid(pos_logit) + ((1 - self.k) / self.s) * (1 - targets) * log_neg
+        if focusing:
             pt = targets * p_neg + (1 - targets) * torch.sigmoid(pos_logit)
             loss = loss * pt.pow(self.gamma_pos * targets + self.gamma_neg * (1 - targets))
         return _reduce(-loss, ignore, self.reduction)
@@ -219,6 +231,9 @@ class SUMix(nn.Module):
       whatever the device; here the loss is returned and everything stays on the logits' device.
 
     Returns the loss of the mask-mixed outputs only; the regular outputs take the base loss.
+
+    ``gamma`` defaults to 0.1, the published class's default; every published config sets it
+    explicitly, to 0.5 (eight configs) or 1.0 (two): pass the one of the recipe you reproduce.
     """
 
     def __init__(self, gamma: float = 0.1, loss: nn.Module | None = None):

@@ -126,7 +126,7 @@ def test_graph_gate_is_the_sigmoid_of_the_max_over_labels_of_the_published_layer
     torch.manual_seed(0)
     eye = np.eye(5, dtype=np.uint8)
     adjacency = cooccurrence_adjacency(eye[[0, 1, 2, 3, 4, 0, 1]] | eye[[1, 0, 2, 3, 4, 1, 0]])  # 0-1 co-occur
-    head = GraphReweight(12, 5, adjacency, embed_dim=8, hidden_dim=16, layer=layer)
+    head = GraphReweight(12, 5, adjacency, embed_dim=8, hidden_dim=16, layer=layer).eval()  # GAT drops in training
     adj = head.propagation.double()
     x = head.embeddings.detach().double()
     for graph_layer in head.layers:  # the published forward, written out in float64
@@ -380,3 +380,28 @@ def test_cosine_ml_decoder_is_deep_object_reids_leaky_projection_normalized_fc_a
         torch.testing.assert_close(head(features), expected, rtol=1e-5, atol=1e-6)
         cosines = head(features) - head.group_bias
     assert (cosines.abs() <= 1 + 1e-6).all()
+
+
+def test_gat_attention_dropout_is_the_published_0_1_in_training_only():
+    """deep-object-reid's GraphAttentionLayer (dropout=0.1 by default, kept by Image_GCNN), written out: the
+    dropout falls on the softmax of the masked scores, in training only; under one seed both draw alike."""
+    from mlic_pipe.models.graph import GraphAttentionLayer
+
+    torch.manual_seed(0)
+    layer = GraphAttentionLayer(6, 5)
+    assert layer.dropout == 0.1
+    nodes, adjacency = torch.randn(4, 6), (torch.rand(4, 4) > 0.4).float() + torch.eye(4)
+
+    def published(h, adj, training):
+        wh = h @ layer.weight
+        e = torch.nn.functional.leaky_relu(wh @ layer.attend[:5] + (wh @ layer.attend[5:]).T, 0.2)
+        attention = torch.softmax(torch.where(adj > 0, e, -9e15 * torch.ones_like(e)), dim=1)
+        attention = torch.nn.functional.dropout(attention, 0.1, training=training)
+        return torch.nn.functional.elu(attention @ wh)
+
+    torch.manual_seed(3)
+    expected = published(nodes, adjacency, True)
+    torch.manual_seed(3)
+    torch.testing.assert_close(layer.train()(nodes, adjacency), expected)
+    assert not torch.allclose(expected, published(nodes, adjacency, False))  # the dropout did drop something
+    torch.testing.assert_close(layer.eval()(nodes, adjacency), published(nodes, adjacency, False))

@@ -68,9 +68,12 @@ class GraphConvolution(nn.Module):
 
 
 class GraphAttentionLayer(nn.Module):
-    """Graph attention (Velickovic et al.) over the graph's edges, ELU output, as published (``gan``)."""
+    """Graph attention (Velickovic et al.) over the graph's edges, ELU output, as published (``gan``).
 
-    def __init__(self, in_dim: int, out_dim: int, dropout: float = 0.0, slope: float = 0.2):
+    Attention dropout 0.1 in training, the published layer's default, which ``Image_GCNN`` keeps.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float = 0.1, slope: float = 0.2):
         super().__init__()
         self.weight = nn.Parameter(nn.init.xavier_uniform_(torch.empty(in_dim, out_dim), gain=1.414))
         self.attend = nn.Parameter(nn.init.xavier_uniform_(torch.empty(2 * out_dim, 1), gain=1.414))
@@ -92,11 +95,12 @@ class GraphReweight(nn.Module):
         word_vectors: (C, E) fixed label embeddings (e.g. GloVe); None = learnable embeddings of `embed_dim`.
         hidden_dim: width of the first graph layer (published: the backbone's feature width).
         layer: "gcn" (graph convolution) or "gat" (graph attention).
+        dropout: the GAT layers' attention dropout in training (published: 0.1); the GCN has none.
         head: the head applied to the re-weighted map (default: average pooling + linear).
     """
 
     def __init__(self, num_features: int, num_classes: int, adjacency, word_vectors=None, embed_dim: int = 300,
-                 hidden_dim: int | None = None, layer: str = "gcn", dropout: float = 0.0,
+                 hidden_dim: int | None = None, layer: str = "gcn", dropout: float = 0.1,
                  head: nn.Module | None = None):
         super().__init__()
         adjacency = torch.as_tensor(np.asarray(adjacency) if not isinstance(adjacency, torch.Tensor) else adjacency,

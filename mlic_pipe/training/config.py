@@ -73,7 +73,8 @@ class TrainConfig:
     cl_teacher_gradient: bool = option(False, "SpliceMix-CL: let the gradient reach the source predictions too "
                                        "(the published VOC 2007 variant)")
     sumix: bool = option(False, "SUMix learned mix ratio for mask mixes (with mix_append)")
-    sumix_gamma: float = option(0.1, "SUMix's weight of its uncertainty regularizer (the published default)")
+    sumix_gamma: float = option(0.1, "SUMix's weight of its uncertainty regularizer (0.1, the class default; the "
+                                "published configs use 0.5 or 1.0)")
     epochs: int = option(10, "epochs")
     batch_size: int = option(32, "images read per step per rank")
     image_size: int = option(448, "image size S")

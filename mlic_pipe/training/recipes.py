@@ -76,7 +76,8 @@ RECIPES.register("mldecoder-aam-coco", lambda: Recipe(
     dict(_MLDECODER, loss="aam", loss_kwargs={"s": 23.0, "m": 0.0, "k": 0.7, "gamma_pos": 0.0, "gamma_neg": 0.0},
          epochs=80, batch_size=48, optimizer="sam", sam_base="sgd", sam_rho=0.05, lr=0.007, warmup_epochs=8.0,
          early_stop=5, amp="off"),
-    "deep-object-reid (tosfaq fork, multilabel branch): torchreid/losses/asl.py AMBinaryLoss; the COCO ML-Decoder "
+    "deep-object-reid (tosfaq fork, multilabel branch): torchreid/losses/asl.py AMBinaryLoss at its last change "
+    "(2022-08-03: a plain sum over the batch, the lr below tuned for it); the COCO ML-Decoder "
     "loss setting s 23, m 0, k 0.7, gammas 0; configs/ote_custom_classification/*/main_model_multilabel.yaml "
     "(SAM rho 0.05, lr 0.007, OneCycle pct_start 0.1, 80 epochs, early stopping patience 5, EMA 0.9997, wd 1e-4, "
     "batch 48, no mixed precision)",
