@@ -36,7 +36,7 @@ import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
 from mlic_pipe.mix import plan as table
-from mlic_pipe.mix.plan import MASK_RESIZED, MixPlan, cell_edges, pack_plan
+from mlic_pipe.mix.plan import RESIZED_MODES, MixPlan, cell_edges, pack_plan
 from mlic_pipe.mix.settings import RenderSettings, check_render_call, image_size_of
 
 __all__ = ["CONFIGS", "CONFIG_VARIABLE", "INTERPRETED", "MAX_IMAGE_SIZE", "area_taps", "configs_for", "fixed_config",
@@ -47,8 +47,9 @@ _ROWS, _COLS, _PARTNER, _MODE = (tl.constexpr(c) for c in (table.COL_ROWS, table
                                                            table.COL_MODE))
 _Y0, _X0, _Y1, _X1 = (tl.constexpr(c) for c in (table.COL_Y0, table.COL_X0, table.COL_Y1, table.COL_X1))
 _MASK_INDEX, _LAM, _CELLS = (tl.constexpr(c) for c in (table.COL_MASK_INDEX, table.COL_LAM, table.COL_CELLS))
-_BOX, _DENSE, _CONSTANT, _RESIZED = (tl.constexpr(m) for m in (table.MASK_BOX, table.MASK_DENSE, table.MASK_CONSTANT,
-                                                                table.MASK_RESIZED))
+_BOX, _DENSE, _CONSTANT, _RESIZED, _RESIZED_NEAREST = (
+    tl.constexpr(m) for m in (table.MASK_BOX, table.MASK_DENSE, table.MASK_CONSTANT, table.MASK_RESIZED,
+                              table.MASK_RESIZED_NEAREST))
 _INT32_MAX = 2**31 - 1
 MAX_IMAGE_SIZE = 16384  # keeps every in-image product (e.g. local * S in area resampling) inside int32
 
@@ -79,6 +80,13 @@ def _bilinear_taps(local, extent, size, ALIGN_CORNERS: tl.constexpr):
     frac = tl.minimum(tl.maximum(src - lower.to(tl.float32), 0.0), 1.0)
     upper = tl.minimum(lower + 1, size - 1)
     return lower, upper, frac
+
+
+@triton.jit
+def _nearest_tap(local, extent, size):
+    """F.interpolate's nearest source index: min(floor(dst * float32(size / extent)), size - 1), in float32."""
+    scale = tl.math.div_rn(tl.zeros_like(local).to(tl.float32) + size, extent.to(tl.float32))
+    return tl.minimum(tl.floor(local.to(tl.float32) * scale).to(local.dtype), size - 1)
 
 
 @triton.jit
@@ -136,15 +144,22 @@ def _render_kernel(
                         mask=inside & (mode == _DENSE), other=1.0)
         weight = tl.where(mode == _DENSE, dense.to(tl.float32), weight)
     mixed = mode != 0
-    if HAS_RESIZED:  # ResizeMix: inside the box, the whole partner resized to the box (bilinear)
+    if HAS_RESIZED:  # ResizeMix: inside the box, the whole partner resized to the box (bilinear or nearest)
         box_y0 = tl.load(row + _Y0)
         box_x0 = tl.load(row + _X0)
-        resized = (mode == _RESIZED) & in_box
+        nearest = mode == _RESIZED_NEAREST
+        resized = ((mode == _RESIZED) | nearest) & in_box
         weight = tl.where(resized, 0.0, weight)
         box_h = tl.zeros_like(ys) + tl.maximum(tl.load(row + _Y1) - box_y0, 1)
         box_w = tl.zeros_like(xs) + tl.maximum(tl.load(row + _X1) - box_x0, 1)
         r_low_y, r_up_y, r_frac_y = _bilinear_taps(tl.maximum(ys - box_y0, 0), box_h, size, ALIGN_CORNERS)
         r_low_x, r_up_x, r_frac_x = _bilinear_taps(tl.maximum(xs - box_x0, 0), box_w, size, ALIGN_CORNERS)
+        if nearest:  # one tap, weight 1: F.interpolate's nearest source index
+            r_low_y = _nearest_tap(tl.maximum(ys - box_y0, 0), box_h, size)
+            r_low_x = _nearest_tap(tl.maximum(xs - box_x0, 0), box_w, size)
+            r_up_y, r_up_x = r_low_y, r_low_x
+            r_frac_y = tl.zeros_like(r_frac_y)
+            r_frac_x = tl.zeros_like(r_frac_x)
     else:
         resized = in_box & False
     pixel = ys[:, None] * s_y + xs[None, :] * s_x
@@ -364,7 +379,7 @@ def kernel_arguments(images: torch.Tensor, plan: MixPlan, settings: RenderSettin
     args = (images, table, masks, out, size, table.shape[1], s_n, s_c, s_y, s_x, *out.stride(), m_n, m_y, m_x,
             *scales, *shifts)
     wide = index_bits(images, out, masks) == 64 if index_64 is None else index_64
-    has_resized = bool((plan.mask_mode == MASK_RESIZED).any())  # host tensors: no device sync
+    has_resized = bool(torch.isin(plan.mask_mode, torch.tensor(RESIZED_MODES, dtype=plan.mask_mode.dtype)).any())  # host
     flags = dict(AREA=area, ALIGN_CORNERS=settings.align_corners, TAPS_Y=taps_y, TAPS_X=taps_x,
                  HAS_MASKS=has_masks, INDEX_64=wide, HAS_RESIZED=has_resized)
     return args, flags

@@ -17,12 +17,13 @@ from mlic_pipe.datasets.index import LabelIndex
 from mlic_pipe.shards.index import ShardIndex
 from mlic_pipe.errors import MLICDataError
 from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD, MixPlan, create_mixer, mix_targets, plan_batch, render
-from mlic_pipe.mix.plan import MASK_BOX, MASK_CONSTANT, MASK_DENSE, MASK_RESIZED
+from mlic_pipe.mix.plan import MASK_BOX, MASK_CONSTANT, MASK_DENSE, MASK_RESIZED, MASK_RESIZED_NEAREST
 
 __all__ = ["decode_batch", "preview_grid", "write_preview"]
 
 MIXED_OUTLINE = (255, 64, 32)
-MASK_CAPTIONS = {MASK_BOX: "box", MASK_DENSE: "fmix", MASK_CONSTANT: "mixup", MASK_RESIZED: "resized"}  # what a reader calls each mode
+MASK_CAPTIONS = {MASK_BOX: "box", MASK_DENSE: "fmix", MASK_CONSTANT: "mixup", MASK_RESIZED: "resized",
+                 MASK_RESIZED_NEAREST: "resized"}  # what a reader calls each mode
 CAPTION_LINES = 4
 
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from mlic_pipe.kernels import INTERPRETED
 from mlic_pipe.kernels import render as kernel_render
 from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD, ResizeMix, SaliencyMix, create_mixer, render_reference
-from mlic_pipe.mix.plan import MASK_BOX, MASK_RESIZED
+from mlic_pipe.mix.plan import MASK_BOX, MASK_RESIZED, MASK_RESIZED_NEAREST
 from mlic_pipe.mix.saliency import saliency_peaks
 
 DEVICES = [
@@ -39,16 +39,39 @@ def _expected(images, plan, align_corners):
     source = (images.permute(0, 3, 1, 2).double() / 255 - mean.double()) / std.double()
     out = source[plan.cells[:, 0].long()].clone()
     for n in range(plan.num_outputs):
-        if int(plan.mask_mode[n]) == MASK_RESIZED:
+        if int(plan.mask_mode[n]) in (MASK_RESIZED, MASK_RESIZED_NEAREST):
             y0, x0, y1, x1 = plan.box[n].tolist()
             partner = source[int(plan.partner[n])][None]
-            out[n, :, y0:y1, x0:x1] = F.interpolate(partner, size=(y1 - y0, x1 - x0), mode="bilinear",
-                                                    align_corners=align_corners)[0]
+            resample = dict(mode="bilinear", align_corners=align_corners) \
+                if int(plan.mask_mode[n]) == MASK_RESIZED else dict(mode="nearest")
+            out[n, :, y0:y1, x0:x1] = F.interpolate(partner, size=(y1 - y0, x1 - x0), **resample)[0]
     return out.float()
 
 
-def test_resizemix_boxes_hold_a_tau_scaled_square_inside_the_image():
-    mixer = ResizeMix()
+def test_resizemix_published_geometry_is_one_clipped_box_per_batch():
+    """openmixup's resizemix: tau ~ U(0.1, 0.8) and one centre per batch, box [c - cut // 2, c + cut // 2) clipped,
+    cut = int(S * tau); at the border the box is cut off (not square); nearest resizing."""
+    sides, clipped = set(), 0
+    for seed in range(40):
+        plan = ResizeMix().plan(8, 224, np.random.default_rng(seed))
+        box = plan.box.numpy()
+        assert (box == box[0]).all() and (plan.mask_mode.numpy() == MASK_RESIZED_NEAREST).all()
+        y0, x0, y1, x1 = box[0].tolist()
+        assert 0 <= y0 < y1 <= 224 and 0 <= x0 < x1 <= 224
+        for low, high in ((y0, y1), (x0, x1)):
+            full = [2 * (int(224 * tau) // 2) for tau in (0.1, 0.8)]
+            assert high - low <= full[1]
+            if low > 0 and high < 224:  # not clipped: the full published width, within tau's range
+                assert full[0] <= high - low and (high - low) % 2 == 0
+                sides.add(high - low)
+            else:
+                clipped += 1
+        assert np.allclose(plan.lam.numpy(), 1 - (y1 - y0) * (x1 - x0) / 224**2)
+    assert clipped > 5 and len(sides) > 10  # boxes at the border occur, and tau varies between batches
+
+
+def test_resizemix_inside_geometry_holds_a_tau_scaled_square_inside_the_image():
+    mixer = ResizeMix(geometry="inside", resample="bilinear")
     for seed in range(20):
         plan = mixer.plan(16, 224, np.random.default_rng(seed))
         box = plan.box.numpy()
@@ -64,18 +87,21 @@ def test_resizemix_boxes_hold_a_tau_scaled_square_inside_the_image():
 @pytest.mark.parametrize("append", [False, True])
 def test_the_reference_renders_resizemix_as_f_interpolate(align_corners, append):
     images = _images(6, 40, 1)
-    plan = ResizeMix(append=append, mix_ratio=0.5).plan(6, 40, np.random.default_rng(3))
-    got = render_reference(images, plan, align_corners=align_corners)
-    torch.testing.assert_close(got, _expected(images, plan, align_corners)[:plan.num_outputs], atol=2e-5, rtol=0)
+    for options in (dict(geometry="inside", resample="bilinear"), dict(geometry="published", resample="nearest"),
+                    dict(geometry="inside", resample="nearest")):
+        plan = ResizeMix(append=append, mix_ratio=0.5, **options).plan(6, 40, np.random.default_rng(3))
+        got = render_reference(images, plan, align_corners=align_corners)
+        torch.testing.assert_close(got, _expected(images, plan, align_corners)[:plan.num_outputs], atol=2e-5, rtol=0)
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("align_corners", [False, True])
 def test_the_kernel_renders_resizemix_as_f_interpolate(device, align_corners):
     images = _images(4, 24, 2)
-    plan = ResizeMix(scale=(0.2, 0.9)).plan(4, 24, np.random.default_rng(5))
-    got = kernel_render(images.to(device), plan, align_corners=align_corners).cpu()
-    torch.testing.assert_close(got, _expected(images, plan, align_corners), atol=2e-5, rtol=0)
+    for seed, resample in ((5, "bilinear"), (6, "nearest")):
+        plan = ResizeMix(scale=(0.2, 0.9), geometry="inside", resample=resample).plan(4, 24, np.random.default_rng(seed))
+        got = kernel_render(images.to(device), plan, align_corners=align_corners).cpu()
+        torch.testing.assert_close(got, _expected(images, plan, align_corners), atol=2e-5, rtol=0)
 
 
 def test_the_saliency_peak_is_on_the_one_object_of_each_image():

@@ -12,10 +12,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mlic_pipe.mix.plan import MASK_BOX, MASK_CONSTANT, MASK_DENSE, MASK_RESIZED, MixPlan
+from mlic_pipe.mix.plan import MASK_BOX, MASK_CONSTANT, MASK_DENSE, MASK_RESIZED, MASK_RESIZED_NEAREST, MixPlan
 from mlic_pipe.mix.sampling import check_mix_ratio, check_probability, concatenated_permutations
 
 __all__ = ["CutMix", "FMix", "MixUp", "ResizeMix", "SaliencyMix", "fmix_masks"]
+
+
+RESIZE_GEOMETRIES = ("published", "inside")
 
 
 class _PairMix:
@@ -128,30 +131,51 @@ def _box_around(centre_y, centre_x, side, image_size) -> np.ndarray:
 
 
 class ResizeMix(_PairMix):
-    """ResizeMix (Qin et al. 2020): the whole partner, resized to tau x tau of the image, pasted at a random place.
+    """ResizeMix (Qin et al. 2020): the whole partner, resized into a box of tau x S per side, pasted there.
 
-    tau ~ U(scale); the box lies inside the image; lambda (the primary's share) = 1 - box area / S^2.
-    The partner keeps all its objects (it is shrunk, not cropped), so its labels are true labels.
+    The partner keeps all its objects (it is shrunk, not cropped), so its labels are true labels;
+    lambda (the primary's share) = 1 - box area / S^2. The default is openmixup's published code
+    (``geometry="published"``): tau ~ U(scale) and one box per batch, centred uniformly at
+    (cy, cx) in [0, S) and clipped at the border, ``[c - cut // 2, c + cut // 2)`` with
+    ``cut = int(S * tau)`` (so a box at the border is not square), the partner pasted with
+    nearest-neighbour resizing. ``geometry="inside"`` is ours: tau and a square box inside the image
+    drawn per output. ``resample="bilinear"`` pastes with bilinear resizing instead.
 
     Args:
         scale: the range of tau, (0.1, 0.8) as in the paper.
+        geometry: "published" (one clipped box per batch) or "inside" (a square inside, per output).
+        resample: "nearest" (published) or "bilinear".
         append, mix_ratio, prob: layout (see the module docstring) and per-batch probability.
     """
 
-    def __init__(self, scale: tuple[float, float] = (0.1, 0.8), **kw):
+    def __init__(self, scale: tuple[float, float] = (0.1, 0.8), *, geometry: str = "published",
+                 resample: str = "nearest", **kw):
         super().__init__(1.0, **kw)
         low, high = scale
         if not 0 < low <= high <= 1:
             raise ValueError(f"scale must satisfy 0 < low <= high <= 1, got {scale}")
-        self.scale = (float(low), float(high))
+        if geometry not in RESIZE_GEOMETRIES:
+            raise ValueError(f"geometry must be one of {RESIZE_GEOMETRIES}, got {geometry!r}")
+        if resample not in ("nearest", "bilinear"):
+            raise ValueError(f"resample must be 'nearest' or 'bilinear', got {resample!r}")
+        self.scale, self.geometry, self.resample = (float(low), float(high)), geometry, resample
 
     def _weights(self, lam, image_size, rng, device):
-        tau = rng.uniform(*self.scale, size=len(lam))
-        side = np.maximum((tau * image_size).astype(np.int64), 1)
-        y0 = (rng.random(len(lam)) * (image_size - side + 1)).astype(np.int64)
-        x0 = (rng.random(len(lam)) * (image_size - side + 1)).astype(np.int64)
-        box = np.stack([y0, x0, y0 + side, x0 + side], axis=1)
-        return {"mask_mode": np.full(len(lam), MASK_RESIZED), "box": box, "lam": 1.0 - side**2 / image_size**2}
+        count = len(lam)
+        if self.geometry == "published":
+            half = max(int(image_size * rng.uniform(*self.scale)) // 2, 1)  # one tau and one centre per batch
+            cy, cx = rng.integers(0, image_size, size=2)
+            y0, y1 = np.clip([cy - half, cy + half], 0, image_size)
+            x0, x1 = np.clip([cx - half, cx + half], 0, image_size)
+            box = np.tile(np.array([[y0, x0, y1, x1]], dtype=np.int64), (count, 1))
+        else:
+            side = np.maximum((rng.uniform(*self.scale, size=count) * image_size).astype(np.int64), 1)
+            y0 = (rng.random(count) * (image_size - side + 1)).astype(np.int64)
+            x0 = (rng.random(count) * (image_size - side + 1)).astype(np.int64)
+            box = np.stack([y0, x0, y0 + side, x0 + side], axis=1)
+        area = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
+        mode = MASK_RESIZED_NEAREST if self.resample == "nearest" else MASK_RESIZED
+        return {"mask_mode": np.full(count, mode), "box": box, "lam": 1.0 - area / image_size**2}
 
 
 class SaliencyMix(_PairMix):

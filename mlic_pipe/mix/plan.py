@@ -23,14 +23,17 @@ import torch
 
 __all__ = [
     "COL_CELLS", "COL_COLS", "COL_LAM", "COL_MASK_INDEX", "COL_MODE", "COL_PARTNER", "COL_ROWS", "COL_X0", "COL_X1",
-    "COL_Y0", "COL_Y1", "MASK_BOX", "MASK_CONSTANT", "MASK_DENSE", "MASK_MODES", "MASK_NONE", "MASK_RESIZED", "MixPlan", "cell_edges",
+    "COL_Y0", "COL_Y1", "MASK_BOX", "MASK_CONSTANT", "MASK_DENSE", "MASK_MODES", "MASK_NONE", "MASK_RESIZED",
+    "MASK_RESIZED_NEAREST", "MixPlan", "RESIZED_MODES", "cell_edges",
     "pack_plan",
 ]
 
 # How a mask mix weighs its primary source (``plan.mask_mode``; the kernel takes them as constexprs).
-MASK_NONE, MASK_BOX, MASK_DENSE, MASK_CONSTANT, MASK_RESIZED = 0, 1, 2, 3, 4
+MASK_NONE, MASK_BOX, MASK_DENSE, MASK_CONSTANT, MASK_RESIZED, MASK_RESIZED_NEAREST = 0, 1, 2, 3, 4, 5
 MASK_MODES = {MASK_NONE: "none", MASK_BOX: "box", MASK_DENSE: "dense mask", MASK_CONSTANT: "constant",
-              MASK_RESIZED: "resized partner in a box"}
+              MASK_RESIZED: "resized partner in a box (bilinear)",
+              MASK_RESIZED_NEAREST: "resized partner in a box (nearest, F.interpolate's)"}
+RESIZED_MODES = (MASK_RESIZED, MASK_RESIZED_NEAREST)
 
 # The columns of the packed plan table (`pack_plan`), one int32 row per output; the cells start at COL_CELLS.
 COL_ROWS, COL_COLS, COL_PARTNER, COL_MODE, COL_Y0, COL_X0, COL_Y1, COL_X1, COL_MASK_INDEX, COL_LAM, COL_CELLS = range(11)
@@ -176,7 +179,7 @@ class MixPlan:
             raise ValueError(f"mask_mode must be one of {MASK_MODES}")
         if ((modes != MASK_NONE) & (self.partner.cpu() < 0)).any():
             raise ValueError("a masked output needs a partner")
-        resized = (modes == MASK_RESIZED).numpy()
+        resized = np.isin(modes.numpy(), RESIZED_MODES)
         box = self.box.cpu().numpy()[resized]
         if len(box) and ((box[:, 2] <= box[:, 0]) | (box[:, 3] <= box[:, 1])).any():
             raise ValueError("a resized-partner output needs a non-empty box")

@@ -17,7 +17,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from mlic_pipe.mix.plan import MASK_BOX, MASK_CONSTANT, MASK_DENSE, MASK_NONE, MASK_RESIZED, MixPlan, cell_edges
+from mlic_pipe.mix.plan import (MASK_BOX, MASK_CONSTANT, MASK_DENSE, MASK_NONE, MASK_RESIZED, MASK_RESIZED_NEAREST, MixPlan,
+                                cell_edges)
 from mlic_pipe.mix.settings import IMAGENET_MEAN, IMAGENET_STD, RenderSettings, check_render_call, image_size_of
 
 __all__ = ["normalize", "render_reference"]
@@ -77,16 +78,20 @@ def _mask_mix(primary: torch.Tensor, source: torch.Tensor, plan: MixPlan, masked
              ((pos >= x0[:, None]) & (pos < x1[:, None]))[:, None, :]
     zero = torch.zeros((), device=source.device)
     weight = torch.ones((len(masked), size, size), device=source.device)
-    weight = torch.where(((mode == MASK_BOX) | (mode == MASK_RESIZED)) & inside, zero, weight)
+    weight = torch.where(((mode == MASK_BOX) | (mode == MASK_RESIZED) | (mode == MASK_RESIZED_NEAREST)) & inside, zero,
+                         weight)
     weight = torch.where(mode == MASK_CONSTANT, plan.lam[masked][:, None, None].float(), weight)
     if plan.masks is not None:
         dense = plan.masks[plan.mask_index[masked].long().clamp_min(0)].float()
         weight = torch.where(mode == MASK_DENSE, dense, weight)
     partner = source[plan.partner[masked].long()]
-    for k in torch.nonzero(mode.flatten() == MASK_RESIZED).flatten().tolist():  # ResizeMix: the whole partner
+    resized = (mode.flatten() == MASK_RESIZED) | (mode.flatten() == MASK_RESIZED_NEAREST)
+    for k in torch.nonzero(resized).flatten().tolist():  # ResizeMix: the whole partner, resized into the box
         top, left, bottom, right = plan.box[masked[k]].tolist()
+        resample = dict(mode="bilinear", align_corners=align_corners) if int(mode.flatten()[k]) == MASK_RESIZED \
+            else dict(mode="nearest")
         partner[k, :, top:bottom, left:right] = F.interpolate(partner[k:k + 1].clone(), size=(bottom - top, right - left),
-                                                             mode="bilinear", align_corners=align_corners)[0]
+                                                             **resample)[0]
     weight = weight[:, None]
     return weight * primary + (1.0 - weight) * partner
 
