@@ -24,7 +24,8 @@ setup(
         "tqdm",
         "scikit-image>=0.22",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-benchmark>=4", "scikit-learn>=1.3", "lightning>=2.2"],
+    extras_require={"test": ["pytest>=7", "pytest-benchmark>=4", "scikit-learn>=1.3", "lightning>=2.2",
+                             "opencv-contrib-python-headless>=4.8"],  # the reference for SaliencyMix's saliency
                     # the benchmark suite's optional contender (its groups skip it without)
                     "bench": ["pytest>=7", "pytest-benchmark>=4", "kornia>=0.7"]},
     entry_points={"console_scripts": ["mlic-pipe=mlic_pipe.cli:main"]},

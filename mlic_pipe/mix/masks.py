@@ -124,12 +124,6 @@ class CutMix(_PairMix):
         return {"mask_mode": np.full(len(lam), MASK_BOX), "box": box, "lam": 1.0 - area / image_size**2}
 
 
-def _box_around(centre_y, centre_x, side, image_size) -> np.ndarray:
-    """(K, 4) boxes of side `side` centred at the given points, clipped to the image."""
-    y0, x0 = centre_y - side // 2, centre_x - side // 2
-    return np.clip(np.stack([y0, x0, y0 + side, x0 + side], axis=1), 0, image_size)
-
-
 class ResizeMix(_PairMix):
     """ResizeMix (Qin et al. 2020): the whole partner, resized into a box of tau x S per side, pasted there.
 
@@ -181,27 +175,38 @@ class ResizeMix(_PairMix):
 class SaliencyMix(_PairMix):
     """SaliencyMix (Uddin et al. 2021): CutMix's box, centred on the partner's saliency peak.
 
-    The box has CutMix's side, sqrt(1 - lambda) S with lambda ~ Beta(alpha, alpha), and is clipped;
-    the peak is the spectral-residual saliency maximum of the partner (`saliency_peaks`, batched on
-    the images' device). The partner's pixels at the same place fill the box, as in CutMix.
+    The box is ``[c - cut // 2, c + cut // 2)`` per axis around the peak c, clipped, with
+    ``cut = int(S sqrt(1 - lambda))`` and lambda ~ Beta(alpha, alpha), as the published code; the
+    peak is the argmax of OpenCV's fine-grained saliency of the partner (`saliency_peaks`, batched
+    on the images' device). The partner's pixels at the same place fill the box, as in CutMix.
+    The published code draws one lambda and takes one peak (of the first partner) and one box for the
+    whole batch; by default we draw them per output, so every mixed image gets its own partner's
+    peak (a documented departure); ``per_batch=True`` is the published form.
 
     Args:
         alpha: lambda ~ Beta(alpha, alpha); 1.0 as in the paper.
+        per_batch: one lambda, peak and box for the batch, as published.
     """
 
     needs_images = True
 
-    def __init__(self, alpha: float = 1.0, **kw):
+    def __init__(self, alpha: float = 1.0, *, per_batch: bool = False, **kw):
         super().__init__(alpha, **kw)
+        self.per_batch = bool(per_batch)
 
     def _weights_from(self, images, partner, lam, image_size, rng):
         from mlic_pipe.mix.saliency import saliency_peaks
 
         if images is None:
             raise ValueError("SaliencyMix needs the decoded batch: plan(..., images=images)")
-        peaks = saliency_peaks(images, image_size).numpy()[partner]
-        side = (image_size * np.sqrt(1.0 - lam)).astype(np.int64)
-        box = _box_around(peaks[:, 0], peaks[:, 1], side, image_size)
+        if self.per_batch:
+            lam = np.full(len(lam), lam[0])
+            peaks = np.repeat(saliency_peaks(images[int(partner[0])][None]).numpy(), len(lam), axis=0)
+        else:
+            peaks = saliency_peaks(images).numpy()[partner]
+        half = (image_size * np.sqrt(1.0 - lam)).astype(np.int64) // 2
+        box = np.clip(np.stack([peaks[:, 0] - half, peaks[:, 1] - half, peaks[:, 0] + half, peaks[:, 1] + half],
+                               axis=1), 0, image_size)
         area = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
         return {"mask_mode": np.full(len(lam), MASK_BOX), "box": box, "lam": 1.0 - area / image_size**2}
 

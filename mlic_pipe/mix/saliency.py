@@ -1,46 +1,91 @@
-"""`saliency_peaks`: where each image of a batch is most salient, by spectral residual (Hou & Zhang, CVPR 2007).
+"""`saliency_peaks`: where each image of a batch is most salient, by OpenCV's fine-grained saliency, batched.
 
-SaliencyMix centres its box on the partner's saliency peak; its published code calls OpenCV's
-``StaticSaliencySpectralResidual`` per image on the host. This is the same method, batched on the
-images' device: grey image downscaled to 64 x 64, log amplitude spectrum minus its 3 x 3 average
-(the spectral residual), back with the original phase, squared magnitude, Gaussian blur, argmax.
+SaliencyMix's published code (its CIFAR and ImageNet scripts, and openmixup) centres the box on the
+argmax of ``cv2.saliency.StaticSaliencyFineGrained`` (Montabone & Soto, 2010), called per image on
+the host. This computes the same map for the whole batch on the images' device, step by step as
+opencv_contrib's ``staticSaliencyFineGrained.cpp`` does:
+
+1. grey = OpenCV's BGR2GRAY weights on the right channels of the RGB batch, in its fixed point
+   (``(4899 R + 9617 G + 1868 B + 2^13) >> 14``);
+2. two 3 x 3 Gaussian blurs (kernel [1, 2, 1] / 4 per axis, reflect-101 border, rounded to uint8);
+3. for each of 6 neighbourhoods n (12, 24, 48, 28, 56, 112): the mean of the box
+   ``[y - n + 1, y + n + 1) x [x - n + 1, x + n + 1)`` clipped to the image, without the centre
+   pixel (from an integral image); on = trunc(max(grey - mean, 0)), off = trunc(max(mean - grey, 0));
+4. on and off summed over the scales, each scaled to 0..255 by its maximum (truncated);
+5. saliency = 255 (on + off) / max(max on, max off), cast to uint8 as OpenCV's C cast does on x86
+   (values above 255 wrap modulo 256).
+
+The integral is exact (int64) where OpenCV's is float32, so a map can differ by one level in a few
+pixels of a large image (OpenCV 5 returns the map divided by 255 as float32); the tests compare the
+maps and the peaks with OpenCV's on photographs.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["WORKING_SIZE", "saliency_maps", "saliency_peaks"]
+__all__ = ["NEIGHBOURHOODS", "saliency_maps", "saliency_peaks"]
 
-WORKING_SIZE = 64  # OpenCV's working resolution for the spectral residual
-
-
-def _gaussian_kernel(sigma: float, device) -> torch.Tensor:
-    radius = max(1, int(3 * sigma))
-    x = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
-    kernel = torch.exp(-x**2 / (2 * sigma**2))
-    return kernel / kernel.sum()
+NEIGHBOURHOODS = (12, 24, 48, 28, 56, 112)  # 3*4, 3*4*2, 3*4*2*2, 7*4, 7*4*2, 7*4*2*2, as OpenCV's
 
 
-def saliency_maps(images: torch.Tensor, sigma: float = 2.5) -> torch.Tensor:
-    """(N, 64, 64) float32 spectral-residual saliency of uint8 (N, S, S, 3) or float (N, 3, S, S) images."""
-    grey = images.float().mean(-1) if images.dtype == torch.uint8 else images.float().mean(1)
-    small = F.interpolate(grey[:, None], size=(WORKING_SIZE, WORKING_SIZE), mode="area")[:, 0]
-    spectrum = torch.fft.fft2(small)
-    log_amplitude = torch.log(spectrum.abs().clamp_min(1e-8))
-    average = F.avg_pool2d(F.pad(log_amplitude[:, None], (1, 1, 1, 1), mode="replicate"), 3, stride=1)[:, 0]
-    residual = torch.polar(torch.exp(log_amplitude - average), torch.angle(spectrum))
-    saliency = torch.fft.ifft2(residual).abs() ** 2
-    kernel = _gaussian_kernel(sigma, images.device)
-    pad = len(kernel) // 2
-    blurred = F.conv2d(F.pad(saliency[:, None], (pad, pad, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
-    blurred = F.conv2d(F.pad(blurred, (0, 0, pad, pad), mode="reflect"), kernel.view(1, 1, -1, 1))
-    return blurred[:, 0]
+def _grey(images: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) int32 grey of uint8 (N, H, W, 3) RGB images, OpenCV's fixed-point BGR2GRAY on RGB."""
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"saliency needs the decoded uint8 (N, H, W, 3) RGB batch, got {tuple(images.shape)} "
+                         f"{images.dtype}")
+    rgb = images.to(torch.int32)
+    return (rgb[..., 0] * 4899 + rgb[..., 1] * 9617 + rgb[..., 2] * 1868 + (1 << 13)) >> 14
 
 
-def saliency_peaks(images: torch.Tensor, image_size: int) -> torch.Tensor:
-    """(N, 2) int64 (y, x) of each image's saliency peak, in `image_size` pixel coordinates (on the host)."""
+def _blur(grey: torch.Tensor) -> torch.Tensor:
+    """OpenCV's GaussianBlur(3 x 3, sigma 0) on uint8: [1, 2, 1] / 4 per axis, reflect-101, rounded half up."""
+    padded = F.pad(grey[:, None].to(torch.float64), (1, 1, 1, 1), mode="reflect")[:, 0]
+    rows = padded[:, :, :-2] + 2 * padded[:, :, 1:-1] + padded[:, :, 2:]
+    total = rows[:, :-2] + 2 * rows[:, 1:-1] + rows[:, 2:]  # an integer: 16 x the weighted mean
+    return torch.floor((total + 8) / 16).to(torch.int64)
+
+
+def _box_means(integral: torch.Tensor, grey: torch.Tensor, n: int) -> torch.Tensor:
+    """OpenCV's getMean: the clipped box's sum from the integral, less the centre, over its area less one."""
+    height, width = grey.shape[1:]
+    ys, xs = torch.arange(height, device=grey.device), torch.arange(width, device=grey.device)
+    y1, y2 = (ys - n + 1).clamp(0, height), (ys + n + 1).clamp(0, height)
+    x1, x2 = (xs - n + 1).clamp(0, width), (xs + n + 1).clamp(0, width)
+    total = (integral[:, y2[:, None], x2[None, :]] + integral[:, y1[:, None], x1[None, :]]
+             - integral[:, y2[:, None], x1[None, :]] - integral[:, y1[:, None], x2[None, :]])
+    area = ((x2 - x1)[None, :] * (y2 - y1)[:, None] - 1).to(torch.float32)
+    return (total - grey).to(torch.float32) / area
+
+
+def _scaled(total: torch.Tensor) -> torch.Tensor:
+    """trunc(255 * (total / max)) per image, in float32 as OpenCV's mixScales (0 where the image is flat)."""
+    peak = total.flatten(1).amax(1).to(torch.float32)[:, None, None]
+    ratio = torch.where(peak > 0, total.to(torch.float32) / peak.clamp_min(1), torch.zeros((), device=total.device))
+    return torch.floor(255.0 * ratio.to(torch.float64)).to(torch.int64)
+
+
+def saliency_maps(images: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) uint8 fine-grained saliency of uint8 (N, H, W, 3) RGB images (see the module docstring)."""
+    grey = _blur(_blur(_grey(images)))
+    integral = F.pad(grey.cumsum(1).cumsum(2), (1, 0, 1, 0))  # (N, H + 1, W + 1), exact
+    on = torch.zeros_like(grey)
+    off = torch.zeros_like(grey)
+    for n in NEIGHBOURHOODS:
+        mean = _box_means(integral, grey, n)
+        centre = grey.to(torch.float32)
+        on += torch.trunc((centre - mean).clamp_min(0)).to(torch.int64)
+        off += torch.trunc((mean - centre).clamp_min(0)).to(torch.int64)
+    on, off = _scaled(on), _scaled(off)
+    top = torch.maximum(on.flatten(1).amax(1), off.flatten(1).amax(1)).to(torch.float64)[:, None, None]
+    value = torch.where(top > 0, 255.0 * (on + off).to(torch.float64) / top.clamp_min(1), torch.zeros((), dtype=torch.float64,
+                                                                                                   device=grey.device))
+    return (torch.floor(value).to(torch.int64) % 256).to(torch.uint8)  # the C cast to uchar wraps above 255
+
+
+def saliency_peaks(images: torch.Tensor, image_size: int | None = None) -> torch.Tensor:
+    """(N, 2) int64 (y, x) of each image's saliency argmax (the first in row-major order), on the host."""
     maps = saliency_maps(images)
     flat = maps.flatten(1).argmax(1)
-    cells = torch.stack([flat // WORKING_SIZE, flat % WORKING_SIZE], 1).cpu()
-    return ((cells.double() + 0.5) * image_size / WORKING_SIZE).long().clamp(0, image_size - 1)
+    width = maps.shape[-1]
+    return torch.stack([flat // width, flat % width], 1).cpu()
