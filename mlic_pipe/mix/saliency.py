@@ -40,10 +40,10 @@ def _grey(images: torch.Tensor) -> torch.Tensor:
 
 def _blur(grey: torch.Tensor) -> torch.Tensor:
     """OpenCV's GaussianBlur(3 x 3, sigma 0) on uint8: [1, 2, 1] / 4 per axis, reflect-101, rounded half up."""
-    padded = F.pad(grey[:, None].to(torch.float64), (1, 1, 1, 1), mode="reflect")[:, 0]
+    padded = F.pad(grey[:, None].to(torch.float32), (1, 1, 1, 1), mode="reflect")[:, 0]
     rows = padded[:, :, :-2] + 2 * padded[:, :, 1:-1] + padded[:, :, 2:]
-    total = rows[:, :-2] + 2 * rows[:, 1:-1] + rows[:, 2:]  # an integer: 16 x the weighted mean
-    return torch.floor((total + 8) / 16).to(torch.int64)
+    total = rows[:, :-2] + 2 * rows[:, 1:-1] + rows[:, 2:]  # an integer <= 4080: exact in float32
+    return torch.div(total.to(torch.int32) + 8, 16, rounding_mode="floor")
 
 
 def _box_means(integral: torch.Tensor, grey: torch.Tensor, n: int) -> torch.Tensor:
@@ -52,8 +52,8 @@ def _box_means(integral: torch.Tensor, grey: torch.Tensor, n: int) -> torch.Tens
     ys, xs = torch.arange(height, device=grey.device), torch.arange(width, device=grey.device)
     y1, y2 = (ys - n + 1).clamp(0, height), (ys + n + 1).clamp(0, height)
     x1, x2 = (xs - n + 1).clamp(0, width), (xs + n + 1).clamp(0, width)
-    total = (integral[:, y2[:, None], x2[None, :]] + integral[:, y1[:, None], x1[None, :]]
-             - integral[:, y2[:, None], x1[None, :]] - integral[:, y1[:, None], x2[None, :]])
+    rows = integral.index_select(1, y2) - integral.index_select(1, y1)  # (N, H, W + 1): whole rows of the box
+    total = rows.index_select(2, x2) - rows.index_select(2, x1)
     area = ((x2 - x1)[None, :] * (y2 - y1)[:, None] - 1).to(torch.float32)
     return (total - grey).to(torch.float32) / area
 
@@ -68,14 +68,16 @@ def _scaled(total: torch.Tensor) -> torch.Tensor:
 def saliency_maps(images: torch.Tensor) -> torch.Tensor:
     """(N, H, W) uint8 fine-grained saliency of uint8 (N, H, W, 3) RGB images (see the module docstring)."""
     grey = _blur(_blur(_grey(images)))
-    integral = F.pad(grey.cumsum(1).cumsum(2), (1, 0, 1, 0))  # (N, H + 1, W + 1), exact
+    exact = torch.int32 if 255 * grey.shape[1] * grey.shape[2] < 2**31 else torch.int64
+    grey = grey.to(exact)
+    integral = F.pad(grey.cumsum(1, dtype=exact).cumsum(2, dtype=exact), (1, 0, 1, 0))  # (N, H + 1, W + 1), exact
     on = torch.zeros_like(grey)
     off = torch.zeros_like(grey)
+    centre = grey.to(torch.float32)
     for n in NEIGHBOURHOODS:
-        mean = _box_means(integral, grey, n)
-        centre = grey.to(torch.float32)
-        on += torch.trunc((centre - mean).clamp_min(0)).to(torch.int64)
-        off += torch.trunc((mean - centre).clamp_min(0)).to(torch.int64)
+        contrast = centre - _box_means(integral, grey, n)
+        on += contrast.clamp_min(0).to(exact)  # truncation, as the C cast to uchar of a positive float
+        off += contrast.neg_().clamp_min_(0).to(exact)
     on, off = _scaled(on), _scaled(off)
     top = torch.maximum(on.flatten(1).amax(1), off.flatten(1).amax(1)).to(torch.float64)[:, None, None]
     value = torch.where(top > 0, 255.0 * (on + off).to(torch.float64) / top.clamp_min(1), torch.zeros((), dtype=torch.float64,
