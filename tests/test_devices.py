@@ -37,7 +37,7 @@ def test_cuda_and_auto_resolve_to_the_current_gpu_and_dali_gets_its_index(four_g
     assert dali_device_id(torch.device("cpu")) is None
     with pytest.raises(ValueError, match="4 CUDA device"):
         resolve_device("cuda:4")
-    with pytest.raises(ValueError, match="device must be auto, cpu or cuda\[:N\], got mps"):
+    with pytest.raises(ValueError, match=r"device must be auto, cpu or cuda\[:N\], got mps"):
         resolve_device("mps")
 
 

@@ -142,7 +142,7 @@ def _photos(size=None):
     photos = []
     for name in ("astronaut", "coffee", "chelsea", "rocket", "cat"):
         image = np.ascontiguousarray(getattr(data, name)()[..., :3]).astype(np.uint8)
-        photos.append(np.asarray(Image.fromarray(image).resize((size, size))) if size else image)
+        photos.append(np.array(Image.fromarray(image).resize((size, size))) if size else image)
     return photos
 
 
