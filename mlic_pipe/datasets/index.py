@@ -11,7 +11,7 @@ import numpy as np
 
 from mlic_pipe.errors import MLICDataError
 
-__all__ = ["LabelIndex", "MISSING_FILES", "MissingPolicy", "check_present"]
+__all__ = ["LabelIndex", "MISSING_FILES", "MissingPolicy", "check_present", "short_digest"]
 
 MissingPolicy = Literal["raise", "drop", "keep"]
 MISSING_FILES = ("raise", "drop")  # the policies offered to users; "keep" is `mlic-pipe check`'s own
@@ -66,7 +66,7 @@ class LabelIndex:
         if cached is None:
             rows = np.unique(np.linspace(0, max(len(self) - 1, 0), num=min(len(self), 4096)).astype(np.int64))
             parts = [str(len(self)), *self.classes, *(os.path.basename(self.files[row]) for row in rows)]
-            cached = self.__dict__["_fingerprint"] = _digest(parts)
+            cached = self.__dict__["_fingerprint"] = short_digest(parts)
         return cached
 
     def subset(self, keep: np.ndarray | Sequence[bool]) -> "LabelIndex":
@@ -80,7 +80,8 @@ class LabelIndex:
         )
 
 
-def _digest(parts) -> str:
+def short_digest(parts) -> str:
+    """16 hex digits of BLAKE2b over `parts` joined by newlines: the datasets' fingerprints."""
     import hashlib
 
     return hashlib.blake2b("\n".join(parts).encode("utf-8"), digest_size=8).hexdigest()

@@ -19,6 +19,7 @@ from functools import cached_property
 
 import numpy as np
 
+from mlic_pipe.datasets.index import short_digest
 from mlic_pipe.errors import MLICDataError
 from mlic_pipe.shards.format import IMAGE_EXTENSIONS, MANIFEST, read_index, write_index
 from mlic_pipe.shards.integrity import check_members, check_small_members, file_digest
@@ -70,11 +71,9 @@ class ShardIndex:
 
     def fingerprint(self) -> str:
         """A short digest of the shard set: classes, and each tar's name, samples, first row and labels' digest."""
-        import hashlib
-
-        parts = [str(self.num_samples), *self.classes, *(f"{os.path.basename(s.path)} {s.samples} {s.first_row} "
-                                                         f"{s.digests.get('small')}" for s in self.shards)]
-        return hashlib.blake2b("\n".join(parts).encode("utf-8"), digest_size=8).hexdigest()
+        return short_digest([str(self.num_samples), *self.classes,
+                             *(f"{os.path.basename(s.path)} {s.samples} {s.first_row} {s.digests.get('small')}"
+                               for s in self.shards)])
 
     def shard_of(self, row: int) -> ShardFile:
         starts = [shard.first_row for shard in self.shards]
@@ -109,12 +108,7 @@ class ShardIndex:
         for shard in local:
             entries = _check_shard(shard, self.label_bytes, self.has_ignore)
             self.__dict__.setdefault("_entry_cache", {})[shard.index_path] = entries
-            with open(shard.path, "rb") as handle:
-                def read(offset, size, handle=handle):
-                    handle.seek(offset)
-                    return handle.read(size)
-                counts += check_small_members(shard, entries, read, self.label_bytes, self.num_classes,
-                                              shard.digests["small"])
+            counts += check_small_members(shard, entries, self.label_bytes, self.num_classes)
         if len(local) == len(self.shards) and counts.tolist() != list(self.class_counts):
             column = int(np.flatnonzero(counts != np.asarray(self.class_counts))[0])
             raise MLICDataError(os.path.join(self.root, MANIFEST), f"class {self.classes[column]!r} has "

@@ -76,33 +76,16 @@ def read_sums(path: str) -> dict[str, tuple[int, str]]:
     return sums
 
 
-def check_small_members(shard, entries, read, label_size: int, num_classes: int, expected: str) -> np.ndarray:
+def check_small_members(shard, entries, label_size: int, num_classes: int) -> np.ndarray:
     """Read one tar's small members through `entries` (its index); returns the (C,) label counts of its samples.
 
     Refuses, naming the tar and the key: a row that is not the sample's place in the set (out of
     range, or another sample's), label bits set past the last class, and a digest that differs from
-    the one written (any flipped byte, or an index entry pointing elsewhere).
-
-    Args:
-        read: read(offset, size) -> bytes of the open tar.
+    the one written (``shard.digests["small"]``: any flipped byte, or an index entry pointing elsewhere).
     """
-    running, labels = SmallMembers(), []
-    for number, entry in enumerate(entries):
-        key = entry[0][3].rsplit(".", 1)[0]
-        for ext, offset, size, _ in entry:
-            if ext not in SMALL:
-                continue
-            data = read(offset, size)
-            running.add(ext, data)
-            if ext == "lbl":
-                labels.append(data)
-            elif ext == "row":
-                row = int.from_bytes(data, "little", signed=True)
-                if row != shard.first_row + number:
-                    raise MLICDataError(shard.path, f"sample {key} holds row {row}, but it is row "
-                                        f"{shard.first_row + number} of the set (damaged .row)",
-                                        "rewrite the shards with `mlic-pipe shard`")
-    if running.hexdigest() != expected:
+    with open(shard.path, "rb") as handle:
+        running, labels = _read_small_members(shard, entries, handle)
+    if running.hexdigest() != shard.digests["small"]:
         raise MLICDataError(shard.path, "the labels, ignore masks or rows differ from what was written (a changed "
                             "byte in a .lbl/.ign/.row, or an index file pointing elsewhere)",
                             "rewrite the shards with `mlic-pipe shard`; `mlic-pipe check DIR` names the sample")
@@ -113,6 +96,28 @@ def check_small_members(shard, entries, read, label_size: int, num_classes: int,
         raise MLICDataError(shard.path, f"sample {entries[sample][0][3].rsplit('.', 1)[0]} has labels past the "
                             f"last of the {num_classes} classes: dataset.json's class list does not fit the tars")
     return bits[:, :num_classes].sum(axis=0, dtype=np.int64)
+
+
+def _read_small_members(shard, entries, handle) -> tuple[SmallMembers, list[bytes]]:
+    """The running digest of a tar's small members and its samples' packed labels; each row checked in passing."""
+    running, labels = SmallMembers(), []
+    for number, entry in enumerate(entries):
+        key = entry[0][3].rsplit(".", 1)[0]
+        for ext, offset, size, _ in entry:
+            if ext not in SMALL:
+                continue
+            handle.seek(offset)
+            data = handle.read(size)
+            running.add(ext, data)
+            if ext == "lbl":
+                labels.append(data)
+            elif ext == "row":
+                row = int.from_bytes(data, "little", signed=True)
+                if row != shard.first_row + number:
+                    raise MLICDataError(shard.path, f"sample {key} holds row {row}, but it is row "
+                                        f"{shard.first_row + number} of the set (damaged .row)",
+                                        "rewrite the shards with `mlic-pipe shard`")
+    return running, labels
 
 
 def check_members(shard, entries, sums_path: str, expected_sums: str) -> None:

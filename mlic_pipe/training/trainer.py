@@ -151,6 +151,11 @@ def _parts(config: TrainConfig, model: nn.Module, steps_per_epoch: int, distribu
 
 # ----------------------------------------------------------------------------------- epochs and files
 
+def _epoch_steps(config: TrainConfig, loader: MLICLoader) -> int:
+    """Steps of the loader's coming epoch on this world size, at most --limit-train-batches."""
+    return min(len(loader), config.limit_train_batches or len(loader))
+
+
 def _resume(config: TrainConfig, parts: RunParts, result: TrainResult,
             loader: MLICLoader) -> tuple[EpochProgress | None, int | None]:
     """Restore a checkpoint; returns the progress and step count of the epoch it stopped in, if mid-epoch.
@@ -180,7 +185,7 @@ def _resume(config: TrainConfig, parts: RunParts, result: TrainResult,
         result.start_epoch = state["epoch"]
         loader.load_state_dict(state["loader"])  # every rank's loader state: any world size resumes
         progress = EpochProgress(**state["epoch_progress"])
-        epoch_steps = min(len(loader), config.limit_train_batches or len(loader))
+        epoch_steps = _epoch_steps(config, loader)
         position = (state["epoch"] + 1) * parts.steps_per_epoch - (epoch_steps - progress.steps)
         log.info("resumed from %s in epoch %d/%d after step %d", path, state["epoch"] + 1, config.epochs,
                  progress.steps)
@@ -246,7 +251,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     loader, val_loader = _loaders(config, train_index, val_index, device)
     model = _model(config, train_index, loader.device)
     _check_cells_fit(config, model, loader)
-    parts = _parts(config, model, min(len(loader), config.limit_train_batches or len(loader)), distributed)
+    parts = _parts(config, model, _epoch_steps(config, loader), distributed)
     result = TrainResult(history=[], out_dir=Path(config.out_dir))
     if is_main:
         result.out_dir.mkdir(parents=True, exist_ok=True)
