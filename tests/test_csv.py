@@ -43,3 +43,13 @@ def test_image_dir_and_bad_header(tmp_path, csv_path):
     moved.write_text("path,labels\n")
     with pytest.raises(MLICDataError, match="lists no images"):
         load_csv(moved)
+
+
+def test_classes_from_a_file_set_the_column_order_as_a_list_does(csv_path, tmp_path):
+    """`--classes FILE` reaches load_csv as a path: one name a line, the same order as the list form."""
+    from mlic_pipe.datasets import load
+
+    (tmp_path / "classes.txt").write_text("zebra\ndog\ncat\nemu\n")
+    by_file = load(str(csv_path), classes=str(tmp_path / "classes.txt"))
+    assert by_file.classes == ["zebra", "dog", "cat", "emu"]
+    np.testing.assert_array_equal(by_file.targets, load_csv(csv_path, classes=["zebra", "dog", "cat", "emu"]).targets)

@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from mlic_pipe.datasets.index import LabelIndex, MissingPolicy, check_present
+from mlic_pipe.datasets.listfile import read_classes
 from mlic_pipe.errors import MLICDataError
 
 __all__ = ["load_csv"]
@@ -105,14 +106,15 @@ def _pick_split(rows, path: str, split: str | None):
 
 
 def load_csv(path: str | os.PathLike, image_dir: str | os.PathLike | None = None, *,
-             classes: Sequence[str] | None = None, split: str | None = None,
+             classes: Sequence[str] | str | os.PathLike | None = None, split: str | None = None,
              missing: MissingPolicy = "raise") -> LabelIndex:
     """Read a label CSV (see the module docstring) into a `LabelIndex`.
 
     Args:
         path: the CSV file.
         image_dir: what relative paths are relative to; the CSV's directory by default.
-        classes: the column order; a label not in it is an error. Default: sorted names found
+        classes: the column order (a list, or a file with one name a line); a label not in it is an
+            error. Default: sorted names found
             (in the whole file, so train and val splits get the same columns).
         split: with a split column, the rows to keep ("train" by default); ignored without one.
         missing: "raise" if an image is missing on disk, "drop" to drop it with a warning.
@@ -125,12 +127,11 @@ def load_csv(path: str | os.PathLike, image_dir: str | os.PathLike | None = None
         classes = sorted({name for _, _, names, _ in rows for name in names})
         if not classes:
             raise MLICDataError(path, "no row has a label", "a multi-label dataset needs at least one class")
+    else:
+        classes = read_classes(classes, path)  # a list, or a file with one name a line (--classes FILE)
     if has_split:
         rows = _pick_split(rows, path, split)
-    classes = list(classes)
     column = {name: i for i, name in enumerate(classes)}
-    if len(column) != len(classes):
-        raise MLICDataError(path, f"the classes given name one twice: {classes}")
     base = os.path.abspath(image_dir) if image_dir is not None else os.path.dirname(path)
     targets = np.zeros((len(rows), len(classes)), dtype=np.uint8)
     for row, (number, _, names, _) in enumerate(rows):
