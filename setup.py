@@ -22,6 +22,7 @@ setup(
         "pycocotools>=2.0.7",
         "pillow>=10",
         "tqdm",
+        "numba>=0.59",  # the compiled CPU render (mlic_pipe.mix.cpu_render); ships its own LLVM
         "scikit-image>=0.22",
     ],
     extras_require={"test": ["pytest>=7", "pytest-benchmark>=4", "scikit-learn>=1.3", "lightning>=2.2",

@@ -11,56 +11,14 @@ import torch
 import mlic_pipe.kernels
 from mlic_pipe.kernels import INTERPRETED, area_taps, index_bits, pack_plan
 from mlic_pipe.kernels import render as kernel_render
-from mlic_pipe.mix import CutMix, FMix, MixPlan, MixUp, SpliceMix, render, render_reference
-from mlic_pipe.mix.plan import MASK_BOX, MASK_CONSTANT, MASK_DENSE, MASK_NONE
+from mlic_pipe.mix import MixPlan, MixUp, render, render_reference
+
+from render_cases import MIXERS, TOLERANCE, fuzz_plan, poisoned, random_images
 
 DEVICES = [
     pytest.param("cpu", marks=pytest.mark.skipif(not INTERPRETED, reason="needs TRITON_INTERPRET=1")),
     pytest.param("cuda", marks=pytest.mark.gpu),
 ]
-TOLERANCE = {torch.float32: dict(atol=1e-5, rtol=0.0),
-             # one rounding of a result that is within 1e-6 of the reference: at most one ulp apart
-             torch.float16: dict(atol=1e-5, rtol=2.0**-10),
-             torch.bfloat16: dict(atol=1e-5, rtol=2.0**-7)}
-
-
-def random_images(n, size, seed, device):
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8, generator=generator).to(device)
-
-
-def poisoned(shape, dtype, device, channels_last=False):
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    return torch.full(shape, float("nan"), dtype=dtype, device=device).contiguous(memory_format=layout)
-
-
-def fuzz_plan(num_inputs, size, seed, max_grid=3):
-    """Random plans beyond what the mixers make: any grid, dropped cells, and every mask mode on any output,
-    boxes touching or crossing the borders (and empty), soft dense masks, MixUp weights."""
-    rng = np.random.default_rng(seed)
-    count = num_inputs + int(rng.integers(1, 5))
-    grid = np.ones((count, 2), dtype=np.int64)
-    grid[num_inputs:] = rng.integers(1, max_grid + 1, size=(count - num_inputs, 2))
-    cells = np.full((count, max_grid * max_grid), -1)
-    cells[:num_inputs, 0] = np.arange(num_inputs)
-    for n in range(num_inputs, count):
-        k = grid[n].prod()
-        cells[n, :k] = rng.integers(0, num_inputs, size=k)
-        cells[n, :k][rng.random(k) < 0.3] = -1
-    mode = rng.integers(0, 4, size=count)
-    mode[: num_inputs // 2] = MASK_NONE
-    partner = np.where(mode != MASK_NONE, rng.integers(0, num_inputs, size=count), -1)
-    edges = [0, 1, size // 3, size - 1, size]
-    ys, xs = (np.sort(rng.choice(edges, size=(count, 2)), axis=1) for _ in range(2))
-    box = np.stack([ys[:, 0], xs[:, 0], ys[:, 1], xs[:, 1]], 1)  # y0, x0, y1, x1; may be empty
-    masks = torch.from_numpy(rng.random((count, size, size))).to(torch.float16)
-    masks[0] = 1.0
-    lam = rng.random(count).astype(np.float32)
-    return MixPlan.build(num_regular=num_inputs // 2, cells=cells, grid=grid, partner=partner, mask_mode=mode,
-                         box=box, mask_index=np.where(mode == MASK_DENSE, np.arange(count), -1), masks=masks,
-                         lam=np.where(mode == MASK_NONE, 1.0, lam))
-
-
 def check(images, plan, device, *, out_dtype=torch.float32, channels_last=False, **kw):
     """Render with the kernel into a poisoned buffer and compare with the reference on the same device."""
     size = images.shape[1] if images.dtype == torch.uint8 else images.shape[2]
@@ -91,15 +49,6 @@ def test_random_plans_small(device, seed):
               align_corners=align_corners)
 
 
-MIXERS = {
-    "splicemix": SpliceMix(),
-    "splicemix-custom": SpliceMix(["1x2", "3x3-4", "2x3-5"], counts=[2, 1, 1]),
-    "splicemix-fixed": SpliceMix(["2x2-1"], fixed_batch=True),
-    "cutmix": CutMix(),
-    "cutmix-append": CutMix(append=True, mix_ratio=0.5),
-    "fmix-soft": FMix(max_soft=0.2, append=True),
-    "mixup": MixUp(),
-}
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -244,7 +193,7 @@ def test_render_dispatches_to_the_kernel_only_when_asked_or_on_cuda(monkeypatch)
     monkeypatch.setattr(mlic_pipe.kernels, "render", spy)
     images = random_images(2, 8, seed=18, device="cpu")
     render(images, MixPlan.identity(2))
-    assert calls == []  # CPU tensors: the reference
+    assert calls == []  # CPU tensors: not the kernel (the compiled CPU renderer)
     if INTERPRETED:
         render(images, MixPlan.identity(2), backend="triton")
         assert len(calls) == 1

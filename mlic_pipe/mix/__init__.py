@@ -3,7 +3,8 @@
 Modules: `plan` (MixPlan, the table and mask-mode constants), `mixer` (the Mixer protocol and the
 registry of mixers), `splicemix` and `masks` (the mixers), `cells` (cell geometry shared with
 SpliceMix-CL), `settings` (RenderSettings), `reference` (the torch renderer, the specification),
-`dispatch` (`render`: kernel or reference), `targets` (label mixing).
+`dispatch` (`render`: kernel, compiled CPU renderer or reference), `cpu_render` (the compiled CPU
+renderer), `targets` (label mixing).
 """
 from __future__ import annotations
 

@@ -1,0 +1,409 @@
+"""`render_cpu`: the render kernel for CPU tensors, compiled by numba, in one pass per output row.
+
+The CPU twin of the Triton kernel (`mlic_pipe.kernels.fused_render`): every output row of every
+output image is computed once from the uint8 taps it needs (its cell's source, a mask mix's
+partner), normalized with one multiply-add, blended and written once, in the output's dtype and
+memory format. A resampled cell is split in two: a vertical blend of whole source rows into a
+planar row that stays in L1 (contiguous, so it vectorizes), then the horizontal taps from it.
+Rows go to the cores in runs of consecutive rows dealt round-robin, so the cheap regular rows and
+the costlier spliced rows of a batch keep every core busy. The bytes moved are about one read of
+the sources and one write of the result: the benchmarks measure the render against a float32
+copy of its output (``cpu-copy`` in ``benchmarks/test_bench_render.py``).
+
+Why numba: its wheel ships LLVM, so nothing needs a C compiler, at install or at run time;
+``parallel=True`` spreads the rows over the cores; ``cache=True`` keeps the machine code on disk
+(beside this file, or in numba's user cache when that is read-only), so only the first call on a
+machine compiles: about 20 s for the usual variant (uint8 in, float32 out), under 1 s to load
+afterwards; `compile_seconds` reports what this process paid. Without numba (a platform without
+its wheel) `render` falls back to the reference with one warning.
+
+The numbers are those of `render_reference` (``F.interpolate`` per cell): taps and weights use
+PyTorch's float32 arithmetic (see the Triton kernel's docstring); normalizing after the blend
+instead of before differs by float32 rounding (the weights sum to 1); float16 and bfloat16 are
+rounded to nearest even from the float32 row, as ``Tensor.to`` rounds.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import time
+import threading
+
+import numpy as np
+import torch
+
+from mlic_pipe.mix import plan as table
+from mlic_pipe.mix.plan import MixPlan, pack_plan
+from mlic_pipe.mix.settings import RenderSettings, check_render_call
+
+try:
+    import numba
+    from numba import njit, prange
+    NUMBA_IMPORT_ERROR: str | None = None
+except ImportError as error:  # no wheel for this platform: `render` falls back to the reference
+    numba = None
+    NUMBA_IMPORT_ERROR = str(error)
+
+__all__ = ["AVAILABLE", "NUMBA_IMPORT_ERROR", "compile_seconds", "render_cpu"]
+
+AVAILABLE = numba is not None
+_HALF_KIND = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+_compile_seconds: dict[tuple, float] = {}
+_ONE_AT_A_TIME = threading.Lock()
+_IMPORT_PID = os.getpid()
+
+
+def compile_seconds() -> dict[tuple, float]:
+    """Seconds each compiled variant's first call took in this process (loading the disk cache or compiling)."""
+    return dict(_compile_seconds)
+
+
+if AVAILABLE:
+    _ROWS, _COLS, _PARTNER, _MODE = table.COL_ROWS, table.COL_COLS, table.COL_PARTNER, table.COL_MODE
+    _Y0, _X0, _Y1, _X1 = table.COL_Y0, table.COL_X0, table.COL_Y1, table.COL_X1
+    _MASK_INDEX, _LAM, _CELLS = table.COL_MASK_INDEX, table.COL_LAM, table.COL_CELLS
+    _BOX, _DENSE, _CONSTANT = table.MASK_BOX, table.MASK_DENSE, table.MASK_CONSTANT
+    _RESIZED, _RESIZED_NEAREST = table.MASK_RESIZED, table.MASK_RESIZED_NEAREST
+    _JIT = dict(cache=True, nogil=True, fastmath=False)
+
+    @njit(**_JIT)
+    def _bilinear_tap(local, extent, size, align_corners):
+        """Lower and upper source index and the upper weight of destination `local` of `extent`, as F.interpolate."""
+        if align_corners:
+            scale = np.float32(size - 1) / np.float32(max(extent - 1, 1)) if extent > 1 else np.float32(0.0)
+            src = scale * np.float32(local)
+        else:
+            scale = np.float32(size) / np.float32(extent)
+            # PyTorch's fused multiply-add, rounded once: the float32 product is exact in float64
+            src = np.float32(np.float64(scale) * (np.float64(local) + 0.5) - 0.5)
+            src = max(src, np.float32(0.0))
+        lower = min(int(np.floor(src)), size - 1)
+        frac = min(max(src - np.float32(lower), np.float32(0.0)), np.float32(1.0))
+        return lower, min(lower + 1, size - 1), frac
+
+    @njit(**_JIT)
+    def _nearest_tap(local, extent, size):
+        """F.interpolate's nearest source index: min(floor(dst * float32(size / extent)), size - 1)."""
+        scale = np.float32(size) / np.float32(extent)
+        return min(int(np.floor(np.float32(local) * scale)), size - 1)
+
+    @njit(**_JIT)
+    def _axis_tables(size, max_parts, align_corners, area):
+        """Per grid size p <= max_parts and coordinate x: its taps in its cell (bilinear, or the area bounds)."""
+        low = np.zeros((max_parts + 1, size), np.uint32)  # unsigned: indexing with them skips wraparound
+        up = np.zeros((max_parts + 1, size), np.uint32)
+        frac = np.zeros((max_parts + 1, size), np.float32)
+        for parts in range(1, max_parts + 1):
+            for x in range(size):
+                c = ((x + 1) * parts - 1) // size
+                start = c * size // parts
+                extent = (c + 1) * size // parts - start
+                local = x - start
+                if area:
+                    low[parts, x] = local * size // extent
+                    up[parts, x] = ((local + 1) * size + extent - 1) // extent
+                else:
+                    low[parts, x], up[parts, x], frac[parts, x] = _bilinear_tap(local, extent, size, align_corners)
+        return low, up, frac
+
+    @njit(**_JIT)
+    def _source_row(src, image, y):
+        """Row `y` of source `image` as one flat (3 S) array: x-major, channel-minor, as decoded."""
+        return src[image, y].reshape(src.shape[2] * 3)
+
+    @njit(**_JIT)
+    def _copy_span(src, image, y, x_start, x_end, scale, shift, target, t, ty):
+        """Pixels x_start .. x_end - 1 of source row y, normalized (zeros for a dropped image).
+
+        Loops run over slices from 0, so the compiler sees non-negative indices and vectorizes.
+        """
+        for c in range(3):
+            row = target[t, c, ty][x_start:x_end]
+            if image < 0:
+                row[:] = 0.0
+                continue
+            line, sc, sh = _source_row(src, image, y)[3 * x_start:3 * x_end], scale[c], shift[c]
+            for i in range(x_end - x_start):
+                row[i] = np.float32(line[3 * i + c]) * sc + sh
+
+    @njit(**_JIT)
+    def _vertical(src, image, y_lo, y_hi, fy, area, scale, shift, blend):
+        """Source rows blended down to one normalized planar row `blend[c, x]`, the first half of a resample.
+
+        Bilinear: ``(1 - fy) * row y_lo + fy * row y_hi``; area: the mean of rows y_lo .. y_hi - 1.
+        Contiguous loops over whole source rows, so they vectorize; the horizontal half then reads
+        `blend` from L1 (`_horizontal`). Normalizing after blending differs from the reference's
+        normalize-then-resample by float32 rounding only (the weights sum to 1).
+        """
+        size = blend.shape[1]
+        for c in range(3):
+            out, sc, sh = blend[c], scale[c], shift[c]
+            if area:
+                out[:] = 0.0
+                for iy in range(y_lo, y_hi):
+                    line = _source_row(src, image, iy)
+                    for x in range(size):
+                        out[x] += np.float32(line[3 * x + c])
+                sc = sc / np.float32(y_hi - y_lo)
+                for x in range(size):
+                    out[x] = out[x] * sc + sh
+            else:
+                top, bottom, wy = _source_row(src, image, y_lo), _source_row(src, image, y_hi), np.float32(1.0) - fy
+                for x in range(size):
+                    out[x] = (wy * np.float32(top[3 * x + c]) + fy * np.float32(bottom[3 * x + c])) * sc + sh
+
+    @njit(**_JIT)
+    def _horizontal(line, low, up, frac, area, row):
+        """The second half of a resample: ``row[i]`` from the planar `line` at taps ``low[i]``, ``up[i]``.
+
+        Bilinear: ``(1 - frac) * line[low] + frac * line[up]``; area: the mean of ``line[low:up]``.
+        Every argument is a slice starting at the first pixel, and the taps are unsigned, so the
+        loop has no wraparound checks.
+        """
+        if area:
+            for i in range(row.shape[0]):
+                total = np.float32(0.0)
+                for ix in range(low[i], up[i]):
+                    total += line[ix]
+                row[i] = total / np.float32(up[i] - low[i])
+        else:
+            for i in range(row.shape[0]):
+                row[i] = (np.float32(1.0) - frac[i]) * line[low[i]] + frac[i] * line[up[i]]
+
+    @njit(**_JIT)
+    def _splice_row(src, cells, rows, cols, y, size, tables, area, align_corners, scale, shift, target, t, ty,
+                    blend):
+        """A spliced output row, cell by cell: each cell's source resampled to the cell, dropped cells zero."""
+        low_x, up_x, frac_x = tables
+        cy = ((y + 1) * rows - 1) // size
+        start = cy * size // rows
+        extent = (cy + 1) * size // rows - start
+        local = y - start
+        if area:
+            y_lo, y_hi, fy = local * size // extent, ((local + 1) * size + extent - 1) // extent, np.float32(0.0)
+        else:
+            y_lo, y_hi, fy = _bilinear_tap(local, extent, size, align_corners)
+        for cx in range(cols):
+            image = cells[cy * cols + cx]
+            x_start, x_end = cx * size // cols, (cx + 1) * size // cols
+            if image >= 0:
+                _vertical(src, image, y_lo, y_hi, fy, area, scale, shift, blend)
+            for c in range(3):
+                row = target[t, c, ty]
+                if image < 0:
+                    row[x_start:x_end] = 0.0
+                else:
+                    _horizontal(blend[c], low_x[cols, x_start:x_end], up_x[cols, x_start:x_end],
+                                frac_x[cols, x_start:x_end], area, row[x_start:x_end])
+
+    @njit(**_JIT)
+    def _resized_row(src, partner, y, box, nearest, align_corners, scale, shift, target, t, ty, blend, taps):
+        """ResizeMix inside the box on row y: the whole partner resized to the box (bilinear or nearest)."""
+        size = src.shape[1]
+        y0, x0, y1, x1 = box
+        low_x, up_x, frac_x = taps
+        for x in range(x0, x1):
+            if nearest:
+                low_x[x - x0], up_x[x - x0], frac_x[x - x0] = _nearest_tap(x - x0, x1 - x0, size), 0, 0.0
+                up_x[x - x0] = low_x[x - x0]
+            else:
+                low_x[x - x0], up_x[x - x0], frac_x[x - x0] = _bilinear_tap(x - x0, x1 - x0, size, align_corners)
+        if nearest:
+            y_lo = _nearest_tap(y - y0, y1 - y0, size)
+            y_hi, fy = y_lo, np.float32(0.0)
+        else:
+            y_lo, y_hi, fy = _bilinear_tap(y - y0, y1 - y0, size, align_corners)
+        _vertical(src, partner, y_lo, y_hi, fy, False, scale, shift, blend)
+        for c in range(3):
+            _horizontal(blend[c], low_x[:x1 - x0], up_x[:x1 - x0], frac_x[:x1 - x0], False, target[t, c, ty][x0:x1])
+
+    @njit(**_JIT)
+    def _mix_row(src, plan_row, lam, masks, half_lut, y, size, align_corners, scale, shift, target, t, ty, work):
+        """Blend a mask mix's partner into the row: ``w * primary + (1 - w) * partner`` where w < 1."""
+        mode, partner = plan_row[_MODE], plan_row[_PARTNER]
+        box = (plan_row[_Y0], max(plan_row[_X0], 0), plan_row[_Y1], min(plan_row[_X1], size))
+        one, k = np.float32(1.0), max(plan_row[_MASK_INDEX], 0)
+        if mode != _CONSTANT and mode != _DENSE and not box[0] <= y < box[2]:
+            return  # a box mode on a row the box misses: weight 1 everywhere
+        if mode == _BOX:  # weight 0 inside the box: w * p + 1 * q == q
+            _copy_span(src, partner, y, box[1], max(box[1], box[3]), scale, shift, target, t, ty)
+            return
+        if mode == _RESIZED or mode == _RESIZED_NEAREST:
+            _resized_row(src, partner, y, box, mode == _RESIZED_NEAREST, align_corners, scale, shift,
+                         target, t, ty, work[1], work[2:])
+            return
+        weight = work[1][0]
+        if mode == _DENSE:  # the mask row once, as float32 (float16 masks through a 65536-entry table)
+            for x in range(size):
+                weight[x] = half_lut[np.uint16(masks[k, y, x])] if half_lut.size > 1 else np.float32(masks[k, y, x])
+        for c in range(3):
+            row, line, sc, sh = target[t, c, ty], _source_row(src, partner, y), scale[c], shift[c]
+            if mode == _CONSTANT:
+                for x in range(size):
+                    row[x] = lam * row[x] + (one - lam) * (np.float32(line[3 * x + c]) * sc + sh)
+            elif mode == _DENSE:
+                for x in range(size):
+                    row[x] = weight[x] * row[x] + (one - weight[x]) * (np.float32(line[3 * x + c]) * sc + sh)
+
+    @njit(**_JIT)
+    def _half_bits(u, magnitude, bfloat):
+        """The float16 or bfloat16 bits nearest (ties to even) to the float32 with bits `u`, |value| `magnitude`."""
+        if bfloat:  # the top 16 bits, rounded
+            return np.int16(np.int32((u + np.uint32(0x7FFF) + ((u >> 16) & 1)) >> 16))
+        sign = np.int32((u >> 16) & 0x8000)
+        if magnitude < np.float32(6.103515625e-05):  # float16 subnormals: multiples of 2**-24, exactly
+            half = np.int32(np.rint(magnitude * np.float32(16777216.0)))
+        else:
+            m = u & np.uint32(0x7FFFFFFF)
+            half = np.int32((m + np.uint32(0x0FFF) + ((m >> 13) & 1)) >> 13) - ((127 - 15) << 10)
+            half = min(half, 0x7C00)  # past 65504 rounds to infinity
+        return np.int16(sign | half)
+
+    @njit(**_JIT)
+    def _store_row(row, out, strides, n, y, half_kind):
+        """Write a float32 scratch row into the output, seen as flat storage with element `strides` (any layout):
+        as it is, or as float16 / bfloat16 bits (numba has no half types)."""
+        base = n * strides[0] + y * strides[2]
+        for c in range(3):
+            at, step = base + c * strides[1], strides[3]
+            if half_kind == 0:
+                for x in range(row.shape[1]):
+                    out[at + x * step] = row[c, x]
+                continue
+            bits = row[c].view(np.uint32)
+            for x in range(row.shape[1]):
+                out[at + x * step] = _half_bits(np.uint32(bits[x]), abs(row[c, x]), half_kind == 2)
+
+    @njit(**_JIT)
+    def _render_line(src, plan_row, lam, masks, half_lut, y, size, tables, area, align_corners, scale, shift,
+                     target, t, ty, work):
+        """Output row y: its primary (a source row, or spliced cells), then a mask mix's partner blended in."""
+        rows, cols, mode, first = plan_row[_ROWS], plan_row[_COLS], plan_row[_MODE], plan_row[_CELLS]
+        if rows * cols == 1 and mode == _BOX and plan_row[_Y0] <= y < plan_row[_Y1]:
+            # CutMix: the primary around the box, the partner inside; no pixel written twice
+            x0, x1 = min(max(plan_row[_X0], 0), size), min(max(plan_row[_X1], 0), size)
+            _copy_span(src, first, y, 0, x0, scale, shift, target, t, ty)
+            _copy_span(src, plan_row[_PARTNER], y, x0, max(x0, x1), scale, shift, target, t, ty)
+            _copy_span(src, first, y, max(x0, x1), size, scale, shift, target, t, ty)
+            return
+        if rows * cols == 1:
+            _copy_span(src, first, y, 0, size, scale, shift, target, t, ty)
+        else:
+            _splice_row(src, plan_row[_CELLS:], rows, cols, y, size, tables, area, align_corners, scale, shift,
+                        target, t, ty, work[1])
+        if mode != 0:
+            _mix_row(src, plan_row, lam, masks, half_lut, y, size, align_corners, scale, shift, target, t, ty, work)
+
+    @njit(**_JIT)
+    def _render_rows(src, plan_table, lam, masks, half_lut, target, final, strides, direct, half_kind, scale, shift,
+                     tables, area, align_corners, worker, workers, blocks):
+        """Worker `worker`'s share of the output rows: blocks worker, worker + workers, ... of `blocks` runs.
+
+        Runs without the GIL, one call per thread (`render_cpu`). With `direct` the rows are computed
+        in place in `target`, the float32 C-contiguous output; otherwise in a scratch row and stored
+        into `final`, the output's flat storage, at its element `strides` in its dtype (`_store_row`).
+        """
+        count, size = plan_table.shape[0], src.shape[1]
+        lines = count * size
+        per_block = (lines + blocks - 1) // blocks
+        # the scratch output row, the vertical blend, ResizeMix's horizontal taps
+        work = (np.empty((1, 3, 1, size), np.float32), np.empty((3, size), np.float32),
+                np.empty(size, np.uint32), np.empty(size, np.uint32), np.empty(size, np.float32))
+        for block in range(worker, blocks, workers):
+            for line in range(block * per_block, min(lines, (block + 1) * per_block)):
+                n, y = line // size, line % size
+                rows_in, t, ty = (target, n, y) if direct else (work[0], 0 * n, 0 * y)
+                _render_line(src, plan_table[n], lam[n], masks, half_lut, y, size, tables, area, align_corners,
+                             scale, shift, rows_in, t, ty, work)
+                if not direct:
+                    _store_row(work[0][0, :, 0], final, strides, n, y, half_kind)
+
+    @njit(parallel=True, **_JIT)
+    def _render_parallel(src, plan_table, lam, masks, half_lut, target, final, strides, direct, half_kind, scale,
+                         shift, tables, area, align_corners, workers, blocks):
+        """`_render_rows` on numba's threads, one share each (measured faster than Python threads calling it)."""
+        for worker in prange(workers):
+            _render_rows(src, plan_table, lam, masks, half_lut, target, final, strides, direct, half_kind, scale,
+                         shift, tables, area, align_corners, worker, workers, blocks)
+
+
+@functools.lru_cache(maxsize=16)
+def _tables(size: int, max_cols: int, align_corners: bool, area: bool) -> tuple:
+    """Every column's taps for grids of up to `max_cols` columns (`_axis_tables`), made once per shape."""
+    return _axis_tables(size, max_cols, align_corners, area)
+
+
+@functools.lru_cache(maxsize=1)
+def _half_table() -> np.ndarray:
+    """float32 value of every float16 bit pattern (index: the bits as uint16); 256 KiB, made once."""
+    return np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
+
+
+def _arrays(images: torch.Tensor, plan: MixPlan, settings: RenderSettings, out: torch.Tensor) -> tuple:
+    """The arrays the compiled function reads and writes: views of the batch and the output where possible.
+
+    The source is read as C-contiguous NHWC: a decoder's uint8 batch as it is; a float NCHW batch
+    (the uncommon path) once converted to float32 NHWC. A float32 C-contiguous output is written in
+    place; any other (channels_last, a slice, float16, bfloat16) through a per-thread scratch row
+    into its flat storage at its strides. Few distinct argument types keep the compiled variants few
+    (each costs seconds to compile once per machine).
+    """
+    if images.dtype == torch.uint8:
+        src = images.contiguous().numpy()
+        scale = [1.0 / (255.0 * s) for s in settings.std]
+    else:
+        src = images.to(torch.float32).permute(0, 2, 3, 1).contiguous().numpy()
+        scale = [1.0 / s for s in settings.std]
+    shift = [-m / s for m, s in zip(settings.mean, settings.std)]
+    masks, half_lut = plan.masks, np.zeros(1, np.float32)
+    if masks is None or not masks.numel():
+        masks_array = np.zeros((1, 1, 1), np.int16)
+    elif masks.dtype == torch.float16:  # read as its bits (numba has no float16), converted by a table
+        masks_array, half_lut = masks.detach().cpu().contiguous().view(torch.int16).numpy(), _half_table()
+    else:
+        masks_array = masks.detach().cpu().float().numpy()
+    direct = out.dtype == torch.float32 and out.is_contiguous()
+    span = 1 + sum((dim - 1) * step for dim, step in zip(out.shape, out.stride()))
+    flat = torch.as_strided(out, (span,), (1,))
+    final = flat.numpy() if out.dtype == torch.float32 else flat.view(torch.int16).numpy()
+    target = out.numpy() if direct else np.zeros((1, 3, 1, 1), np.float32)
+    return (src, pack_plan(plan, torch.device("cpu")).numpy(), plan.lam.detach().to("cpu", torch.float32).numpy(),
+            masks_array, half_lut, target, final, np.asarray(out.stride(), np.int64), direct, _HALF_KIND[out.dtype],
+            np.asarray(scale, np.float32), np.asarray(shift, np.float32))
+
+
+def render_cpu(images: torch.Tensor, plan: MixPlan, settings: RenderSettings | None = None, *,
+               out: torch.Tensor | None = None, **options) -> torch.Tensor:
+    """Render `plan` from CPU `images` with the compiled one-pass kernel; the arguments of `mlic_pipe.mix.render`.
+
+    Raises:
+        RuntimeError: numba cannot be imported (`render` checks `AVAILABLE` and falls back instead).
+        ValueError: bad arguments or a plan that does not fit the batch.
+    """
+    if not AVAILABLE:
+        raise RuntimeError(f"the compiled CPU renderer needs numba ({NUMBA_IMPORT_ERROR}); pip install numba")
+    settings = RenderSettings.resolve(settings, **options)
+    size, _ = check_render_call(images, plan, settings, out)
+    if images.device.type != "cpu":
+        raise ValueError(f"render_cpu renders CPU tensors, got images on {images.device}")
+    out = settings.empty(plan.num_outputs, size, "cpu") if out is None else out
+    if plan.num_outputs == 0:
+        return out
+    arrays = _arrays(images, plan, settings, out)
+    area = settings.resample == "area"
+    tables = _tables(size, int(plan.grid[:, 1].max()), settings.align_corners, area)
+    lines = plan.num_outputs * size
+    # runs of >= 16 consecutive rows, 8 per thread dealt round-robin: balances regular and spliced rows
+    workers = max(1, min(torch.get_num_threads(), lines // 16))
+    blocks = max(1, min(lines // 16, 8 * workers))
+    args = (*arrays, tables, area, settings.align_corners)
+    key = (str(images.dtype), str(out.dtype), arrays[8], settings.resample, settings.align_corners)
+    started = time.perf_counter()
+    if workers == 1 or os.getpid() != _IMPORT_PID:
+        # one thread; also in a forked child (a DataLoader worker), where OpenMP threads may never start
+        _render_rows(*args, 0, 1, blocks)
+    else:
+        with _ONE_AT_A_TIME:  # numba's workqueue threads (its fallback layer) cannot be entered twice at once
+            _render_parallel(*args, workers, blocks)
+    _compile_seconds.setdefault(key, time.perf_counter() - started)
+    return out
