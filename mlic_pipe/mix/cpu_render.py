@@ -321,10 +321,14 @@ if AVAILABLE:
     @njit(parallel=True, **_JIT)
     def _render_parallel(src, plan_table, lam, masks, half_lut, target, final, strides, direct, half_kind, scale,
                          shift, tables, area, align_corners, workers, blocks):
-        """`_render_rows` on numba's threads, one share each (measured faster than Python threads calling it)."""
-        for worker in prange(workers):
+        """`_render_rows` on numba's threads, a run of rows at a time, handed out as threads come free.
+
+        Dynamic hand-out (chunk size 1) matters when the cores are shared, as with DALI decoding the
+        next batch: a thread the OS parks does not hold up the batch with a fixed share.
+        """
+        for block in prange(blocks):  # `render_cpu` sets the chunk size to 1 around the call
             _render_rows(src, plan_table, lam, masks, half_lut, target, final, strides, direct, half_kind, scale,
-                         shift, tables, area, align_corners, worker, workers, blocks)
+                         shift, tables, area, align_corners, block, blocks, blocks)
 
 
 @functools.lru_cache(maxsize=16)
@@ -395,7 +399,7 @@ def render_cpu(images: torch.Tensor, plan: MixPlan, settings: RenderSettings | N
     lines = plan.num_outputs * size
     # runs of >= 16 consecutive rows, 8 per thread dealt round-robin: balances regular and spliced rows
     workers = max(1, min(torch.get_num_threads(), lines // 16))
-    blocks = max(1, min(lines // 16, 8 * workers))
+    blocks = max(1, min(lines // 16, 16 * workers))
     args = (*arrays, tables, area, settings.align_corners)
     key = (str(images.dtype), str(out.dtype), arrays[8], settings.resample, settings.align_corners)
     started = time.perf_counter()
@@ -404,6 +408,10 @@ def render_cpu(images: torch.Tensor, plan: MixPlan, settings: RenderSettings | N
         _render_rows(*args, 0, 1, blocks)
     else:
         with _ONE_AT_A_TIME:  # numba's workqueue threads (its fallback layer) cannot be entered twice at once
-            _render_parallel(*args, workers, blocks)
+            previous = numba.set_parallel_chunksize(1)
+            try:
+                _render_parallel(*args, workers, blocks)
+            finally:
+                numba.set_parallel_chunksize(previous)
     _compile_seconds.setdefault(key, time.perf_counter() - started)
     return out
