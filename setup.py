@@ -26,8 +26,11 @@ setup(
         "scikit-image>=0.22",
     ],
     extras_require={"test": ["pytest>=7", "pytest-benchmark>=4", "scikit-learn>=1.3", "lightning>=2.2",
-                             "opencv-contrib-python-headless>=4.8"],  # the reference for SaliencyMix's saliency
+                             "opencv-contrib-python-headless>=4.8",  # the reference for SaliencyMix's saliency
+                             "matplotlib>=3.7"],  # the charts, tested
                     # the benchmark suite's optional contender (its groups skip it without)
-                    "bench": ["pytest>=7", "pytest-benchmark>=4", "kornia>=0.7"]},
+                    "bench": ["pytest>=7", "pytest-benchmark>=4", "kornia>=0.7", "matplotlib>=3.7"],
+                    # `mlic-pipe study`'s and `python -m benchmarks.report`'s charts
+                    "charts": ["matplotlib>=3.7"]},
     entry_points={"console_scripts": ["mlic-pipe=mlic_pipe.cli:main"]},
 )

@@ -15,7 +15,10 @@ torchvision v2 and kornia return new tensors, so they have no reused form.
 - `render_contender`: every render contender by name and allocation.
 - `bytes_moved` and `copy_floor`: the bytes a render must move (the uint8 input read once plus the
   output written once) and a copy of that many bytes, the physical floor every GB/s and "fraction
-  of copy bandwidth" figure is measured against.
+  of copy bandwidth" figure is measured against (``device-copy``, GPU groups).
+- `output_copy`: a copy of a tensor of the render's output shape and dtype (``output-copy``, every
+  device): what writing the result costs at all, the CPU floor each render figure is read against
+  (the report's ``x copy`` column).
 """
 import pytest
 import torch
@@ -23,8 +26,8 @@ import torch.nn.functional as F
 
 from mlic_pipe.mix import RenderSettings, normalize, render
 
-__all__ = ["ALLOCATIONS", "NUM_CLASSES", "bytes_moved", "copy_floor", "published_op_sequence", "published_splice",
-           "render_contender"]
+__all__ = ["ALLOCATIONS", "NUM_CLASSES", "bytes_moved", "copy_floor", "output_copy", "published_op_sequence",
+           "published_splice", "render_contender"]
 
 NUM_CLASSES = 80  # COCO's; the class count of every synthetic target in the benchmarks
 ALLOCATIONS = ("fresh", "reused")
@@ -39,8 +42,19 @@ def bytes_moved(images: torch.Tensor, outputs: int, dtype: torch.dtype) -> int:
 
 def copy_floor(nbytes: int, device: str):
     """A callable copying `nbytes` on `device` (half read, half written): the bandwidth a render is held to."""
-    src = torch.empty(nbytes // 2, dtype=torch.uint8, device=device)
-    dst = torch.empty_like(src)
+    src = torch.ones(nbytes // 2, dtype=torch.uint8, device=device)  # touched: see `output_copy`
+    dst = torch.zeros_like(src)
+    return lambda: dst.copy_(src)
+
+
+def output_copy(outputs: int, size: int, dtype: torch.dtype, device: str):
+    """A callable copying one (outputs, 3, size, size) tensor of `dtype` into another, both kept across calls.
+
+    The source is filled once: an untouched CPU allocation maps one zero page, which reads
+    faster than memory and would flatter the floor.
+    """
+    src = torch.ones((outputs, 3, size, size), dtype=dtype, device=device)
+    dst = torch.empty_like(src).fill_(0)
     return lambda: dst.copy_(src)
 
 
@@ -87,10 +101,13 @@ def render_contender(name: str, allocation: str, images: torch.Tensor, plan, dty
         if device != "cuda":
             pytest.skip("the copy floor is a GPU figure")
         return copy_floor(bytes_moved(images, plan.num_outputs, dtype), device), plan.num_outputs
+    if name == "output-copy":
+        return output_copy(plan.num_outputs, size, dtype, device), plan.num_outputs
     if name.startswith("mlic-pipe"):
         settings = RenderSettings(out_dtype=dtype)
         out = settings.empty(plan.num_outputs, size, device) if reused else None
-        return (lambda: render(images, plan, settings, out=out)), plan.num_outputs
+        backend = "reference" if name.endswith("-reference") else "auto"
+        return (lambda: render(images, plan, settings, out=out, backend=backend)), plan.num_outputs
     shape = (batch, 3, size, size)
     normalized = torch.empty(shape, dtype=torch.float32, device=device) if reused else None
     if name == "published":

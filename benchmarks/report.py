@@ -7,10 +7,11 @@ Per group (contenders timed on the same inputs in the same run) the table lists,
 allocation, the median time over all its rounds (entries of interleaved rounds are pooled) with its
 min-max, outputs/s, GB/s where bytes are countable, and the speed-up over the group's baseline (the
 contender whose ``extra_info["baseline"]`` is true) run with the same allocation, dtype and device,
-per output image and per call, recomputed here (`ratio` refuses any other pair). The chart draws
-one bar per contender, length = outputs/s relative to the fastest of its group, labelled with the
-per-output speed-up; mlic-pipe's bars are highlighted and the baseline's are grey. It is drawn with Pillow (a
-dependency already), so the report needs nothing else installed.
+per output image and per call, recomputed here (`ratio` refuses any other pair), and in render
+groups the time per output as a multiple of a copy of the output (``x copy``). The chart (matplotlib,
+the ``bench`` or ``charts`` extra, imported only to draw it; ``--no-chart`` skips it) draws one panel
+per group, a bar per contender, length = outputs/s (a log axis where a group spans decades),
+labelled with the per-output speed-up; mlic-pipe's bars are highlighted and the baseline's grey.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from pathlib import Path
 __all__ = ["Row", "load_groups", "main", "ratio", "render_chart", "render_markdown"]
 
 OURS = ("mlic-pipe", "kernel")
+COPY_FLOOR = "output-copy"  # a copy of the output's shape and dtype: the render groups' floor
 
 
 @dataclass
@@ -41,6 +43,7 @@ class Row:
     rounds: int = 1
     ratio: float | None = None  # per output image
     ratio_batch: float | None = None  # per call (batch or epoch)
+    copy_multiple: float | None = None  # median / the group's output-copy median (render groups)
     notes: dict = field(default_factory=dict)
 
     @property
@@ -102,10 +105,13 @@ def load_groups(data: dict) -> dict[str, list[Row]]:
         entries.setdefault(bench.get("group") or bench["name"], {}).setdefault(key, []).append(bench)
     groups = {group: [_row(found) for found in rows.values()] for group, rows in entries.items()}
     for rows in groups.values():
+        floor = next((r for r in rows if r.name == COPY_FLOOR), None)
         for row in rows:
             base = next((r for r in rows if r.baseline and r.allocation == row.allocation), None)
             if base is not None:
                 row.ratio, row.ratio_batch = ratio(base, row)
+            if floor is not None and row.outputs and floor.outputs:  # per output, as the ratios
+                row.copy_multiple = (row.median_s / row.outputs) / (floor.median_s / floor.outputs)
     return groups
 
 
@@ -133,18 +139,21 @@ def render_markdown(data: dict, groups: dict[str, list[Row]]) -> str:
              "Each figure is the median over its rounds (min-max beside it). Throughput counts output images. "
              "`vs baseline` is per output image (SpliceMix makes B + B/4 from B, the single-label mixers B), "
              "`per call` per batch or epoch; a ratio is only taken against the baseline run with the same "
-             "allocation (fresh outputs each call, or reused buffers), dtype and device.", ""]
+             "allocation (fresh outputs each call, or reused buffers), dtype and device. `x copy` is the time per "
+             f"output over that of `{COPY_FLOOR}` (a copy of a tensor of the output's shape and dtype, kept buffers): "
+             "how far a render is from merely writing its result.", ""]
     for group, rows in groups.items():
         lines += [f"## {group}", "", "| contender | allocation | outputs | median ms | min-max ms | outputs/s | GB/s "
-                  "| vs baseline (per output) | per call | notes |",
-                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+                  "| vs baseline (per output) | per call | x copy | notes |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
         for row in rows:
             name = f"**{row.name}**" if row.ours else row.name + (" (baseline)" if row.baseline else "")
             spread = f"{1000 * row.spread_s[0]:.1f}-{1000 * row.spread_s[1]:.1f}" if row.spread_s else ""
             notes = ", ".join(f"{k} {v}" for k, v in row.notes.items())
             lines.append(f"| {name} | {row.allocation} | {row.outputs or ''} | {1000 * row.median_s:.2f} | {spread} | "
                          f"{row.images_per_s or '':} | {row.gb_per_s if row.gb_per_s is not None else ''} | "
-                         f"{_times(row.ratio)} | {_times(row.ratio_batch)} | {notes} |")
+                         f"{_times(row.ratio)} | {_times(row.ratio_batch)} | "
+                         f"{'' if row.copy_multiple is None else f'{row.copy_multiple:.2f}'} | {notes} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -154,38 +163,48 @@ def _times(value: float | None) -> str:
 
 
 def render_chart(groups: dict[str, list[Row]], path: Path, title: str = "") -> None:
-    """A horizontal bar chart per group: outputs/s (bar length) and the per-output speed-up (label): one unit."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    try:
-        font, bold = ImageFont.load_default(size=14), ImageFont.load_default(size=16)
-    except TypeError:  # Pillow < 10.1: one bitmap size
-        font = bold = ImageFont.load_default()
-    width, label_w, bar_h, gap = 1100, 260, 20, 6
-    height = 50 + sum(34 + len(rows) * (bar_h + gap) + 12 for rows in groups.values())
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    draw.text((16, 12), title or "throughput (outputs/s) and speed-up per output over each group's baseline",
-              fill="black",
-              font=bold)
-    y = 50
-    for group, rows in groups.items():
-        draw.text((16, y), group, fill="black", font=bold)
-        y += 28
-        top = max((r.images_per_s or 1 / r.median_s) for r in rows)
-        for row in rows:
-            rate = row.images_per_s or 1 / row.median_s
-            length = max(2, int((width - label_w - 230) * rate / top))
-            colour = "#d9480f" if row.ours else ("#adb5bd" if row.baseline else "#4c6ef5")
-            draw.text((16, y + 3), row.label, fill="black", font=font)
-            draw.rectangle([label_w, y, label_w + length, y + bar_h], fill=colour)
+    """One horizontal bar panel per group: outputs/s (bar length), labelled with the per-output speed-up over the
+    group's baseline and, in render groups, the multiple of the output copy. A group whose rates span more than a
+    decade gets a log axis, so the slow contenders stay readable."""
+    plt = pyplot()
+    heights = [0.6 + 0.32 * len(rows) for rows in groups.values()]
+    figure, panels = plt.subplots(len(groups), 1, figsize=(11, sum(heights) + 0.6), dpi=100, squeeze=False,
+                                  gridspec_kw={"height_ratios": heights}, layout="constrained")
+    for axes, (group, rows) in zip(panels[:, 0], groups.items()):
+        rates = [row.images_per_s or 1 / row.median_s for row in rows]
+        colours = ["#d9480f" if row.ours else ("#adb5bd" if row.baseline else "#4c6ef5") for row in rows]
+        positions = range(len(rows))[::-1]
+        axes.barh(list(positions), rates, color=colours, height=0.7)
+        axes.set_yticks(list(positions), [row.label for row in rows], fontsize=8)
+        if max(rates) > 10 * min(rates):
+            axes.set_xscale("log")
+        axes.set_xlim(right=max(rates) * (8 if axes.get_xscale() == "log" else 1.45))
+        for y, row, rate in zip(positions, rows, rates):
             label = f"{rate:,.0f} outputs/s" if row.images_per_s else f"{1000 * row.median_s:.1f} ms"
             if row.ratio is not None:
                 label += f"  {row.ratio:.2f}x"
-            draw.text((label_w + length + 8, y + 3), label, fill="black", font=font)
-            y += bar_h + gap
-        y += 12
-    image.save(path)
+            if row.copy_multiple is not None and row.name != COPY_FLOOR:
+                label += f"  ({row.copy_multiple:.1f}x copy)"
+            axes.annotate(label, (rate, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
+        axes.set_title(group, fontsize=10, loc="left")
+        axes.tick_params(axis="x", labelsize=8)
+        axes.grid(axis="x", alpha=0.3)
+    figure.suptitle(title or "throughput (outputs/s) and speed-up per output over each group's baseline", fontsize=11)
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def pyplot():
+    """matplotlib's pyplot (Agg), imported only to draw; SystemExit with the install line without it."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("benchmarks.report: the chart needs matplotlib: pip install -e '.[bench]' "
+                         "(or pass --no-chart for the Markdown table alone)") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("json", help="a pytest-benchmark JSON file (--benchmark-json)")
     parser.add_argument("--out", help="output prefix (default: the JSON path without .json)")
     parser.add_argument("--title", default="", help="chart title")
+    parser.add_argument("--no-chart", action="store_true", help="write the Markdown table only (no matplotlib)")
     args = parser.parse_args(argv)
     path = Path(args.json)
     try:
@@ -207,8 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     prefix = Path(args.out) if args.out else path.with_suffix("")
     markdown = render_markdown(data, groups)
     prefix.with_suffix(".md").write_text(markdown)
-    render_chart(groups, prefix.with_suffix(".png"), args.title)
     print(markdown)
+    if args.no_chart:
+        print(f"wrote {prefix.with_suffix('.md')}")
+        return 0
+    render_chart(groups, prefix.with_suffix(".png"), args.title)
     print(f"wrote {prefix.with_suffix('.md')} and {prefix.with_suffix('.png')}")
     return 0
 

@@ -10,13 +10,17 @@ runs of the same allocation. Plans:
   batch, cells dropped with p = 0.3), and each grid alone, without drops and with them (``1x2-1``,
   ``2x2-2``, ``2x3-3``; 2x3 has uneven cells at S = 224 and 448). Contenders: ``published`` (the
   baseline: SpliceMix's public op sequence) and ``mlic-pipe`` (`render`: the Triton kernel on CUDA,
-  the torch reference on the CPU); both make B + B/4 outputs.
+  the compiled one-pass renderer on the CPU); both make B + B/4 outputs. On the CPU the default
+  grid, CutMix and MixUp also time ``mlic-pipe-reference`` (the torch reference renderer, what the
+  CPU ran before the compiled renderer): the before/after in one run.
 - CutMix and MixUp: ``timm-<mix>`` (the baseline: timm ``Mixup`` in batch mode), ``tv2-<mix>``
   (torchvision.transforms.v2), ``kornia-<mix>`` (``RandomCutMixV2`` / ``RandomMixUpV2``; the
   ``bench`` extra installs kornia), ``mlic-pipe`` in place (B outputs, like the peers) and
   ``mlic-pipe-appended`` (B + B/4: the B sources kept, B/4 mixed ones appended).
 - FMix: ``mlic-pipe`` and ``mlic-pipe-appended`` only: no peer renders FMix masks, so no ratio.
 - ``device-copy`` (GPU only): `baselines.copy_floor` of the bytes mlic-pipe must move.
+- ``output-copy`` (every device): `baselines.output_copy`, a copy of a tensor of the output's shape and
+  dtype, the floor the report's ``x copy`` column reads every contender against.
 
 The single-label peers get dummy class labels (they cannot take multi-hot targets). Throughput
 counts outputs; ``ratio_per_output`` (the headline) divides by outputs, ``ratio_per_batch`` does
@@ -37,6 +41,7 @@ from benchmarks.common import devices, preset, record, synchronizer
 SPLICE_GRIDS = ["default", "1x2", "1x2-1", "2x2", "2x2-2", "2x3", "2x3-3"]
 MASK_MIXES = {"cutmix": CutMix, "mixup": MixUp, "fmix": FMix}
 PEERS = ("timm", "tv2", "kornia")
+BEFORE_AFTER = ("splicemix-default", "cutmix", "mixup")  # groups that also time the torch reference (CPU only)
 
 
 def plan_for(scenario: str, batch: int, size: int):
@@ -53,9 +58,12 @@ def _contenders(scenario_group: str) -> list[tuple[str, str, bool]]:
     """(contender, plan scenario, is the baseline) of one group."""
     if scenario_group.startswith("splicemix-"):
         return [("published", scenario_group, True), ("mlic-pipe", scenario_group, False),
-                ("device-copy", scenario_group, False)]
+                ("device-copy", scenario_group, False), ("output-copy", scenario_group, False)] + \
+            ([("mlic-pipe-reference", scenario_group, False)] if scenario_group in BEFORE_AFTER else [])
     peers = [] if scenario_group == "fmix" else [(f"{p}-{scenario_group}", scenario_group, p == "timm") for p in PEERS]
-    return peers + [("mlic-pipe", scenario_group, False), ("mlic-pipe-appended", f"{scenario_group}-appended", False)]
+    return peers + [("mlic-pipe", scenario_group, False), ("mlic-pipe-appended", f"{scenario_group}-appended", False),
+                    ("output-copy", scenario_group, False)] + \
+        ([("mlic-pipe-reference", scenario_group, False)] if scenario_group in BEFORE_AFTER else [])
 
 
 def _cases():
@@ -65,7 +73,9 @@ def _cases():
             for b, s in settings["render"] for d in settings["dtypes"] for dev in devices() for group in groups
             for name, scenario, baseline in _contenders(group) for allocation in ALLOCATIONS
             if not (allocation == "reused" and name.startswith(("tv2", "kornia")))
-            and not (name == "device-copy" and (dev != "cuda" or allocation == "fresh"))]
+            and not (name == "device-copy" and (dev != "cuda" or allocation == "fresh"))
+            and not (name == "output-copy" and allocation == "fresh")
+            and not (name == "mlic-pipe-reference" and dev != "cpu")]
 
 
 def _id(case):

@@ -177,7 +177,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_study(args: argparse.Namespace) -> int:
     from mlic_pipe.study import run_study, summarize
-    from mlic_pipe.study.chart import draw_curves
+    from mlic_pipe.study.chart import ChartUnavailable, draw_curves
 
     base = _train_options(args)
     out = Path(base.pop("out_dir", "runs/study"))
@@ -193,8 +193,12 @@ def _cmd_study(args: argparse.Namespace) -> int:
                                   f"Command: `{command}`\n\nLast epoch, validation, % (mean ± std over seeds):"
                                   f"\n\n{summary.table()}\n")
     (out / "study.json").write_text(summary.to_json())
-    draw_curves(summary, out / "study.png")
     print(summary.table())
+    try:
+        draw_curves(summary, out / "study.png")
+    except ChartUnavailable as error:
+        print(f"\nwrote {out / 'study.md'} and {out / 'study.json'}; no study.png: {error}")
+        return 0
     print(f"\nwrote {out / 'study.md'}, {out / 'study.json'} and {out / 'study.png'}")
     return 0
 

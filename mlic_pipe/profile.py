@@ -43,6 +43,8 @@ class ProfileReport:
     seconds: float
     model: str | None = None
     stage_ms: dict[str, float] = field(default_factory=dict)
+    renderer: str = ""
+    render_first_call_s: float | None = None  # the compiled CPU renderer's first call: compile or cache load
 
     @property
     def images_per_s(self) -> float:
@@ -67,8 +69,14 @@ class ProfileReport:
             name = STAGE_NAMES[stage] + (f" ({self.model})" if stage == "model" else "")
             lines.append(f"  {name:<30}{ms:>10.1f}{100 * ms / self.step_ms:>8.1f}%")
         lines.append(f"  {'total':<30}{self.step_ms:>10.1f}{100.0:>8.1f}%")
-        lines += ["  (DALI reads and decodes ahead in its own threads: its row is the time a step waited for it)",
-                  "",
+        lines += ["  (DALI reads and decodes ahead in its own threads: its row is the time a step waited for it;",
+                  "   on a CPU it shares the cores with the render, which then takes longer than alone)",
+                  ""]
+        if self.renderer:
+            first = "" if self.render_first_call_s is None else \
+                f"; its first call took {self.render_first_call_s:.1f} s (compiling once per machine, else loading it)"
+            lines.append(f"  renderer: {self.renderer}{first}")
+        lines += [
                   f"  end to end: {self.images_per_s:.1f} images/s read "
                   f"({self.images_per_s * self.outputs_per_step / self.batch_size:.1f} outputs/s)",
                   f"  augmentation (plan + render + targets): {self.augmentation_ms:.1f} ms/step = "
@@ -162,8 +170,22 @@ def profile_pipeline(index: LabelIndex, *, data: str = "demo", batch_size: int =
     if train_step:
         stage_ms["model"] = 1000 * float(np.mean(model_seconds))
     mixer = loader.mixer
+    renderer, first_call = _renderer(loader.device)
     return ProfileReport(data=data, images=len(index), classes=index.num_classes, device=str(loader.device),
                          mix=repr(mixer) if mixer is not None else "no mixing", batch_size=batch_size,
                          outputs_per_step=float(np.mean(outputs)), image_size=image_size,
                          dtype=str(dtype).replace("torch.", ""), steps=steps, warmup=warmup, seconds=seconds,
-                         model=model, stage_ms=stage_ms)
+                         model=model, stage_ms=stage_ms, renderer=renderer, render_first_call_s=first_call)
+
+
+def _renderer(device: torch.device) -> tuple[str, float | None]:
+    """Which renderer `render` used on `device`, and what the compiled CPU renderer's first call cost."""
+    from mlic_pipe.mix import cpu_render
+    from mlic_pipe.mix.dispatch import kernels
+
+    if device.type == "cuda":
+        return ("the fused Triton kernel" if kernels is not None else "the torch reference (triton missing)"), None
+    if not cpu_render.AVAILABLE:
+        return "the torch reference (numba missing: pip install numba for the compiled renderer)", None
+    first = max(cpu_render.compile_seconds().values(), default=None)
+    return "the compiled one-pass CPU renderer (numba)", first

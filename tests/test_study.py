@@ -60,7 +60,7 @@ def test_the_grid_keeps_finished_runs_resumes_the_rest_and_tabulates_mean_and_st
     assert "none" not in summary.versus_none
     assert "| splicemix-cl | 2 |" in summary.table()
     draw_curves(summary, tmp_path / "curves.png")
-    assert Image.open(tmp_path / "curves.png").size == (900, 560)
+    assert Image.open(tmp_path / "curves.png").size == (900, 560)  # 9 x 5.6 inches at 100 dpi
     with pytest.raises(ConfigError, match="unknown study config"):
         run_study(base, ["mosaic"], [0], tmp_path, progress=False)
 
@@ -86,3 +86,13 @@ def test_splicemix_cl_on_a_feature_map_too_small_for_its_grids_fails_before_trai
     with pytest.raises(ConfigError, match="2x2 feature map.*3 cells a side"):
         train(config, progress=False)
     assert not (tmp_path / "log.jsonl").exists()
+
+
+def test_without_matplotlib_the_chart_says_how_to_install_it(monkeypatch, tmp_path):
+    import sys
+
+    from mlic_pipe.study.chart import ChartUnavailable, pyplot
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed: importing it raises ImportError
+    with pytest.raises(ChartUnavailable, match=r"pip install 'mlic-pipe\[charts\]'"):
+        pyplot()
