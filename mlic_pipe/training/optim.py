@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -18,32 +18,49 @@ from torch.optim import lr_scheduler
 from mlic_pipe.registry import Registry
 from mlic_pipe.training.sam import SAM
 
-if TYPE_CHECKING:
-    from mlic_pipe.training.config import TrainConfig
-
-__all__ = ["BASE_OPTIMIZERS", "DEFAULT_LR", "OPTIMIZERS", "SCHEDULES", "build_optimizer", "build_scheduler",
-           "scheduler_at"]
+__all__ = ["BASE_OPTIMIZERS", "DEFAULT_LR", "OPTIMIZERS", "OptimSettings", "SCHEDULES", "build_optimizer",
+           "build_scheduler", "scheduler_at"]
 
 DEFAULT_LR = {"adamw": 1e-4, "adam": 1e-4, "sgd": 0.05}
 
 
-def _sgd(groups, lr: float, config: "TrainConfig") -> torch.optim.Optimizer:
+class OptimSettings(Protocol):
+    """The fields of `TrainConfig` the optimizers and schedules read: named here, so this module needs
+    nothing from `training.config` (which imports this module's registries) and the two import no cycle."""
+
+    optimizer: str
+    lr: float | None
+    momentum: float
+    weight_decay: float
+    sgd_nesterov: bool
+    sam_base: str
+    sam_rho: float
+    backbone_lr_mult: float
+    epochs: int
+    schedule: str
+    warmup_epochs: float
+    step_epochs: str | None
+    step_size: int
+    step_gamma: float
+
+
+def _sgd(groups, lr: float, config: OptimSettings) -> torch.optim.Optimizer:
     """SGD with momentum (Nesterov unless sgd_nesterov is off)"""
     return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay,
                            nesterov=config.sgd_nesterov)
 
 
-def _adam(groups, lr: float, config: "TrainConfig") -> torch.optim.Optimizer:
+def _adam(groups, lr: float, config: OptimSettings) -> torch.optim.Optimizer:
     """Adam with L2 weight decay (ML-Decoder's published optimizer)"""
     return torch.optim.Adam(groups, lr=lr, weight_decay=config.weight_decay)
 
 
-def _adamw(groups, lr: float, config: "TrainConfig") -> torch.optim.Optimizer:
+def _adamw(groups, lr: float, config: OptimSettings) -> torch.optim.Optimizer:
     """AdamW (decoupled weight decay)"""
     return torch.optim.AdamW(groups, lr=lr, weight_decay=config.weight_decay)
 
 
-def _sam(groups, lr: float, config: "TrainConfig") -> torch.optim.Optimizer:
+def _sam(groups, lr: float, config: OptimSettings) -> torch.optim.Optimizer:
     """SAM (sharpness-aware minimization) around sam_base, radius sam_rho"""
     base = OPTIMIZERS.create(config.sam_base, groups, lr, config)
     return SAM(base, rho=config.sam_rho)
@@ -57,7 +74,7 @@ OPTIMIZERS.register("sam", _sam)
 BASE_OPTIMIZERS = ("adamw", "adam", "sgd")  # what SAM may wrap
 
 
-def build_optimizer(config: "TrainConfig", model: nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(config: OptimSettings, model: nn.Module) -> torch.optim.Optimizer:
     """The configured optimizer over the model's backbone (scaled lr) and head parameter groups."""
     lr = config.lr if config.lr is not None else DEFAULT_LR[config.sam_base if config.optimizer == "sam" else config.optimizer]
     backbone = [p for p in model.backbone.parameters() if p.requires_grad]
@@ -74,13 +91,13 @@ def _after_warmup(optimizer, decay: lr_scheduler.LRScheduler, warmup: int) -> lr
     return lr_scheduler.SequentialLR(optimizer, [ramp, decay], milestones=[warmup])
 
 
-def _cosine(optimizer, config: "TrainConfig", steps_per_epoch: int, warmup: int):
+def _cosine(optimizer, config: OptimSettings, steps_per_epoch: int, warmup: int):
     """linear warm-up, then cosine annealing to 0 at the last step"""
     total = config.epochs * steps_per_epoch
     return lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total - warmup, 1))
 
 
-def _step(optimizer, config: "TrainConfig", steps_per_epoch: int, warmup: int):
+def _step(optimizer, config: OptimSettings, steps_per_epoch: int, warmup: int):
     """linear warm-up, then the lr times step_gamma after each epoch of step_epochs, or every step_size epochs"""
     if config.step_epochs:
         epochs = [int(e) for e in str(config.step_epochs).split(",") if e.strip()]
@@ -90,7 +107,7 @@ def _step(optimizer, config: "TrainConfig", steps_per_epoch: int, warmup: int):
     return lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=config.step_gamma)
 
 
-def _onecycle(optimizer, config: "TrainConfig", steps_per_epoch: int, warmup: int):
+def _onecycle(optimizer, config: OptimSettings, steps_per_epoch: int, warmup: int):
     """one-cycle (its own warm-up: warmup_epochs / epochs of the run, within 1% .. 50%)"""
     peaks = [group["lr"] for group in optimizer.param_groups]
     pct_start = min(0.5, max(config.warmup_epochs / config.epochs, 0.01))
@@ -105,7 +122,7 @@ SCHEDULES.register("onecycle", _onecycle)
 SCHEDULES.register("step", _step)
 
 
-def build_scheduler(config: "TrainConfig", optimizer: torch.optim.Optimizer,
+def build_scheduler(config: OptimSettings, optimizer: torch.optim.Optimizer,
                     steps_per_epoch: int) -> lr_scheduler.LRScheduler:
     """The configured schedule, stepped once per optimizer step."""
     warmup = int(config.warmup_epochs * steps_per_epoch)
@@ -113,7 +130,7 @@ def build_scheduler(config: "TrainConfig", optimizer: torch.optim.Optimizer,
     return schedule if config.schedule == "onecycle" else _after_warmup(optimizer, schedule, warmup)
 
 
-def scheduler_at(config: "TrainConfig", optimizer: torch.optim.Optimizer, steps_per_epoch: int,
+def scheduler_at(config: OptimSettings, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
                  position: int) -> lr_scheduler.LRScheduler:
     """The configured schedule for `steps_per_epoch`, as if `position` optimizer steps had been taken.
 
