@@ -4,10 +4,11 @@ Modules: `plan` (MixPlan, the table and mask-mode constants), `mixer` (the Mixer
 registry of mixers), `splicemix` and `masks` (the mixers), `cells` (cell geometry shared with
 SpliceMix-CL), `settings` (RenderSettings), `reference` (the torch renderer, the specification),
 `dispatch` (`render`: kernel, compiled CPU renderer or reference), `cpu_render` (the compiled CPU
-renderer), `targets` (label mixing).
+renderer), `targets` (label mixing), `calling` (``mixer(images, targets)`` in one call, `mix_batch`).
 """
 from __future__ import annotations
 
+from mlic_pipe.mix.calling import mix_batch
 from mlic_pipe.mix.dispatch import render
 from mlic_pipe.mix.masks import CutMix, FMix, MixUp, ResizeMix, SaliencyMix, fmix_masks
 from mlic_pipe.mix.mixer import MIXERS, Mixer, create_mixer, plan_batch
@@ -19,5 +20,5 @@ from mlic_pipe.mix.targets import mix_ignore, mix_targets
 
 __all__ = [
     "CutMix", "FMix", "IMAGENET_MEAN", "IMAGENET_STD", "MIXERS", "Mixer", "MixPlan", "MixUp", "RenderSettings",
-    "ResizeMix", "SaliencyMix", "SpliceMix", "create_mixer", "fmix_masks", "plan_batch", "mix_ignore", "mix_targets", "normalize", "parse_grid", "render", "render_reference",
+    "ResizeMix", "SaliencyMix", "SpliceMix", "create_mixer", "fmix_masks", "mix_batch", "plan_batch", "mix_ignore", "mix_targets", "normalize", "parse_grid", "render", "render_reference",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from mlic_pipe.mix.calling import CallableMixer
 from mlic_pipe.mix.plan import MASK_BOX, MASK_CONSTANT, MASK_DENSE, MASK_RESIZED, MASK_RESIZED_NEAREST, MixPlan
 from mlic_pipe.mix.sampling import check_mix_ratio, check_probability, concatenated_permutations
 
@@ -21,7 +22,7 @@ __all__ = ["CutMix", "FMix", "MixUp", "ResizeMix", "SaliencyMix", "fmix_masks"]
 RESIZE_GEOMETRIES = ("published", "inside")
 
 
-class _PairMix:
+class _PairMix(CallableMixer):
     """Shared pairing and layout of the mask mixes; subclasses draw the weight maps."""
 
     min_batch_size = 1  # an image of a batch of one is paired with itself

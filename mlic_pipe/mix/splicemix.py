@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from mlic_pipe.mix.calling import CallableMixer
 from mlic_pipe.mix.plan import MixPlan
 from mlic_pipe.mix.sampling import check_mix_ratio, check_probability, concatenated_permutations
 
@@ -50,8 +51,8 @@ def parse_grid(spec: str) -> GridSpec:
     return GridSpec(rows, cols, drop)
 
 
-class SpliceMix:
-    """Plans SpliceMixed batches.
+class SpliceMix(CallableMixer):
+    """Plans SpliceMixed batches; ``mixer(images, targets)`` also mixes one (`CallableMixer`).
 
     Args:
         grids: "default" for the paper's default mode, or grid specs such as ["1x2", "2x3-2"]
