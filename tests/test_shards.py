@@ -72,10 +72,13 @@ def test_shards_hold_the_original_bytes_packed_labels_and_dali_index_files(tmp_p
         with tarfile.open(tar_path) as tar:
             members = tar.getmembers()
             assert all(m.type == tarfile.REGTYPE for m in members)  # no PAX extended headers
-            for start in range(0, len(members), 3):
-                image, lbl, row = members[start:start + 3]
+            for start in range(0, len(members), 4):
+                image, lbl, labels_json, row = members[start:start + 4]
                 number = int(np.frombuffer(tar.extractfile(row).read(), "<i8")[0])
                 assert number == rows
+                positive = np.flatnonzero(truth[number]).tolist()  # the labels as other readers see them
+                assert json.loads(tar.extractfile(labels_json).read()) == {
+                    "row": number, "labels": positive, "classes": [f"class{c}" for c in positive]}
                 assert tar.extractfile(image).read() == open(index.files[number], "rb").read()
                 bits = np.frombuffer(tar.extractfile(lbl).read(), np.uint8)
                 assert np.array_equal(np.unpackbits(bits)[:num_classes], truth[number])
@@ -185,7 +188,7 @@ def test_a_truncated_tar_is_refused_naming_the_shard_and_the_key(tmp_path):
     write_shards(index, tmp_path / "out", samples_per_shard=4, progress=False)
     tar = tmp_path / "out" / "shard-000001.tar"
     tar.write_bytes(tar.read_bytes()[:3000])
-    with pytest.raises(MLICDataError, match=r"shard-000001\.tar.*truncated.*sample sub\.dir/00[5-7]"):
+    with pytest.raises(MLICDataError, match=r"shard-000001\.tar.*truncated.*sample (other\.dir/im_004|sub\.dir/00[5-7])"):
         load(str(tmp_path / "out"))
     (tmp_path / "out" / "shard-000001.idx").unlink()  # without the index, the tar's own headers are read
     with pytest.raises(MLICDataError, match=r"shard-000001\.tar.*(sub\.dir/00[4-7]|other\.dir/im_004)"):
@@ -347,3 +350,48 @@ def test_dali_reads_pax_ustar_and_gnu_tars_indexed_from_their_headers(tmp_path, 
         for i in range(3):
             assert np.asarray(labels[i]).tobytes() == str(i).encode()
             assert np.array_equal(np.asarray(decoded[i]), np.asarray(images[i]))
+
+
+def test_other_readers_see_our_labels_and_verify_holds_the_json_to_the_bits(tmp_path):
+    """The `webdataset` library (the format's reference reader) reads each sample's labels from its .json."""
+    webdataset = pytest.importorskip("webdataset")
+    index, truth = _index(tmp_path, 9, 12)
+    manifest = write_shards(index, tmp_path / "out", samples_per_shard=4, progress=False)
+    urls = [str(tmp_path / "out" / shard["tar"]) for shard in manifest["shards"]]
+    seen = {}
+    for sample in webdataset.WebDataset(urls, shardshuffle=False).decode():
+        record = sample["json"]
+        seen[record["row"]] = record
+        assert sample["__key__"] + ".json"  # keyed as we named it; the image rides alongside
+    assert sorted(seen) == list(range(9))
+    for row, record in seen.items():
+        assert record["labels"] == np.flatnonzero(truth[row]).tolist()
+        assert record["classes"] == [index.classes[k] for k in record["labels"]]
+    # a .json that says another row, edited in place (same length): load passes it, verify names it
+    tar = tmp_path / "out" / "shard-000000.tar"
+    raw = tar.read_bytes()
+    tar.write_bytes(raw.replace(b'{"row":1,', b'{"row":7,', 1))
+    assert load_shards(tmp_path / "out") is not None
+    with pytest.raises(MLICDataError, match=r"shard-000000\.tar.*\.json disagrees with \.lbl/\.ign/\.row in row"):
+        verify_shards(str(tmp_path / "out"), progress=False)
+
+
+def test_a_set_written_before_the_json_member_still_loads_and_verifies(tmp_path, monkeypatch):
+    from mlic_pipe.shards import write
+
+    index, truth = _index(tmp_path, 7, 5)
+    add = write.ShardWriter.add
+    monkeypatch.setattr(write.ShardWriter, "add", lambda self, key, parts: add(self, key, [p for p in parts
+                                                                                      if p[0] != "json"]))
+    write_shards(index, tmp_path / "out", samples_per_shard=3, progress=False)
+    manifest_path = tmp_path / "out" / "dataset.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["json_labels"]  # as the set was written then
+    manifest_path.write_text(json.dumps(manifest))
+    shards = load(str(tmp_path / "out"))
+    assert np.array_equal(shards.targets, truth) and not shards.json_labels
+    assert verify_shards(str(tmp_path / "out"), index, progress=False) == 7
+    manifest["json_labels"] = "yes"
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(MLICDataError, match="field 'json_labels' is 'yes', not a bool"):
+        load(str(tmp_path / "out"))

@@ -9,6 +9,11 @@ sample, consecutive members named ``<key>.<component>``:
   and ceil(C / 8) bytes per sample keep every label row the same length, so a batch of them is
   one dense uint8 tensor that the loader unpacks on the device;
 - ``<key>.ign``: the ignore mask (VOC 'difficult'), packed alike, when the dataset has one;
+- ``<key>.json``: the same labels for everyone else (`label_json`): ``{"row": r, "labels": [class
+  indices], "classes": [their names], "ignore": [indices]}`` (``ignore`` only when the set has an
+  ignore mask), so ``webdataset.WebDataset`` and timm's WebDataset reader see the labels without
+  our bit order; `mlic-pipe shard --verify` checks that it agrees with ``.lbl`` / ``.ign`` / ``.row``.
+  Sets written before it (no ``json_labels`` in dataset.json) load as they are;
 - ``<key>.row``: the sample's row (int64, little-endian): its identity in skips, resume and `Batch.rows`.
 
 Next to each ``shard-NNNNNN.tar`` lies ``shard-NNNNNN.idx``, DALI's index (v1.2: a header line
@@ -20,6 +25,7 @@ it is unfinished. Version 2 added the checksums; version 1 sets are refused with
 """
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -27,7 +33,7 @@ import torch
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "IMAGE_EXTENSIONS", "INDEX_VERSION", "LABEL_FORMAT", "MANIFEST", "label_bytes",
-    "pack_labels", "read_index", "shard_names", "unpack_labels", "write_index",
+    "label_json", "pack_labels", "read_index", "shard_names", "unpack_labels", "write_index",
 ]
 
 FORMAT = "mlic-pipe-shards"
@@ -43,6 +49,15 @@ IndexEntry = list[tuple[str, int, int, str]]  # one sample: (component, data off
 def shard_names(number: int) -> tuple[str, str]:
     """The tar and index file names of shard `number`."""
     return f"shard-{number:06d}.tar", f"shard-{number:06d}.idx"
+
+
+def label_json(row: int, labels: np.ndarray, ignore: np.ndarray | None, classes: list[str]) -> bytes:
+    """A sample's ``.json`` member: its row, its positive class indices and names, its ignored indices (if any)."""
+    positive = np.flatnonzero(labels).tolist()
+    record = {"row": int(row), "labels": positive, "classes": [classes[k] for k in positive]}
+    if ignore is not None:
+        record["ignore"] = np.flatnonzero(ignore).tolist()
+    return json.dumps(record, separators=(",", ":")).encode()
 
 
 def label_bytes(num_classes: int) -> int:

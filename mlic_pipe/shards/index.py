@@ -57,6 +57,7 @@ class ShardIndex:
     num_samples: int
     image_root: str = ""
     class_counts: list[int] = field(default_factory=list)
+    json_labels: bool = False  # each sample also carries <key>.json (sets written since the format gained it)
 
     def __len__(self) -> int:
         return self.num_samples
@@ -106,7 +107,7 @@ class ShardIndex:
         _check_listed(self.root, self.shards)
         counts = np.zeros(self.num_classes, dtype=np.int64)
         for shard in local:
-            entries = _check_shard(shard, self.label_bytes, self.has_ignore)
+            entries = _check_shard(shard, self.label_bytes, self.has_ignore, self.json_labels)
             self.__dict__.setdefault("_entry_cache", {})[shard.index_path] = entries
             counts += check_small_members(shard, entries, self.label_bytes, self.num_classes)
         if len(local) == len(self.shards) and counts.tolist() != list(self.class_counts):
@@ -205,7 +206,7 @@ def _check_listed(root: str, shards: list[ShardFile]) -> None:
                                 "listed shards", "rewrite the set with `mlic-pipe shard`; do not edit dataset.json")
 
 
-def _check_shard(shard: ShardFile, label_size: int, has_ignore: bool) -> list:
+def _check_shard(shard: ShardFile, label_size: int, has_ignore: bool, json_labels: bool = False) -> list:
     """The shard's index entries, after checking the tar's size, the index's digest and each sample's members."""
     if not os.path.isfile(shard.path):
         raise MLICDataError(shard.path, "the shard is missing", "rewrite the shards with `mlic-pipe shard`")
@@ -223,6 +224,8 @@ def _check_shard(shard: ShardFile, label_size: int, has_ignore: bool) -> list:
         raise MLICDataError(shard.path, f"holds {len(samples)} samples{last} but dataset.json says {shard.samples}",
                             "the directory mixes two shard runs: rewrite it with `mlic-pipe shard`")
     needed = {"lbl": label_size, "row": 8, **({"ign": label_size} if has_ignore else {})}
+    if json_labels:
+        needed["json"] = None  # any length
     for entry in samples:
         key = entry[0][3].rsplit(".", 1)[0]
         parts = {ext: (offset, length) for ext, offset, length, _ in entry}
@@ -232,7 +235,7 @@ def _check_shard(shard: ShardFile, label_size: int, has_ignore: bool) -> list:
             if ext not in parts:
                 raise MLICDataError(shard.path, f"sample {key} has no .{ext}",
                                     "rewrite the shard with `mlic-pipe shard`")
-            if parts[ext][1] != length:
+            if length is not None and parts[ext][1] != length:
                 raise MLICDataError(shard.path, f"sample {key}: .{ext} has {parts[ext][1]} bytes, expected {length}")
         end = max(offset + length for offset, length in parts.values())
         if end > size:
@@ -264,7 +267,8 @@ def load_shards(path: str | os.PathLike, *, shard_root: str | None = None, check
     index = ShardIndex(root=os.path.dirname(os.path.abspath(manifest_path)), shards=shards,
                        classes=list(manifest["classes"]), has_ignore=manifest["has_ignore"],
                        label_bytes=manifest["label_bytes"], num_samples=manifest["num_samples"],
-                       image_root=str(manifest.get("image_root", "")), class_counts=manifest["class_counts"])
+                       image_root=str(manifest.get("image_root", "")), class_counts=manifest["class_counts"],
+                       json_labels=manifest.get("json_labels", False))
     if check:
         index.check()
     return index

@@ -45,6 +45,8 @@ def read_manifest(path: str) -> dict:
         raise MLICDataError(path, f"is not a {FORMAT} v{FORMAT_VERSION} manifest (format {manifest.get('format')!r}, "
                             f"version {manifest.get('version')!r}){old}", "rewrite the set with `mlic-pipe shard`")
     _check_fields(path, manifest, _TOP, "")
+    if not _kind_ok(manifest.get("json_labels", False), bool):  # optional: sets written before it lack it
+        raise MLICDataError(path, f"field 'json_labels' is {manifest['json_labels']!r}, not a bool", _REWRITE)
     _check_classes(path, manifest)
     if not manifest["shards"]:
         raise MLICDataError(path, "field 'shards' is empty: the set has no tar", _REWRITE)

@@ -1,7 +1,13 @@
-"""`verify_shards`: read every byte of a shard directory back and compare it with what was meant to be written."""
+"""`verify_shards`: read every byte of a shard directory back and compare it with what was meant to be written.
+
+Within the set, each sample's ``.json`` (the labels as others read them) must say what its ``.lbl``,
+``.ign`` and ``.row`` say; against the dataset (`original`), the image bytes and packed labels must
+be the dataset's.
+"""
 from __future__ import annotations
 
 import hashlib
+import json
 import tarfile
 
 import numpy as np
@@ -40,23 +46,48 @@ def verify_shards(directory: str, original: LabelIndex | None = None, *, progres
 def _verify_shard(index: ShardIndex, shard, original, labels, ignore, bar) -> None:
     entries = index.entries(shard)
     by_name = {name: (offset, size) for entry in entries for _, offset, size, name in entry}
-    seen = 0
+    seen, sample = 0, {}
     with tarfile.open(shard.path, "r:") as tar:
         for member in tar:
             data = tar.extractfile(member).read()
             key, ext = member.name.rsplit(".", 1)
             if by_name.get(member.name) != (member.offset_data, len(data)) or len(data) != member.size:
                 raise MLICDataError(shard.path, f"sample {key}: .{ext} is not where the index file says")
+            sample[ext] = data
             if ext == "row":
                 row = int(np.frombuffer(data, dtype="<i8")[0])
                 if row != shard.first_row + seen:
                     raise MLICDataError(shard.path, f"sample {key} holds row {row}, expected {shard.first_row + seen}")
-                seen += 1
+                if index.json_labels:
+                    _check_json(shard.path, key, sample, row, index)
+                seen, sample = seen + 1, {}
                 bar.update(1)
             elif original is not None:
                 _compare(shard.path, key, ext, data, original, labels, ignore, shard.first_row + seen)
     if seen != shard.samples:
         raise MLICDataError(shard.path, f"holds {seen} samples, dataset.json says {shard.samples}")
+
+
+def _check_json(path: str, key: str, sample: dict, row: int, index: ShardIndex) -> None:
+    """The sample's .json says what its .lbl, .ign and .row say (bit order and class names included)."""
+    if "json" not in sample:
+        raise MLICDataError(path, f"sample {key} has no .json, which dataset.json promises", "rewrite the set")
+    try:
+        record = json.loads(sample["json"])
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise MLICDataError(path, f"sample {key}: .json is not JSON ({error})", "rewrite the set") from None
+    expected = {"row": row, "labels": _bits(sample.get("lbl", b""), index.num_classes)}
+    expected["classes"] = [index.classes[k] for k in expected["labels"]]
+    if index.has_ignore:
+        expected["ignore"] = _bits(sample.get("ign", b""), index.num_classes)
+    if record != expected:
+        wrong = sorted(name for name in set(expected) | set(record) if record.get(name) != expected.get(name))
+        raise MLICDataError(path, f"sample {key}: .json disagrees with .lbl/.ign/.row in {', '.join(wrong)}",
+                            "rewrite the set with `mlic-pipe shard`")
+
+
+def _bits(packed: bytes, num_classes: int) -> list[int]:
+    return np.flatnonzero(np.unpackbits(np.frombuffer(packed, dtype=np.uint8))[:num_classes]).tolist()
 
 
 def _compare(path, key, ext, data, original, labels, ignore, row) -> None:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from mlic_pipe.datasets.index import LabelIndex
 from mlic_pipe.errors import ConfigError, MLICDataError
 from mlic_pipe.shards.format import (FORMAT, FORMAT_VERSION, IMAGE_EXTENSIONS, LABEL_FORMAT, MANIFEST, IndexEntry,
-                                     label_bytes, pack_labels, shard_names, write_index)
+                                     label_bytes, label_json, pack_labels, shard_names, write_index)
 from mlic_pipe.shards.integrity import SmallMembers, digest, file_digest, write_sums
 
 __all__ = ["DEFAULT_SHARD_BYTES", "ShardWriter", "parse_size", "sample_keys", "write_shards"]
@@ -210,6 +210,7 @@ def _write_set(index: LabelIndex, out_dir: str, samples_per_shard: int | None, l
     root, keys = sample_keys(index.files)
     labels = pack_labels(index.targets)
     ignore = None if index.ignore is None else pack_labels(index.ignore)
+    classes = list(index.classes)
     shards, writer = [], None
     for row in tqdm(range(len(index)), desc="writing shards", unit="img", disable=not progress):
         full = writer is not None and (len(writer.samples) >= samples_per_shard if samples_per_shard else
@@ -223,13 +224,15 @@ def _write_set(index: LabelIndex, out_dir: str, samples_per_shard: int | None, l
         components = [(_extension(path), _read_image(path)), ("lbl", labels[row].tobytes())]
         if ignore is not None:
             components.append(("ign", ignore[row].tobytes()))
+        components.append(("json", label_json(row, index.targets[row], None if index.ignore is None else
+                                              index.ignore[row], classes)))
         components.append(("row", np.int64(row).astype("<i8").tobytes()))
         writer.add(keys[row], components)
     shards.append(writer.close())
     manifest = {
         "format": FORMAT, "version": FORMAT_VERSION, "classes": list(index.classes), "num_samples": len(index),
         "label_format": LABEL_FORMAT, "label_bytes": label_bytes(index.num_classes),
-        "has_ignore": index.ignore is not None, "image_root": root,
+        "has_ignore": index.ignore is not None, "json_labels": True, "image_root": root,
         "class_counts": index.targets.sum(axis=0).astype(int).tolist(), "shards": shards,
     }
     manifest_path = os.path.join(out_dir, MANIFEST)
