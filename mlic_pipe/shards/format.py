@@ -11,7 +11,7 @@ sample, consecutive members named ``<key>.<component>``:
 - ``<key>.ign``: the ignore mask (VOC 'difficult'), packed alike, when the dataset has one;
 - ``<key>.json``: the same labels for everyone else (`label_json`): ``{"row": r, "labels": [class
   indices], "classes": [their names], "ignore": [indices]}`` (``ignore`` only when the set has an
-  ignore mask), so ``webdataset.WebDataset`` and timm's WebDataset reader see the labels without
+  ignore mask), so ``webdataset.WebDataset`` and the readers built on it see the labels without
   our bit order; `mlic-pipe shard --verify` checks that it agrees with ``.lbl`` / ``.ign`` / ``.row``.
   Sets written before it (no ``json_labels`` in dataset.json) load as they are;
 - ``<key>.row``: the sample's row (int64, little-endian): its identity in skips, resume and `Batch.rows`.
