@@ -36,6 +36,7 @@ from mlic_pipe.kernels.fused_render import (CONFIGS, INTERPRETED, _render_kernel
                                             pixels_per_thread)
 from mlic_pipe.mix.masks import FMix, ResizeMix
 from mlic_pipe.mix.mixer import Mixer
+from mlic_pipe.mix.plan import ERASE_NOISE, ERASE_VALUE
 from mlic_pipe.mix.splicemix import SpliceMix
 from mlic_pipe.mix.settings import OUT_DTYPES, RenderSettings
 
@@ -45,7 +46,8 @@ ARCHS = (80, 90)  # A100, H100/H200
 _TYPES = {torch.uint8: "*u8", torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16",
           torch.int32: "*i32"}
 _SIZES = (224, 448)
-_CONSTEXPRS = ("AREA", "ALIGN_CORNERS", "TAPS_Y", "TAPS_X", "HAS_MASKS", "INDEX_64", "HAS_RESIZED")
+_CONSTEXPRS = ("AREA", "ALIGN_CORNERS", "TAPS_Y", "TAPS_X", "HAS_MASKS", "INDEX_64", "HAS_RESIZED", "NUM_ERASE",
+               "ERASE_NOISE")
 
 
 @dataclass(frozen=True)
@@ -108,9 +110,27 @@ def _loader_cases():
                  index_64=False) for dtype in OUT_DTYPES]
 
 
+class _Erasing:
+    """A mixer's plans with two erase boxes per output (the second of noise, or not): the NUM_ERASE variants."""
+
+    min_batch_size = 1
+
+    def __init__(self, mixer, noise: bool = True):
+        self.mixer, self.noise = mixer, noise
+
+    def plan(self, batch_size, image_size, rng, device=None):
+        plan = self.mixer.plan(batch_size, image_size, rng, device=device)
+        count = plan.num_outputs
+        boxes = np.tile(np.array([[0, 0, image_size // 2, image_size // 2], [1, 1, 3, 3]]), (count, 1, 1))
+        kinds = [ERASE_VALUE, ERASE_NOISE if self.noise else ERASE_VALUE]
+        return plan.with_erase(boxes, np.tile(kinds, (count, 1)), seeds=np.ones((count, 2)))
+
+
 def _constexpr_cases():
-    # every grid side SpliceMix draws (1, 2, 3 cells) sets the area taps; FMix brings the dense masks
-    mixers = [SpliceMix([grid]) for grid in ("1x2", "2x3")] + [FMix(), ResizeMix()]
+    # every grid side SpliceMix draws (1, 2, 3 cells) sets the area taps; FMix brings the dense masks;
+    # erase boxes (Cutout, random erasing) add their loop and the noise
+    mixers = [SpliceMix([grid]) for grid in ("1x2", "2x3")] + [FMix(), ResizeMix()] + \
+        [_Erasing(SpliceMix(["2x3"])), _Erasing(ResizeMix()), _Erasing(ResizeMix(), noise=False)]
     cases = []
     for float_input in (False, True):
         for mixer in mixers:
@@ -136,7 +156,9 @@ def variants() -> list[Variant]:
         for case in _loader_cases():
             add(config, case)
     for case in _constexpr_cases():
-        allowed = configs_for(case["settings"].resample == "area", isinstance(case["mixer"], ResizeMix))
+        mixer = getattr(case["mixer"], "mixer", case["mixer"])
+        allowed = configs_for(case["settings"].resample == "area", isinstance(mixer, ResizeMix),
+                              isinstance(case["mixer"], _Erasing))
         add(max(allowed, key=lambda c: (pixels_per_thread(c), c.kwargs["BLOCK_Y"] * c.kwargs["BLOCK_X"])), case)
     return list(found.values())
 

@@ -33,10 +33,11 @@ import numpy as np
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra import libdevice
 from triton.runtime.interpreter import InterpretedFunction
 
 from mlic_pipe.mix import plan as table
-from mlic_pipe.mix.plan import RESIZED_MODES, MixPlan, cell_edges, pack_plan
+from mlic_pipe.mix.plan import COL_CELLS, ERASE_KIND, ERASE_NOISE, RESIZED_MODES, MixPlan, cell_edges, pack_plan
 from mlic_pipe.mix.settings import RenderSettings, check_render_call, image_size_of
 
 __all__ = ["CONFIGS", "CONFIG_VARIABLE", "INTERPRETED", "MAX_IMAGE_SIZE", "area_taps", "configs_for", "fixed_config",
@@ -50,6 +51,11 @@ _MASK_INDEX, _LAM, _CELLS = (tl.constexpr(c) for c in (table.COL_MASK_INDEX, tab
 _BOX, _DENSE, _CONSTANT, _RESIZED, _RESIZED_NEAREST = (
     tl.constexpr(m) for m in (table.MASK_BOX, table.MASK_DENSE, table.MASK_CONSTANT, table.MASK_RESIZED,
                               table.MASK_RESIZED_NEAREST))
+_ERASE_COLUMNS, _EY0, _EX0, _EY1, _EX1 = (tl.constexpr(c) for c in (table.ERASE_COLUMNS, table.ERASE_Y0, table.ERASE_X0,
+                                                                      table.ERASE_Y1, table.ERASE_X1))
+_EKIND, _EV0, _ESEED = (tl.constexpr(c) for c in (table.ERASE_KIND, table.ERASE_V0, table.ERASE_SEED))
+_ECOLOUR, _ENOISE = tl.constexpr(table.ERASE_COLOUR), tl.constexpr(table.ERASE_NOISE)
+_FAST_MATH = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")  # libdevice does not interpret
 _INT32_MAX = 2**31 - 1
 MAX_IMAGE_SIZE = 16384  # keeps every in-image product (e.g. local * S in area resampling) inside int32
 
@@ -96,16 +102,57 @@ def _area_bounds(local, extent, size):
 
 
 @triton.jit
+def _lowbias32(x):
+    """`mlic_pipe.mix.noise.lowbias32` on uint32 values (the products wrap mod 2^32, as the hash wants)."""
+    x = (x ^ (x >> 16)) * 0x7FEB352D
+    x = (x ^ (x >> 15)) * 0x846CA68B
+    return x ^ (x >> 16)
+
+
+@triton.jit
+def _erase_noise(seed, c, ys, xs, size):
+    """The erase noise of a box with `seed` at channel c over the tile (see `mlic_pipe.mix.noise`)."""
+    key = _lowbias32(seed.to(tl.uint32))
+    counter = ((c * size + ys[:, None]) * size + xs[None, :]).to(tl.uint32)
+    h1 = _lowbias32((2 * counter) ^ key)
+    h2 = _lowbias32((2 * counter + 1) ^ key)
+    u1 = ((h1 >> 8) + 1).to(tl.float32) * (1.0 / 16777216.0)
+    u2 = (h2 >> 8).to(tl.float32) * (1.0 / 16777216.0)
+    if _FAST_MATH:  # the GPU's approximate log2 and cos (cos over -pi..pi, where it is accurate to 2^-20.9):
+        # libdevice's exact cosf carries a range-reduction path in local memory, which made ptxas spill
+        radius = tl.sqrt(-2.0 * 0.6931472 * libdevice.fast_log2f(u1))
+        return -radius * libdevice.fast_cosf(6.2831855 * u2 - 3.1415927)
+    return tl.sqrt(-2.0 * tl.log(u1)) * tl.cos(6.2831855 * u2)  # the interpreter: numpy's
+
+
+@triton.jit
+def _erase(value, row, erase_at, c, ys, xs, size, cscale, shift, NUM_ERASE: tl.constexpr, ERASE_NOISE: tl.constexpr):
+    """Paint the output's erase boxes over one channel of the tile, box by box in order."""
+    for e in tl.static_range(NUM_ERASE):
+        at = row + erase_at + e * _ERASE_COLUMNS
+        kind = tl.load(at + _EKIND)
+        inside = ((ys >= tl.load(at + _EY0)) & (ys < tl.load(at + _EY1)))[:, None] & \
+                 ((xs >= tl.load(at + _EX0)) & (xs < tl.load(at + _EX1)))[None, :] & (kind != 0)
+        fill = tl.load(at + _EV0 + c).to(tl.float32, bitcast=True)
+        fill = tl.where(kind == _ECOLOUR, fill * cscale + shift, fill)
+        if ERASE_NOISE:  # computed for every box's tile when any box has noise: a branch on the kind spilled
+            noise = _erase_noise(tl.load(at + _ESEED), c, ys, xs, size)
+            fill = tl.where(kind == _ENOISE, noise, fill)
+        value = tl.where(inside, fill, value)
+    return value
+
+
+@triton.jit
 def _render_kernel(
     src_ptr, table_ptr, masks_ptr, out_ptr,
     size, table_width,
     s_n, s_c, s_y, s_x,
     o_n, o_c, o_y, o_x,
     m_n, m_y, m_x,
-    scale0, scale1, scale2, shift0, shift1, shift2,
+    scale0, scale1, scale2, shift0, shift1, shift2, cscale0, cscale1, cscale2, erase_at,
     BLOCK_Y: tl.constexpr, BLOCK_X: tl.constexpr, AREA: tl.constexpr, ALIGN_CORNERS: tl.constexpr,
     TAPS_Y: tl.constexpr, TAPS_X: tl.constexpr, HAS_MASKS: tl.constexpr, INDEX_64: tl.constexpr,
-    HAS_RESIZED: tl.constexpr,
+    HAS_RESIZED: tl.constexpr, NUM_ERASE: tl.constexpr, ERASE_NOISE: tl.constexpr,
 ):
     pid = tl.program_id(0)
     tiles_x = tl.cdiv(size, BLOCK_X)
@@ -236,6 +283,9 @@ def _render_kernel(
             sampled += (fy * fx) * (q11.to(tl.float32) * scale + shift)
             other = tl.where(resized, sampled, other)
         value = tl.where(mixed, weight * value + (1.0 - weight) * other, value)
+        if NUM_ERASE > 0:
+            cscale = cscale0 if c == 0 else (cscale1 if c == 1 else cscale2)
+            value = _erase(value, row, erase_at, c, ys, xs, size, cscale, shift, NUM_ERASE, ERASE_NOISE)
         tl.store(out_ptr + out_at + c * o_c, value.to(out_ptr.dtype.element_ty), mask=inside)
 
 
@@ -246,14 +296,17 @@ INTERPRETED = isinstance(_render_kernel, InterpretedFunction)
 # Block shapes the autotuner tries. At most 8 output pixels per thread: 32x128 tiles on 8 warps (16 per
 # thread) hit the 255-register cap and spilled on sm_80 and sm_90, and area resampling (up to 4 x 2
 # taps) spilled at 8 per thread, so it gets the 4-per-thread shapes only (`configs_for`); so does ResizeMix's
-# second bilinear sampler (16x128 on 8 warps spilled 8-160 B with it). Checked for
-# every variant by `python -m mlic_pipe.kernels.compile_check` (CI: tests/test_kernel_compile.py).
+# second bilinear sampler (16x128 on 8 warps spilled 8-160 B with it). Erase boxes (their noise hash works in
+# 64-bit integers) on top of ResizeMix or area resampling spilled 4-36 B at 4 per thread with int64 offsets, so
+# those variants get the 2-per-thread shape. Checked for every variant by
+# `python -m mlic_pipe.kernels.compile_check` (CI: tests/test_kernel_compile.py).
 CONFIGS = [
     triton.Config({"BLOCK_Y": by, "BLOCK_X": bx}, num_warps=warps)
     for by, bx, warps in [(8, 64, 4), (4, 128, 4), (16, 32, 4), (16, 64, 4), (8, 128, 4), (16, 128, 8),
-                          (32, 64, 8), (32, 32, 4), (4, 256, 4)]
+                          (32, 64, 8), (32, 32, 4), (4, 256, 4), (8, 32, 4)]
 ]
 AREA_PIXELS_PER_THREAD = 4
+ERASE_PIXELS_PER_THREAD = 2  # with erase boxes and area resampling or ResizeMix
 
 
 def pixels_per_thread(config: triton.Config) -> float:
@@ -261,25 +314,33 @@ def pixels_per_thread(config: triton.Config) -> float:
     return config.kwargs["BLOCK_Y"] * config.kwargs["BLOCK_X"] / (32 * config.num_warps)
 
 
-def _fits(config: triton.Config, area: bool, resized: bool) -> bool:
-    return not (area or resized) or pixels_per_thread(config) <= AREA_PIXELS_PER_THREAD
+def _pixel_limit(area: bool, resized: bool, erase: bool) -> float:
+    if not (area or resized):
+        return float("inf")
+    return ERASE_PIXELS_PER_THREAD if erase else AREA_PIXELS_PER_THREAD
 
 
-def configs_for(area: bool, resized: bool = False) -> list[triton.Config]:
-    """The autotune configs a variant may use: all, or for area resampling or ResizeMix the lighter ones."""
-    return [config for config in CONFIGS if _fits(config, area, resized)]
+def _fits(config: triton.Config, area: bool, resized: bool, erase: bool = False) -> bool:
+    return pixels_per_thread(config) <= _pixel_limit(area, resized, erase)
+
+
+def configs_for(area: bool, resized: bool = False, erase: bool = False) -> list[triton.Config]:
+    """The autotune configs a variant may use: all, or for area resampling or ResizeMix the lighter ones
+    (the lightest with erase boxes too)."""
+    return [config for config in CONFIGS if _fits(config, area, resized, erase)]
 
 
 def _prune(configs, named_args, **kwargs):
     flag = lambda name: bool(kwargs.get(name, named_args.get(name, False)))  # noqa: E731
-    allowed = configs_for(flag("AREA"), flag("HAS_RESIZED"))
+    allowed = configs_for(flag("AREA"), flag("HAS_RESIZED"), flag("NUM_ERASE"))
     return [config for config in configs if config in allowed]
 
 
 # Triton >= 3.4 keeps autotune timings in its cache directory, so a new process (the next test run, every
 # rank of a job) does not tune again; older releases lack the option and tune once per process.
 _DISK_CACHE = {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters else {}
-_render_tuned = triton.autotune(configs=CONFIGS, key=["size", "AREA", "TAPS_Y", "TAPS_X", "HAS_RESIZED"],
+_render_tuned = triton.autotune(configs=CONFIGS, key=["size", "AREA", "TAPS_Y", "TAPS_X", "HAS_RESIZED", "NUM_ERASE",
+                                                                 "ERASE_NOISE"],
                                 prune_configs_by={"early_config_prune": _prune}, **_DISK_CACHE)(_render_kernel)
 
 CONFIG_VARIABLE = "MLIC_PIPE_RENDER_CONFIG"
@@ -302,7 +363,7 @@ def parse_configs(spec: str) -> list[triton.Config]:
     return configs
 
 
-def fixed_config(area: bool, resized: bool) -> triton.Config | None:
+def fixed_config(area: bool, resized: bool, erase: bool = False) -> triton.Config | None:
     """The block config `MLIC_PIPE_RENDER_CONFIG` fixes for this variant (no autotuning), or None to autotune.
 
     Autotuning compiles and times every config per image size and variant; the test suite and the GPU
@@ -315,10 +376,12 @@ def fixed_config(area: bool, resized: bool) -> triton.Config | None:
         return None
     configs = parse_configs(spec)
     for config in configs:
-        if _fits(config, area, resized):
+        if _fits(config, area, resized, erase):
             return config
-    raise ValueError(f"{CONFIG_VARIABLE}={spec!r}: no config there suits {'area resampling' if area else 'ResizeMix'}, "
-                     f"which needs at most {AREA_PIXELS_PER_THREAD} pixels per thread: add one, e.g. 8x64w4")
+    limit = _pixel_limit(area, resized, erase)
+    raise ValueError(f"{CONFIG_VARIABLE}={spec!r}: no config there suits {'area resampling' if area else 'ResizeMix'}"
+                     f"{' with erase boxes' if erase else ''}, which needs at most {limit:g} pixels per thread: "
+                     f"add one, e.g. {'8x32w4' if erase else '8x64w4'}")
 
 
 @functools.lru_cache(maxsize=64)
@@ -376,12 +439,15 @@ def kernel_arguments(images: torch.Tensor, plan: MixPlan, settings: RenderSettin
         scales = [1.0 / s for s in settings.std]
     shifts = [-m / s for m, s in zip(settings.mean, settings.std)]
     m_n, m_y, m_x = masks.stride() if has_masks else (0, 0, 0)
+    colour_scales = [1.0 / (255.0 * s) for s in settings.std]  # a 0-255 erase colour, whatever the input dtype
     args = (images, table, masks, out, size, table.shape[1], s_n, s_c, s_y, s_x, *out.stride(), m_n, m_y, m_x,
-            *scales, *shifts)
+            *scales, *shifts, *colour_scales, COL_CELLS + plan.cells.shape[1])
     wide = index_bits(images, out, masks) == 64 if index_64 is None else index_64
     has_resized = bool(torch.isin(plan.mask_mode, torch.tensor(RESIZED_MODES, dtype=plan.mask_mode.dtype)).any())  # host
     flags = dict(AREA=area, ALIGN_CORNERS=settings.align_corners, TAPS_Y=taps_y, TAPS_X=taps_x,
-                 HAS_MASKS=has_masks, INDEX_64=wide, HAS_RESIZED=has_resized)
+                 HAS_MASKS=has_masks, INDEX_64=wide, HAS_RESIZED=has_resized,
+                 NUM_ERASE=0 if plan.erase is None else int(plan.erase.shape[1]),
+                 ERASE_NOISE=plan.erase is not None and bool((plan.erase[..., ERASE_KIND].cpu() == ERASE_NOISE).any()))
     return args, flags
 
 
@@ -416,7 +482,8 @@ def render(images: torch.Tensor, plan: MixPlan, settings: RenderSettings | None 
     def launch_grid(meta):
         return (count * triton.cdiv(size, meta["BLOCK_Y"]) * triton.cdiv(size, meta["BLOCK_X"]),)
 
-    fixed = None if _block is not None or INTERPRETED else fixed_config(flags["AREA"], flags["HAS_RESIZED"])
+    fixed = None if _block is not None or INTERPRETED else fixed_config(flags["AREA"], flags["HAS_RESIZED"],
+                                                                                  flags["NUM_ERASE"] > 0)
     if _block is not None or INTERPRETED:
         # the interpreter pays per program: one tile per image keeps the test suite fast
         block_y, block_x = _block or (triton.next_power_of_2(size),) * 2

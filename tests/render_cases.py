@@ -3,7 +3,7 @@ import numpy as np
 import torch
 
 from mlic_pipe.mix import CutMix, FMix, MixPlan, MixUp, ResizeMix, SpliceMix
-from mlic_pipe.mix.plan import MASK_DENSE, MASK_NONE, RESIZED_MODES
+from mlic_pipe.mix.plan import ERASE_COLOUR, MASK_DENSE, MASK_NONE, RESIZED_MODES
 
 TOLERANCE = {torch.float32: dict(atol=1e-5, rtol=0.0),
              # one rounding of a result that is within 1e-6 of the reference: at most one ulp apart
@@ -21,10 +21,11 @@ def poisoned(shape, dtype, device, channels_last=False):
     return torch.full(shape, float("nan"), dtype=dtype, device=device).contiguous(memory_format=layout)
 
 
-def fuzz_plan(num_inputs, size, seed, max_grid=3, modes=4):
+def fuzz_plan(num_inputs, size, seed, max_grid=3, modes=4, erase=0):
     """Random plans beyond what the mixers make: any grid, dropped cells, and mask modes 0 .. modes - 1 on any
     output (4: box, dense, constant; 6: also ResizeMix's bilinear and nearest), boxes touching the borders
-    (and empty, except for ResizeMix, which needs one), soft dense masks, MixUp weights."""
+    (and empty, except for ResizeMix, which needs one), soft dense masks, MixUp weights; and `erase` erase boxes per
+    output of every kind (none, a normalized constant, a 0-255 colour, noise), overlapping, touching the borders."""
     rng = np.random.default_rng(seed)
     count = num_inputs + int(rng.integers(1, 5))
     grid = np.ones((count, 2), dtype=np.int64)
@@ -46,9 +47,20 @@ def fuzz_plan(num_inputs, size, seed, max_grid=3, modes=4):
     masks = torch.from_numpy(rng.random((count, size, size))).to(torch.float16)
     masks[0] = 1.0
     lam = rng.random(count).astype(np.float32)
-    return MixPlan.build(num_regular=num_inputs // 2, cells=cells, grid=grid, partner=partner, mask_mode=mode,
+    plan = MixPlan.build(num_regular=num_inputs // 2, cells=cells, grid=grid, partner=partner, mask_mode=mode,
                          box=box, mask_index=np.where(mode == MASK_DENSE, np.arange(count), -1), masks=masks,
                          lam=np.where(mode == MASK_NONE, 1.0, lam))
+    return plan if not erase else plan.with_erase(*erase_boxes(rng, count, size, erase))
+
+
+def erase_boxes(rng, count, size, per_output):
+    """Random erase boxes (y0 <= y1 and x0 <= x1 within the image, some empty) of every kind, with their values."""
+    ys, xs = (np.sort(rng.integers(0, size + 1, size=(count, per_output, 2)), axis=-1) for _ in range(2))
+    boxes = np.stack([ys[..., 0], xs[..., 0], ys[..., 1], xs[..., 1]], -1)  # y0, x0, y1, x1
+    kinds = rng.integers(0, 4, size=(count, per_output))
+    values = np.where((kinds == ERASE_COLOUR)[..., None], rng.integers(0, 256, size=(count, per_output, 3)),
+                      rng.normal(size=(count, per_output, 3)))
+    return boxes, kinds, values, rng.integers(0, 2**31 - 1, size=(count, per_output))
 
 
 MIXERS = {

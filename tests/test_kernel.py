@@ -40,6 +40,16 @@ def test_random_plans_odd_sizes(device, size, resample, align_corners):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("seed", range(3))
+def test_random_plans_with_erase_boxes(device, seed):
+    """Cutout / random erasing in the same pass: constants, colours and the shared noise, over every mix."""
+    size = [7, 24, 33][seed]
+    images = random_images(4, size, seed=seed, device=device)
+    check(images, fuzz_plan(4, size, seed=seed, modes=6, erase=seed + 1), device)
+    check(images, fuzz_plan(4, size, seed=seed, modes=6, erase=2), device, out_dtype=torch.bfloat16)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("seed", range(6))
 def test_random_plans_small(device, seed):
     size = [5, 16, 31, 33, 40, 64][seed]

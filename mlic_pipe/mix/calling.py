@@ -20,7 +20,8 @@ __all__ = ["CallableMixer", "mix_batch"]
 
 
 def mix_batch(mixer, images: torch.Tensor, targets: torch.Tensor, rng: np.random.Generator, *,
-              settings: RenderSettings | None = None, rule: str = "union", **options) -> tuple[torch.Tensor, torch.Tensor]:
+              settings: RenderSettings | None = None, rule: str = "union",
+              **options) -> tuple[torch.Tensor, torch.Tensor]:
     """(mixed images, mixed targets) of one batch: `mixer`'s plan drawn from `rng`, rendered and applied to labels.
 
     Args:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from mlic_pipe.mix import plan as table
-from mlic_pipe.mix.plan import MixPlan, pack_plan
+from mlic_pipe.mix.plan import COL_CELLS, MixPlan, pack_plan
 from mlic_pipe.mix.settings import RenderSettings, check_render_call
 
 try:
@@ -64,6 +64,10 @@ if AVAILABLE:
     _MASK_INDEX, _LAM, _CELLS = table.COL_MASK_INDEX, table.COL_LAM, table.COL_CELLS
     _BOX, _DENSE, _CONSTANT = table.MASK_BOX, table.MASK_DENSE, table.MASK_CONSTANT
     _RESIZED, _RESIZED_NEAREST = table.MASK_RESIZED, table.MASK_RESIZED_NEAREST
+    _ERASE_COLUMNS, _ERASE_KIND, _ERASE_SEED, _ERASE_V0 = (table.ERASE_COLUMNS, table.ERASE_KIND, table.ERASE_SEED,
+                                                          table.ERASE_V0)
+    _ERASE_Y0, _ERASE_X0, _ERASE_Y1, _ERASE_X1 = table.ERASE_Y0, table.ERASE_X0, table.ERASE_Y1, table.ERASE_X1
+    _ERASE_NONE, _ERASE_COLOUR, _ERASE_NOISE = table.ERASE_NONE, table.ERASE_COLOUR, table.ERASE_NOISE
     _JIT = dict(cache=True, nogil=True, fastmath=False)
 
     @njit(**_JIT)
@@ -275,6 +279,41 @@ if AVAILABLE:
                 out[at + x * step] = _half_bits(np.uint32(bits[x]), abs(row[c, x]), half_kind == 2)
 
     @njit(**_JIT)
+    def _lowbias32(x):
+        """`mlic_pipe.mix.noise.lowbias32` in uint32 arithmetic (products taken mod 2^32)."""
+        x = np.uint64(x) & np.uint64(0xFFFFFFFF)
+        x = ((x ^ (x >> np.uint64(16))) * np.uint64(0x7FEB352D)) & np.uint64(0xFFFFFFFF)
+        x = ((x ^ (x >> np.uint64(15))) * np.uint64(0x846CA68B)) & np.uint64(0xFFFFFFFF)
+        return x ^ (x >> np.uint64(16))
+
+    @njit(**_JIT)
+    def _noise(key, counter):
+        """Pixel `counter`'s standard normal value of the box hashed to `key` (see `mlic_pipe.mix.noise`)."""
+        h1 = _lowbias32(np.uint64(2 * counter) ^ key)
+        h2 = _lowbias32(np.uint64(2 * counter + 1) ^ key)
+        u1 = np.float32((h1 >> np.uint64(8)) + np.uint64(1)) * np.float32(1.0 / 16777216.0)
+        u2 = np.float32(h2 >> np.uint64(8)) * np.float32(1.0 / 16777216.0)
+        return np.sqrt(np.float32(-2.0) * np.log(u1)) * np.cos(np.float32(2.0 * np.pi) * u2)
+
+    @njit(**_JIT)
+    def _erase_row(plan_row, values, erase, y, size, shift, target, t, ty):
+        """Paint row y of each erase box over the finished row, box by box in order."""
+        erase_at, count, colour_scale = erase
+        for e in range(count):
+            at = erase_at + e * _ERASE_COLUMNS
+            kind = plan_row[at + _ERASE_KIND]
+            if kind == _ERASE_NONE or not plan_row[at + _ERASE_Y0] <= y < plan_row[at + _ERASE_Y1]:
+                continue
+            x0, x1 = plan_row[at + _ERASE_X0], plan_row[at + _ERASE_X1]
+            key = _lowbias32(plan_row[at + _ERASE_SEED])
+            for c in range(3):
+                row, value = target[t, c, ty], values[at + _ERASE_V0 + c]
+                if kind == _ERASE_COLOUR:
+                    value = value * colour_scale[c] + shift[c]
+                for x in range(x0, x1):
+                    row[x] = _noise(key, (c * size + y) * size + x) if kind == _ERASE_NOISE else value
+
+    @njit(**_JIT)
     def _render_line(src, plan_row, lam, masks, half_lut, y, size, tables, area, align_corners, scale, shift,
                      target, t, ty, work):
         """Output row y: its primary (a source row, or spliced cells), then a mask mix's partner blended in."""
@@ -296,7 +335,7 @@ if AVAILABLE:
 
     @njit(**_JIT)
     def _render_rows(src, plan_table, lam, masks, half_lut, target, final, strides, direct, half_kind, scale, shift,
-                     tables, area, align_corners, worker, workers, blocks):
+                     tables, erase, area, align_corners, worker, workers, blocks):
         """Worker `worker`'s share of the output rows: blocks worker, worker + workers, ... of `blocks` runs.
 
         Runs without the GIL, one call per thread (`render_cpu`). With `direct` the rows are computed
@@ -304,6 +343,7 @@ if AVAILABLE:
         into `final`, the output's flat storage, at its element `strides` in its dtype (`_store_row`).
         """
         count, size = plan_table.shape[0], src.shape[1]
+        values = plan_table.view(np.float32)  # the erase values are float32 bits in the int32 table
         lines = count * size
         per_block = (lines + blocks - 1) // blocks
         # the scratch output row, the vertical blend, ResizeMix's horizontal taps
@@ -315,12 +355,14 @@ if AVAILABLE:
                 rows_in, t, ty = (target, n, y) if direct else (work[0], 0 * n, 0 * y)
                 _render_line(src, plan_table[n], lam[n], masks, half_lut, y, size, tables, area, align_corners,
                              scale, shift, rows_in, t, ty, work)
+                if erase[1]:
+                    _erase_row(plan_table[n], values[n], erase, y, size, shift, rows_in, t, ty)
                 if not direct:
                     _store_row(work[0][0, :, 0], final, strides, n, y, half_kind)
 
     @njit(parallel=True, **_JIT)
     def _render_parallel(src, plan_table, lam, masks, half_lut, target, final, strides, direct, half_kind, scale,
-                         shift, tables, area, align_corners, workers, blocks):
+                         shift, tables, erase, area, align_corners, workers, blocks):
         """`_render_rows` on numba's threads, a run of rows at a time, handed out as threads come free.
 
         Dynamic hand-out (chunk size 1) matters when the cores are shared, as with DALI decoding the
@@ -328,7 +370,7 @@ if AVAILABLE:
         """
         for block in prange(blocks):  # `render_cpu` sets the chunk size to 1 around the call
             _render_rows(src, plan_table, lam, masks, half_lut, target, final, strides, direct, half_kind, scale,
-                         shift, tables, area, align_corners, block, blocks, blocks)
+                         shift, tables, erase, area, align_corners, block, blocks, blocks)
 
 
 @functools.lru_cache(maxsize=16)
@@ -400,7 +442,9 @@ def render_cpu(images: torch.Tensor, plan: MixPlan, settings: RenderSettings | N
     # runs of >= 16 consecutive rows, 8 per thread dealt round-robin: balances regular and spliced rows
     workers = max(1, min(torch.get_num_threads(), lines // 16))
     blocks = max(1, min(lines // 16, 16 * workers))
-    args = (*arrays, tables, area, settings.align_corners)
+    erase = (COL_CELLS + int(plan.cells.shape[1]), 0 if plan.erase is None else int(plan.erase.shape[1]),
+             np.asarray([1.0 / (255.0 * s) for s in settings.std], np.float32))
+    args = (*arrays, tables, erase, area, settings.align_corners)
     key = (str(images.dtype), str(out.dtype), arrays[8], settings.resample, settings.align_corners)
     started = time.perf_counter()
     if workers == 1 or os.getpid() != _IMPORT_PID:

@@ -13,6 +13,11 @@ Then, if ``mask_mode[n] != 0``, the result is blended with input image ``partner
 (mode 2) or w = ``lam[n]`` (mode 3). Mode 4 (ResizeMix) shows, inside ``box[n]``, the *whole* partner
 resized to the box (bilinear, the render's ``align_corners``), and the primary outside it. A regular
 output is a 1 x 1 grid with no partner.
+
+Last, ``erase[n]`` (optional) lists boxes painted over the finished output, in order (Cutout,
+random erasing): each box's pixels become a constant in normalized space (`ERASE_VALUE`), a
+uint8 colour normalized as the image is (`ERASE_COLOUR`), or per-pixel standard normal noise drawn
+by a counter-based hash of (seed, channel, y, x) (`ERASE_NOISE`, `mlic_pipe.mix.noise`).
 """
 from __future__ import annotations
 
@@ -25,7 +30,8 @@ __all__ = [
     "COL_CELLS", "COL_COLS", "COL_LAM", "COL_MASK_INDEX", "COL_MODE", "COL_PARTNER", "COL_ROWS", "COL_X0", "COL_X1",
     "COL_Y0", "COL_Y1", "MASK_BOX", "MASK_CONSTANT", "MASK_DENSE", "MASK_MODES", "MASK_NONE", "MASK_RESIZED",
     "MASK_RESIZED_NEAREST", "MixPlan", "RESIZED_MODES", "cell_edges",
-    "pack_plan",
+    "pack_plan", "ERASE_COLUMNS", "ERASE_KINDS", "ERASE_NONE", "ERASE_VALUE", "ERASE_COLOUR", "ERASE_NOISE",
+    "ERASE_Y0", "ERASE_X0", "ERASE_Y1", "ERASE_X1", "ERASE_KIND", "ERASE_V0", "ERASE_SEED",
 ]
 
 # How a mask mix weighs its primary source (``plan.mask_mode``; the kernel takes them as constexprs).
@@ -37,6 +43,14 @@ RESIZED_MODES = (MASK_RESIZED, MASK_RESIZED_NEAREST)
 
 # The columns of the packed plan table (`pack_plan`), one int32 row per output; the cells start at COL_CELLS.
 COL_ROWS, COL_COLS, COL_PARTNER, COL_MODE, COL_Y0, COL_X0, COL_Y1, COL_X1, COL_MASK_INDEX, COL_LAM, COL_CELLS = range(11)
+
+
+# One erase box: 9 int32 columns (the values as float32 bits); the table's erase columns follow the cells.
+ERASE_Y0, ERASE_X0, ERASE_Y1, ERASE_X1, ERASE_KIND, ERASE_V0, ERASE_SEED = 0, 1, 2, 3, 4, 5, 8
+ERASE_COLUMNS = 9
+ERASE_NONE, ERASE_VALUE, ERASE_COLOUR, ERASE_NOISE = 0, 1, 2, 3
+ERASE_KINDS = {ERASE_NONE: "none", ERASE_VALUE: "constant (normalized space)",
+               ERASE_COLOUR: "uint8 colour (normalized as the image)", ERASE_NOISE: "per-pixel N(0, 1) noise"}
 
 
 def cell_edges(parts: int, size: int) -> list[int]:
@@ -62,6 +76,9 @@ class MixPlan:
         mask_index: (N_out,) int32, row of `masks` (mode 2), -1 otherwise.
         masks: (Km, S, S) float16 in [0, 1], weight of the primary source (mode 2), or None.
         lam: (N_out,) float32, realized fraction of the primary source (1 for unmasked outputs).
+        erase: (N_out, E, ERASE_COLUMNS) int32 erase boxes painted last, or None: y0, x0, y1, x1 (end-exclusive),
+            kind (`ERASE_KINDS`), three per-channel values (float32 bits: normalized values, or a 0-255
+            colour), the noise seed. Built with `with_erase`.
         indices: (N_in,) dataset rows of the input images the plan refers to, set by the loader; else None.
             For SpliceMix and appended mask mixes the regular outputs are these inputs in order; for
             in-place mask mixes (num_regular = 0) they are the primary sources.
@@ -77,6 +94,7 @@ class MixPlan:
     masks: torch.Tensor | None
     lam: torch.Tensor
     indices: torch.Tensor | None = None
+    erase: torch.Tensor | None = None
     # device -> (field versions, the fields, packed table, plan on the device): the last upload there
     _uploads: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -110,7 +128,8 @@ class MixPlan:
         return self._upload(torch.device(device))[1]
 
     def _upload(self, device: torch.device) -> tuple[torch.Tensor, "MixPlan"]:
-        tensors = (self.cells, self.grid, self.partner, self.mask_mode, self.box, self.mask_index, self.lam)
+        tensors = (self.cells, self.grid, self.partner, self.mask_mode, self.box, self.mask_index, self.lam) + \
+            ((self.erase,) if self.erase is not None else ())
         # a field reassigned or changed in place since the upload makes a new one (tensors count their writes)
         versions = tuple(t._version for t in tensors)
         cached = self._uploads.get(str(device))
@@ -119,7 +138,9 @@ class MixPlan:
             if all(t.device == device for t in tensors):
                 on_device = self
             else:
-                on_device = MixPlan(num_regular=self.num_regular, cells=table[:, COL_CELLS:],
+                cells_end = COL_CELLS + self.cells.shape[1]
+                erase = None if self.erase is None else table[:, cells_end:].view(self.erase.shape)
+                on_device = MixPlan(num_regular=self.num_regular, cells=table[:, COL_CELLS:cells_end], erase=erase,
                                     grid=table[:, COL_ROWS:COL_COLS + 1], partner=table[:, COL_PARTNER],
                                     mask_mode=table[:, COL_MODE].to(torch.int8), box=table[:, COL_Y0:COL_X1 + 1],
                                     mask_index=table[:, COL_MASK_INDEX], masks=self.masks,
@@ -183,6 +204,8 @@ class MixPlan:
         box = self.box.cpu().numpy()[resized]
         if len(box) and ((box[:, 2] <= box[:, 0]) | (box[:, 3] <= box[:, 1])).any():
             raise ValueError("a resized-partner output needs a non-empty box")
+        if self.erase is not None:
+            _check_erase(self.erase.cpu(), n, image_size)
         dense = modes == MASK_DENSE
         if dense.any():
             if self.masks is None or self.masks.shape[-2:] != (image_size, image_size):
@@ -191,9 +214,35 @@ class MixPlan:
             if ((index < 0) | (index >= self.masks.shape[0])).any():
                 raise ValueError("mask_index refers to rows outside masks")
 
+    def with_erase(self, boxes, kinds, values=None, seeds=None) -> "MixPlan":
+        """A copy with erase boxes: `boxes` (N_out, E, 4) y0, x0, y1, x1; `kinds` (N_out, E) `ERASE_KINDS`;
+        `values` (N_out, E, 3) per-channel values (normalized, or 0-255 colours); `seeds` (N_out, E) noise seeds."""
+        boxes = np.asarray(boxes, dtype=np.int64)
+        n, count = boxes.shape[:2]
+        values = np.zeros((n, count, 3), np.float32) if values is None else np.asarray(values, np.float32)
+        seeds = np.zeros((n, count), np.int64) if seeds is None else np.asarray(seeds, np.int64)
+        table = np.concatenate([boxes.astype(np.int32), np.asarray(kinds, np.int32)[..., None],
+                                values.reshape(n, count, 3).view(np.int32), seeds.astype(np.int32)[..., None]], -1)
+        return replace(self, erase=torch.from_numpy(np.ascontiguousarray(table)))
+
     def with_indices(self, indices: torch.Tensor) -> "MixPlan":
         """A copy with the dataset rows of the input images set."""
         return replace(self, indices=indices)
+
+
+def _check_erase(erase: torch.Tensor, count: int, image_size: int) -> None:
+    if erase.ndim != 3 or erase.shape[0] != count or erase.shape[2] != ERASE_COLUMNS or erase.dtype != torch.int32:
+        raise ValueError(f"erase must be int32 (N_out={count}, E, {ERASE_COLUMNS}), got {erase.dtype} "
+                         f"{tuple(erase.shape)}")
+    kinds = erase[..., ERASE_KIND]
+    if not bool(torch.isin(kinds, torch.tensor(list(ERASE_KINDS), dtype=kinds.dtype)).all()):
+        raise ValueError(f"erase kinds must be among {ERASE_KINDS}")
+    used = erase[kinds != ERASE_NONE]
+    y0, x0, y1, x1 = used[:, ERASE_Y0], used[:, ERASE_X0], used[:, ERASE_Y1], used[:, ERASE_X1]
+    if bool(((y0 < 0) | (x0 < 0) | (y1 > image_size) | (x1 > image_size) | (y1 < y0) | (x1 < x0)).any()):
+        raise ValueError(f"erase boxes must lie within 0..{image_size} with y0 <= y1 and x0 <= x1")
+    if bool((used[:, ERASE_SEED] < 0).any()):
+        raise ValueError("erase seeds must be non-negative")
 
 
 def pack_plan(plan: MixPlan, device: torch.device | str | None = None) -> torch.Tensor:
@@ -218,7 +267,8 @@ def _pack(plan: MixPlan, device: torch.device) -> torch.Tensor:
         COL_LAM: lam.contiguous().view(torch.int32) if lam_here else torch.zeros_like(plan.partner),
     }
     head = torch.stack([columns[k].int() for k in range(COL_CELLS)], 1)
-    table = torch.cat([head, plan.cells.int()], 1)
+    erase = [] if plan.erase is None else [plan.erase.int().reshape(len(plan.erase), -1)]
+    table = torch.cat([head, plan.cells.int(), *erase], 1)
     table = table.to(device, non_blocking=True) if table.device != device else table.contiguous()
     if not lam_here:
         table[:, COL_LAM].copy_(lam.to(device, non_blocking=True).contiguous().view(torch.int32))

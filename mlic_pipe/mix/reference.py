@@ -7,8 +7,8 @@ reference computes it so: one batched call per grid shape and cell position. Nor
 every mask mode. The Triton kernel (``mlic_pipe.kernels``) reproduces these numbers pixel by
 pixel; its docstring lists the rounding details of ``F.interpolate`` it has to match.
 
-Everything is vectorized over the batch: loops run over cell positions of a grid shape, never
-over samples.
+Everything is vectorized over the batch: loops run over cell positions of a grid shape and over
+erase boxes, never over samples (but for ResizeMix's resize and erase noise, per output that has them).
 """
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from mlic_pipe.mix.plan import (MASK_BOX, MASK_CONSTANT, MASK_DENSE, MASK_NONE, MASK_RESIZED, MASK_RESIZED_NEAREST, MixPlan,
-                                cell_edges)
+from mlic_pipe.mix.noise import erase_noise
+from mlic_pipe.mix.plan import (ERASE_COLOUR, ERASE_KIND, ERASE_NOISE, ERASE_NONE, ERASE_SEED, ERASE_V0,
+                                ERASE_X0, ERASE_X1, ERASE_Y0, ERASE_Y1, MASK_BOX, MASK_CONSTANT, MASK_DENSE, MASK_NONE,
+                                MASK_RESIZED, MASK_RESIZED_NEAREST, MixPlan, cell_edges)
 from mlic_pipe.mix.settings import IMAGENET_MEAN, IMAGENET_STD, RenderSettings, check_render_call, image_size_of
 
 __all__ = ["normalize", "render_reference"]
@@ -96,6 +98,26 @@ def _mask_mix(primary: torch.Tensor, source: torch.Tensor, plan: MixPlan, masked
     return weight * primary + (1.0 - weight) * partner
 
 
+def _erase(result: torch.Tensor, erase: torch.Tensor, mean, std) -> None:
+    """Paint the erase boxes over the finished outputs, box by box in order (a later box covers an earlier one)."""
+    size = result.shape[-1]
+    pos = torch.arange(size, device=result.device)
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=result.device)
+    std_t = torch.tensor(std, dtype=torch.float32, device=result.device)
+    for e in range(erase.shape[1]):
+        box = erase[:, e].long()
+        kind = box[:, ERASE_KIND]
+        values = erase[:, e, ERASE_V0:ERASE_V0 + 3].contiguous().view(torch.float32)
+        fill = torch.where((kind == ERASE_COLOUR)[:, None], (values / 255.0 - mean_t) / std_t, values)
+        inside = ((pos >= box[:, ERASE_Y0, None]) & (pos < box[:, ERASE_Y1, None]))[:, :, None] & \
+                 ((pos >= box[:, ERASE_X0, None]) & (pos < box[:, ERASE_X1, None]))[:, None, :]
+        inside &= (kind != ERASE_NONE)[:, None, None]
+        painted = fill[:, :, None, None].expand_as(result).clone()
+        for n in torch.nonzero(kind == ERASE_NOISE).flatten().tolist():  # noise: per box, as the spec computes it
+            painted[n] = erase_noise(int(box[n, ERASE_SEED]), size, device=result.device)
+        result.copy_(torch.where(inside[:, None], painted, result))
+
+
 def render_reference(images: torch.Tensor, plan: MixPlan, settings: RenderSettings | None = None, *,
                      out: torch.Tensor | None = None, **options) -> torch.Tensor:
     """The torch reference renderer: same arguments and numbers as `mlic_pipe.mix.render`, on any device."""
@@ -132,6 +154,8 @@ def render_reference(images: torch.Tensor, plan: MixPlan, settings: RenderSettin
     masked = torch.nonzero(plan.mask_mode != MASK_NONE).flatten()
     if len(masked):
         result[masked] = _mask_mix(result[masked], source, plan, masked, size, settings.align_corners)
+    if plan.erase is not None and plan.erase.shape[1]:
+        _erase(result, plan.erase, mean, std)
 
     if result is out:
         return out
