@@ -38,12 +38,13 @@ from mlic_pipe.distributed import all_gather_objects, rank_and_world_size
 from mlic_pipe.errors import ON_ERROR, ConfigError, LoaderStateError, MLICDataError
 from mlic_pipe.loading.batch import Batch
 from mlic_pipe.loading.buffers import OutputBuffers
-from mlic_pipe.loading.order import RankRows, epoch_share, without_bad
+from mlic_pipe.loading.order import RankRows, epoch_share, sample_uniforms, without_bad
 from mlic_pipe.loading.resume import LoaderState, reshard
 from mlic_pipe.loading.shard_stream import ShardStream, rank_span, shard_steps, shard_total
 from mlic_pipe.loading.stream import DecodeStream, UndecodableFiles, as_torch
 from mlic_pipe.mix import (IMAGENET_MEAN, IMAGENET_STD, MixPlan, RenderSettings, create_mixer, mix_targets,
                            plan_batch, render)
+from mlic_pipe.mix.erasing import erase_plan
 from mlic_pipe.pipeline import DecodeSettings, dali_reason
 from mlic_pipe.shards.format import unpack_labels
 from mlic_pipe.shards.index import ShardIndex
@@ -80,6 +81,8 @@ class MLICLoader:
             (see `mlic_pipe.pipeline.DecodeSettings`).
         resample, align_corners: how spliced cells are downsampled (see `mlic_pipe.mix.RenderSettings`).
         label_rule: how mask mixes combine labels ("union" or "area"; see `mix_targets`).
+        erase: Cutout / RandomErasing (`mlic_pipe.mix.erasing`), or a list of them: boxes painted over each output
+            by the render in the same pass; a regular output's boxes are a function of (seed, epoch, row).
     """
 
     def __init__(self, index: LabelIndex, batch_size: int, *, image_size: int = 448, train: bool = True,
@@ -90,11 +93,12 @@ class MLICLoader:
                  world_size: int | None = None, on_error: str = "raise", prefetch: int = 2,
                  hw_decoder_load: float = 0.65, random_area: tuple[float, float] = (0.7, 1.0),
                  random_aspect_ratio: tuple[float, float] = (3 / 4, 4 / 3), flip_prob: float = 0.5,
-                 resample: str = "bilinear", align_corners: bool = True, label_rule: str = "union"):
+                 resample: str = "bilinear", align_corners: bool = True, label_rule: str = "union", erase=None):
         _check_arguments(index, batch_size, image_size, on_error)
         self.index, self.batch_size, self.image_size = index, int(batch_size), int(image_size)
         self.train, self.seed, self.on_error = bool(train), int(seed), on_error
         self.mixer = create_mixer(mix)
+        self.erasers = tuple(_erasers(erase))
         self.device = resolve_device(device)
         self.shuffle = self.train if shuffle is None else bool(shuffle)
         self.drop_last = self.train if drop_last is None else bool(drop_last)
@@ -310,6 +314,8 @@ class MLICLoader:
                 plan = plan_batch(self.mixer, images, self.image_size, rng, device=self.device)
             else:  # no mixer, or a last partial batch too small for the mixer's grids: delivered unmixed
                 plan = MixPlan.identity(count)
+            if self.erasers:
+                plan = self._erase(plan, rows, rng, epoch)
             plan = plan.with_indices(rows)
         with self._stage("render"):
             result = render(images, plan, settings=self.render_settings, out=self._buffers.take(plan.num_outputs))
@@ -325,6 +331,18 @@ class MLICLoader:
                 ignore = None if ignore is None else unpack_labels(ignore.to(self.device, non_blocking=True), classes).bool()
             targets = mix_targets(targets, plan, rule=self.label_rule)
         return Batch(result, targets, plan, rows, ignore, padded, batch_index, with_plan=self.return_plan)
+
+    def _erase(self, plan: MixPlan, rows: torch.Tensor, rng: np.random.Generator, epoch: int) -> MixPlan:
+        """The erasers' boxes: a regular output's drawn from (seed, epoch, row), a mixed one's from the batch's rng."""
+        host = plan.cells.cpu()
+        regular = np.arange(plan.num_outputs) < plan.num_regular
+        source = np.asarray(rows)[host[:, 0].clamp_min(0).numpy()]
+
+        def uniforms(columns: int) -> np.ndarray:
+            drawn = rng.random((plan.num_outputs, columns))
+            drawn[regular] = sample_uniforms(self.seed ^ _ERASE_STREAM, epoch, source[regular], columns)
+            return drawn
+        return erase_plan(plan, self.erasers, self.image_size, uniforms)
 
     # ---------------------------------------------------------------------------------------- resume
 
@@ -398,6 +416,18 @@ class _Resume:
     offset: int  # batches of the epoch delivered before `initial` begins
     start: int  # the epoch's next batch
     explicit: bool  # `initial` came from another world size, so a state must list it
+
+
+_ERASE_STREAM = 0x45524153  # keeps the erase draws of a row apart from its crop draws (same seed, epoch, row)
+
+
+def _erasers(erase) -> list:
+    """`erase` as a list of erasers: None, one (Cutout, RandomErasing or anything with `columns` and `boxes`), or several."""
+    erasers = [] if erase is None else list(erase) if isinstance(erase, (list, tuple)) else [erase]
+    for eraser in erasers:
+        if not (hasattr(eraser, "columns") and callable(getattr(eraser, "boxes", None))):
+            raise ConfigError(f"erase takes Cutout / RandomErasing instances (mlic_pipe.mix.erasing), got {eraser!r}")
+    return erasers
 
 
 def _check_arguments(index: LabelIndex, batch_size, image_size, on_error) -> None:

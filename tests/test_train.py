@@ -113,6 +113,28 @@ def test_label_rule_reaches_the_training_batches(tmp_path, rule):
     assert bool(soft) == (rule == "area")
 
 
+def test_cutout_and_random_erasing_flags_reach_the_training_batches(tmp_path):
+    """`--cutout 0.5 --reprob 1 --remode pixel --recount 2`: every training image gets its Cutout box (side
+    int(0.5 * 32 + 0.5) = 16 but clipped at the border) and one or two noise boxes; validation gets none."""
+    from mlic_pipe.datasets import load
+    from mlic_pipe.mix.plan import ERASE_COLOUR, ERASE_NOISE
+    from mlic_pipe.training.trainer import _loaders
+
+    index = load("demo")
+    config = small(tmp_path, mix="none", cutout=0.5, reprob=1.0, remode="pixel", recount=2, batch_size=8,
+                   image_size=32)
+    loader, val_loader = _loaders(config, index, index, "cpu")
+    loader.return_plan = val_loader.return_plan = True
+    erase = next(iter(loader)).plan.erase
+    assert erase.shape == (8, 3, 9) and (erase[:, 0, 4] == ERASE_COLOUR).all()
+    sides = erase[:, 0, 2:4] - erase[:, 0, :2]
+    assert ((sides >= 8) & (sides <= 17)).all()  # 16 (+ PIL's far corner), at least half of it at a border
+    assert ((erase[:, 1:, 4] == ERASE_NOISE).sum(1) >= 1).all()
+    assert next(iter(val_loader)).plan.erase is None
+    with pytest.raises(ConfigError, match="cutout"):
+        small(tmp_path, cutout=1.5).validate()
+
+
 def test_cli_train_reports_map_and_writes_a_json_log(tmp_path, capsys):
     out = tmp_path / "cli"
     code = main(["train", "--backbone", "resnet18", "--epochs", "1", "--image-size", "64", "--batch-size", "16",

@@ -14,6 +14,7 @@ from mlic_pipe.datasets.index import MISSING_FILES
 from mlic_pipe.errors import ON_ERROR, ConfigError
 from mlic_pipe.losses import LOSSES
 from mlic_pipe.mix.cells import CELL_FORMS
+from mlic_pipe.mix.erasing import ERASE_MODES
 from mlic_pipe.mix import MIXERS
 from mlic_pipe.mix.targets import TARGET_RULES
 from mlic_pipe.models import HEADS
@@ -65,6 +66,12 @@ class TrainConfig:
                              "present) or area (lam * y_a + (1 - lam) * y_b with lam the primary's pixel fraction, "
                              "the published CutMix/FMix weighting); SpliceMix always takes the union of its cells",
                              choices=TARGET_RULES)
+    cutout: float = option(0.0, "ML-Decoder's Cutout: one box of side FACTOR x S of a random colour per training image "
+                           "(0.5 as published; 0 = off)", metavar="FACTOR")
+    reprob: float = option(0.0, "timm's random erasing: probability per training image (0 = off)")
+    remode: str = option("const", "random erasing fill: const (0), rand (a normal per channel), pixel (normal noise)",
+                         choices=ERASE_MODES)
+    recount: int = option(1, "random erasing: up to this many boxes per image")
     splicemix_cl: bool = option(False, "add the SpliceMix-CL consistency loss")
     cl_weight: float = option(1.0, "weight of SpliceMix-CL")
     cl_form: str = option("published", "SpliceMix-CL cells: published (resized feature map split evenly, dropped "
@@ -115,7 +122,7 @@ class TrainConfig:
         """Each number within what can work (a flag of 0 or -1 is refused here, not deep in a library)."""
         least = {"epochs": 1, "batch_size": 1, "image_size": 16, "threads": 1, "step_size": 1,
                  "limit_train_batches": 1, "weight_decay": 0, "warmup_epochs": 0, "cl_weight": 0, "sumix_gamma": 0,
-                 "backbone_lr_mult": 0, "momentum": 0, "step_gamma": 0}
+                 "backbone_lr_mult": 0, "momentum": 0, "step_gamma": 0, "cutout": 0, "reprob": 0, "recount": 1}
         for name, low in least.items():
             value = getattr(self, name)
             if value is not None and value < low:
@@ -124,6 +131,9 @@ class TrainConfig:
             raise ConfigError(f"{{lr}} must be at least 0, got {self.lr}")
         if self.momentum >= 1:
             raise ConfigError(f"{{momentum}} must be below 1, got {self.momentum}")
+        for name in ("cutout", "reprob"):
+            if getattr(self, name) > 1:
+                raise ConfigError(f"{{{name}}} must be at most 1, got {getattr(self, name)}")
 
     def validate(self) -> None:
         """Raise `ConfigError` for a value or a combination that cannot work, before any work is done."""
@@ -132,7 +142,8 @@ class TrainConfig:
             if getattr(self, name) not in registry:
                 raise ConfigError(f"{{{name}}} must be one of {', '.join(registry)}, got {getattr(self, name)!r}")
         for name, allowed in (("amp", AMP_MODES), ("on_error", ON_ERROR), ("missing", MISSING_FILES),
-                              ("cl_form", CELL_FORMS), ("sam_base", BASE_OPTIMIZERS), ("label_rule", TARGET_RULES)):
+                              ("cl_form", CELL_FORMS), ("sam_base", BASE_OPTIMIZERS), ("label_rule", TARGET_RULES),
+                              ("remode", ERASE_MODES)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{{{name}}} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         self._check_ranges()

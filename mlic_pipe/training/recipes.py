@@ -3,7 +3,7 @@
 A recipe sets what the paper's public training script sets (backbone, image size, batch, optimizer,
 learning rate and schedule, epochs, head and loss arguments, mix, EMA, strategy); any flag given
 on the command line overrides it. `source` says where each value was read. What the package does
-not implement (ML-Decoder's RandAugment and Cutout, the optimizers' bias/BN weight-decay filter,
+not implement (ML-Decoder's RandAugment, the optimizers' bias/BN weight-decay filter,
 SpliceMix's multi-scale crop) is named in `differences`, so a user knows what is not reproduced.
 
 Batch sizes are per rank, as `TrainConfig.batch_size`: SpliceMix's 32 is the total over its GPUs.
@@ -62,14 +62,16 @@ RECIPES.register("csra-coco", lambda: Recipe(
     "CSRA, 6 heads, ResNet-101 at 448 on MS-COCO")
 _MLDECODER = dict(backbone="tresnet_l", pretrained=True, image_size=448, head="mldecoder",
                   head_kwargs={"embed_dim": 768}, mix="none",  # queries: min(C, 100), one per COCO class weight_decay=1e-4,
-                  backbone_lr_mult=1.0, schedule="onecycle", ema=0.9997)
+                  backbone_lr_mult=1.0, schedule="onecycle", ema=0.9997, cutout=0.5)  # CutoutPIL(cutout_factor=0.5)
 RECIPES.register("mldecoder-asl-coco", lambda: Recipe(
     dict(_MLDECODER, loss="asl", loss_kwargs={"gamma_neg": 4, "gamma_pos": 0, "clip": 0.05}, epochs=40,
          batch_size=56, optimizer="adam", lr=1e-4, warmup_epochs=8.0, amp="fp16"),
     "Alibaba-MIIL/ML_Decoder: train.py (TResNet-L, S 448, batch 56, full decoding: one query per class, embedding "
     "768, Adam lr 1e-4 with wd 1e-4, OneCycleLR pct_start 0.2 over 40 epochs, EMA 0.9997, ASL gamma_neg 4 "
-    "gamma_pos 0 clip 0.05 with the focusing weight detached, AMP)",
-    "no RandAugment or Cutout; weight decay also on biases and norms (published filters them)",
+    "gamma_pos 0 clip 0.05 with the focusing weight detached, AMP; training images Resize(448) + "
+    "CutoutPIL(cutout_factor=0.5) + RandAugment, no normalization)",
+    "no RandAugment (Cutout is in, painted after the crop instead of before RandAugment); weight decay also on "
+    "biases and norms (published filters them)",
     "ML-Decoder (Ridnik et al.)"),
     "ML-Decoder with ASL, TResNet-L at 448 on MS-COCO")
 RECIPES.register("mldecoder-aam-coco", lambda: Recipe(
@@ -81,7 +83,8 @@ RECIPES.register("mldecoder-aam-coco", lambda: Recipe(
     "loss setting s 23, m 0, k 0.7, gammas 0; configs/ote_custom_classification/*/main_model_multilabel.yaml "
     "(SAM rho 0.05, lr 0.007, OneCycle pct_start 0.1, 80 epochs, early stopping patience 5, EMA 0.9997, wd 1e-4, "
     "batch 48, no mixed precision)",
-    "no RandAugment or Cutout; SAM's base is our SGD (momentum 0.9, Nesterov)",
+    "no RandAugment (Cutout is in, painted after the crop instead of before RandAugment); SAM's base is our SGD "
+    "(momentum 0.9, Nesterov)",
     "Combining Metric Learning and Attention Heads (Prokofiev & Sovrasov), ML-Decoder + AAM"),
     "ML-Decoder with the AAM loss, SAM and early stopping, TResNet-L at 448 on MS-COCO")
 

@@ -32,6 +32,7 @@ from mlic_pipe.errors import ConfigError
 from mlic_pipe.loader import MLICLoader
 from mlic_pipe.metrics import MetricReport
 from mlic_pipe.mix import create_mixer
+from mlic_pipe.mix.erasing import Cutout, RandomErasing
 from mlic_pipe.models import build_model, cooccurrence_adjacency
 from mlic_pipe.training import checkpoint
 from mlic_pipe.training.config import MASK_MIXES, TrainConfig
@@ -87,8 +88,10 @@ def _loaders(config: TrainConfig, train_index: LabelIndex, val_index: LabelIndex
         mixer_options["alpha"] = 1.0  # ResizeMix draws a scale range and SaliencyMix's default is already 1.0
     common = dict(image_size=config.image_size, device=device, num_threads=config.threads, seed=config.seed,
                   channels_last=config.channels_last, on_error=config.on_error)
+    erase = ([Cutout(config.cutout)] if config.cutout else []) + \
+        ([RandomErasing(config.reprob, config.remode, config.recount)] if config.reprob else [])
     loader = MLICLoader(train_index, config.batch_size, train=True, label_rule=config.label_rule,
-                        mix=create_mixer(config.mix, **mixer_options), **common)
+                        mix=create_mixer(config.mix, **mixer_options), erase=erase, **common)
     if len(loader) == 0:
         raise ConfigError(f"{len(train_index)} training images make no full batch of {config.batch_size} "
                           "(per rank): lower {batch_size}")
