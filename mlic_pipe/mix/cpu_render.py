@@ -5,8 +5,8 @@ output image is computed once from the uint8 taps it needs (its cell's source, a
 partner), normalized with one multiply-add, blended and written once, in the output's dtype and
 memory format. A resampled cell is split in two: a vertical blend of whole source rows into a
 planar row that stays in L1 (contiguous, so it vectorizes), then the horizontal taps from it.
-Rows go to the cores in runs of consecutive rows dealt round-robin, so the cheap regular rows and
-the costlier spliced rows of a batch keep every core busy. The bytes moved are about one read of
+Rows go to the cores in runs of consecutive rows handed out as threads come free, so the cheap
+regular rows and the costlier spliced rows of a batch keep every core busy. The bytes moved are about one read of
 the sources and one write of the result: the benchmarks measure the render against a float32
 copy of its output (``cpu-copy`` in ``benchmarks/test_bench_render.py``).
 
@@ -439,8 +439,9 @@ def render_cpu(images: torch.Tensor, plan: MixPlan, settings: RenderSettings | N
     area = settings.resample == "area"
     tables = _tables(size, int(plan.grid[:, 1].max()), settings.align_corners, area)
     lines = plan.num_outputs * size
-    # runs of >= 16 consecutive rows, 8 per thread dealt round-robin: balances regular and spliced rows
-    workers = max(1, min(torch.get_num_threads(), lines // 16))
+    # runs of >= 16 consecutive rows, 16 per thread, handed out as threads come free (numba's chunk size 1):
+    # balances the cheap regular rows and the costlier spliced ones, and cores shared with DALI's threads
+    workers = max(1, min(torch.get_num_threads(), lines // 16))  # 1: render on this thread alone
     blocks = max(1, min(lines // 16, 16 * workers))
     erase = (COL_CELLS + int(plan.cells.shape[1]), 0 if plan.erase is None else int(plan.erase.shape[1]),
              np.asarray([1.0 / (255.0 * s) for s in settings.std], np.float32))
