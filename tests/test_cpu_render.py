@@ -188,6 +188,7 @@ def test_a_forked_child_renders_after_its_parent_did():
     torch.testing.assert_close(got, render_reference(images, plan), atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow  # ~8-12 s: two processes (the default run stays under 6 minutes; CI runs it)
 def test_the_compiled_code_is_loaded_from_the_disk_cache_by_the_next_process():
     code = ("import numpy as np, torch; from mlic_pipe.mix import SpliceMix; from mlic_pipe.mix import cpu_render;"
             "x = torch.zeros((8, 16, 16, 3), dtype=torch.uint8);"

@@ -101,6 +101,7 @@ def test_rand_and_pixel_modes_fill_with_normals_and_render_as_planned():
     assert region.numel() and abs(region.mean().item()) < 0.5  # noise, not the image
 
 
+@pytest.mark.slow  # ~9 s: two loaders over a whole epoch (the default run stays under 6 minutes; CI runs it)
 def test_the_loader_erases_a_row_alike_whatever_its_batch(tmp_path):
     demo = load("demo")
     index = demo.subset(np.arange(len(demo)) < 24)

@@ -227,6 +227,7 @@ def _ddp_worker(rank, world, port, out_dir, results):
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow  # ~8-12 s: two processes (the default run stays under 6 minutes; CI runs it)
 def test_torchrun_style_ddp_over_gloo_trains_and_gathers_the_whole_validation_set(tmp_path):
     out_dir = str(tmp_path / "ddp")
     os.makedirs(out_dir)
