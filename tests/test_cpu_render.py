@@ -83,6 +83,7 @@ def test_half_outputs_are_the_float32_render_rounded_as_tensor_to_rounds(out_dty
         assert torch.equal(half.view(torch.int16), wide.to(out_dtype).view(torch.int16)), (mean, std)
 
 
+@pytest.mark.slow  # compiles the float-input variants (~13 s on a clean clone); CI runs it
 def test_inputs_of_every_kind():
     size = 23
     plan = fuzz_plan(4, size, seed=5, modes=6)
@@ -106,6 +107,7 @@ def test_strided_output_buffer_is_written_only_where_it_is():
     assert storage[..., :2].isnan().all() and storage[..., 2 + size:].isnan().all()
 
 
+@pytest.mark.slow  # compiles the float32-mask variant (~10 s on a clean clone); CI runs it
 def test_float32_dense_masks_and_tiny_batches():
     images = random_images(3, 17, seed=12, device="cpu")
     plan = fuzz_plan(3, 17, seed=13, modes=6)

@@ -163,7 +163,8 @@ def _rank_worker(rank, world_size, init_file, root, drop_last):
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("samples_per_shard, drop_last", [(4, False), (4, True), (30, False)])
+@pytest.mark.parametrize("samples_per_shard, drop_last", [  # ~6 s each: two of three in the slow set, run by CI
+    (4, False), pytest.param(4, True, marks=pytest.mark.slow), pytest.param(30, False, marks=pytest.mark.slow)])
 def test_two_gloo_ranks_split_the_shards_and_deliver_every_sample_once(tmp_path, samples_per_shard, drop_last):
     """(30, False): one tar for two ranks, the documented rule (each reads its half of it). Sample 5 is undecodable."""
     index, truth = _index(tmp_path, 17, 5, bad={5})

@@ -24,6 +24,7 @@ def small(tmp_path, **overrides) -> TrainConfig:
     return TrainConfig(**options)
 
 
+@pytest.mark.slow  # ~8 s; CI runs it
 def test_a_short_splicemix_run_lowers_the_training_loss(tmp_path):
     config = small(tmp_path, epochs=4, limit_train_batches=4, loss="bce", lr=1e-3, val_split=None)
     result = train(config, progress=False)
@@ -269,6 +270,7 @@ def test_evaluate_equals_sklearn_on_the_same_predictions_with_ignore(tmp_path):
     assert report.mAP == pytest.approx(np.mean(expected), rel=1e-5)
 
 
+@pytest.mark.slow  # ~8 s; CI runs it
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_a_run_killed_mid_epoch_resumes_there_with_the_same_losses_and_weights(tmp_path, monkeypatch, device):
     """On a GPU too: the checkpoint is read onto the CPU and the GPU generators are restored (cuDNN's
