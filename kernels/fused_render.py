@@ -431,15 +431,11 @@ def kernel_arguments(images: torch.Tensor, plan: MixPlan, settings: RenderSettin
     masks = plan.masks.to(device, non_blocking=True) if has_masks else out
     if has_masks and masks.shape[-2:] != (size, size):
         raise ValueError(f"plan.masks must be (Km, {size}, {size}), got {tuple(masks.shape)}")
-    if images.dtype == torch.uint8:
-        s_n, s_y, s_x, s_c = images.stride()
-        scales = [1.0 / (255.0 * s) for s in settings.std]
-    else:
-        s_n, s_c, s_y, s_x = images.stride()
-        scales = [1.0 / s for s in settings.std]
-    shifts = [-m / s for m, s in zip(settings.mean, settings.std)]
+    uint8 = images.dtype == torch.uint8
+    s_n, s_y, s_x, s_c = images.stride() if uint8 else [images.stride(k) for k in (0, 2, 3, 1)]
+    scales, shifts = settings.affine(uint8)
     m_n, m_y, m_x = masks.stride() if has_masks else (0, 0, 0)
-    colour_scales = [1.0 / (255.0 * s) for s in settings.std]  # a 0-255 erase colour, whatever the input dtype
+    colour_scales = settings.affine(True)[0]  # a 0-255 erase colour, whatever the input dtype
     args = (images, table, masks, out, size, table.shape[1], s_n, s_c, s_y, s_x, *out.stride(), m_n, m_y, m_x,
             *scales, *shifts, *colour_scales, COL_CELLS + plan.cells.shape[1])
     wide = index_bits(images, out, masks) == 64 if index_64 is None else index_64

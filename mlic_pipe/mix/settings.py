@@ -68,6 +68,12 @@ class RenderSettings:
     def output_shape(self, num_outputs: int, image_size: int) -> tuple[int, int, int, int]:
         return (num_outputs, 3, image_size, image_size)
 
+    def affine(self, uint8: bool) -> tuple[list[float], list[float]]:
+        """Per-channel (scale, shift) with ``normalized = x * scale + shift``: the compiled renderers' one
+        multiply-add, for 0-255 values (`uint8`, also an erase colour) or values in [0, 1]."""
+        scales = [1.0 / ((255.0 if uint8 else 1.0) * s) for s in self.std]
+        return scales, [-m / s for m, s in zip(self.mean, self.std)]
+
     def empty(self, num_outputs: int, image_size: int, device: torch.device | str) -> torch.Tensor:
         """An uninitialized output batch of this dtype and memory format."""
         layout = torch.channels_last if self.channels_last else torch.contiguous_format
