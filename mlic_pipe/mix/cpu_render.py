@@ -92,22 +92,35 @@ if AVAILABLE:
         return min(int(np.floor(np.float32(local) * scale)), size - 1)
 
     @njit(**_JIT)
+    def _cell_taps(pos, parts, size, align_corners, area):
+        """Coordinate `pos` of an axis cut into `parts` cells: its cell, and its source taps within the cell's
+        source (bilinear: lower, upper, upper weight; area: the window's first and one-past-last, weight 0)."""
+        cell = ((pos + 1) * parts - 1) // size
+        start = cell * size // parts
+        extent = (cell + 1) * size // parts - start
+        local = pos - start
+        if area:
+            return cell, local * size // extent, ((local + 1) * size + extent - 1) // extent, np.float32(0.0)
+        lower, upper, frac = _bilinear_tap(local, extent, size, align_corners)
+        return cell, lower, upper, frac
+
+    @njit(**_JIT)
+    def _box_tap(local, extent, size, nearest, align_corners):
+        """ResizeMix's taps of destination `local` of a box `extent` long: nearest (one tap) or bilinear."""
+        if nearest:
+            index = _nearest_tap(local, extent, size)
+            return index, index, np.float32(0.0)
+        return _bilinear_tap(local, extent, size, align_corners)
+
+    @njit(**_JIT)
     def _axis_tables(size, max_parts, align_corners, area):
-        """Per grid size p <= max_parts and coordinate x: its taps in its cell (bilinear, or the area bounds)."""
+        """Per grid size p <= max_parts and coordinate x: its taps in its cell (`_cell_taps`)."""
         low = np.zeros((max_parts + 1, size), np.uint32)  # unsigned: indexing with them skips wraparound
         up = np.zeros((max_parts + 1, size), np.uint32)
         frac = np.zeros((max_parts + 1, size), np.float32)
         for parts in range(1, max_parts + 1):
             for x in range(size):
-                c = ((x + 1) * parts - 1) // size
-                start = c * size // parts
-                extent = (c + 1) * size // parts - start
-                local = x - start
-                if area:
-                    low[parts, x] = local * size // extent
-                    up[parts, x] = ((local + 1) * size + extent - 1) // extent
-                else:
-                    low[parts, x], up[parts, x], frac[parts, x] = _bilinear_tap(local, extent, size, align_corners)
+                _, low[parts, x], up[parts, x], frac[parts, x] = _cell_taps(x, parts, size, align_corners, area)
         return low, up, frac
 
     @njit(**_JIT)
@@ -179,14 +192,7 @@ if AVAILABLE:
                     blend):
         """A spliced output row, cell by cell: each cell's source resampled to the cell, dropped cells zero."""
         low_x, up_x, frac_x = tables
-        cy = ((y + 1) * rows - 1) // size
-        start = cy * size // rows
-        extent = (cy + 1) * size // rows - start
-        local = y - start
-        if area:
-            y_lo, y_hi, fy = local * size // extent, ((local + 1) * size + extent - 1) // extent, np.float32(0.0)
-        else:
-            y_lo, y_hi, fy = _bilinear_tap(local, extent, size, align_corners)
+        cy, y_lo, y_hi, fy = _cell_taps(y, rows, size, align_corners, area)
         for cx in range(cols):
             image = cells[cy * cols + cx]
             x_start, x_end = cx * size // cols, (cx + 1) * size // cols
@@ -206,17 +212,9 @@ if AVAILABLE:
         size = src.shape[1]
         y0, x0, y1, x1 = box
         low_x, up_x, frac_x = taps
-        for x in range(x0, x1):
-            if nearest:
-                low_x[x - x0], up_x[x - x0], frac_x[x - x0] = _nearest_tap(x - x0, x1 - x0, size), 0, 0.0
-                up_x[x - x0] = low_x[x - x0]
-            else:
-                low_x[x - x0], up_x[x - x0], frac_x[x - x0] = _bilinear_tap(x - x0, x1 - x0, size, align_corners)
-        if nearest:
-            y_lo = _nearest_tap(y - y0, y1 - y0, size)
-            y_hi, fy = y_lo, np.float32(0.0)
-        else:
-            y_lo, y_hi, fy = _bilinear_tap(y - y0, y1 - y0, size, align_corners)
+        for x in range(x1 - x0):
+            low_x[x], up_x[x], frac_x[x] = _box_tap(x, x1 - x0, size, nearest, align_corners)
+        y_lo, y_hi, fy = _box_tap(y - y0, y1 - y0, size, nearest, align_corners)
         _vertical(src, partner, y_lo, y_hi, fy, False, scale, shift, blend)
         for c in range(3):
             _horizontal(blend[c], low_x[:x1 - x0], up_x[:x1 - x0], frac_x[:x1 - x0], False, target[t, c, ty][x0:x1])
@@ -336,11 +334,12 @@ if AVAILABLE:
     @njit(**_JIT)
     def _render_rows(src, plan_table, lam, masks, half_lut, target, final, strides, direct, half_kind, scale, shift,
                      tables, erase, area, align_corners, worker, workers, blocks):
-        """Worker `worker`'s share of the output rows: blocks worker, worker + workers, ... of `blocks` runs.
+        """Runs worker, worker + workers, ... of the output rows cut into `blocks` runs of consecutive rows.
 
-        Runs without the GIL, one call per thread (`render_cpu`). With `direct` the rows are computed
-        in place in `target`, the float32 C-contiguous output; otherwise in a scratch row and stored
-        into `final`, the output's flat storage, at its element `strides` in its dtype (`_store_row`).
+        `render_cpu` calls it once for every run on one thread (0, 1, blocks), and `_render_parallel`
+        once per run (block, blocks, blocks). With `direct` the rows are computed in place in `target`,
+        the float32 C-contiguous output; otherwise in a scratch row and stored into `final`, the
+        output's flat storage, at its element `strides` in its dtype (`_store_row`).
         """
         count, size = plan_table.shape[0], src.shape[1]
         values = plan_table.view(np.float32)  # the erase values are float32 bits in the int32 table
@@ -362,7 +361,7 @@ if AVAILABLE:
 
     @njit(parallel=True, **_JIT)
     def _render_parallel(src, plan_table, lam, masks, half_lut, target, final, strides, direct, half_kind, scale,
-                         shift, tables, erase, area, align_corners, workers, blocks):
+                         shift, tables, erase, area, align_corners, blocks):
         """`_render_rows` on numba's threads, a run of rows at a time, handed out as threads come free.
 
         Dynamic hand-out (chunk size 1) matters when the cores are shared, as with DALI decoding the
@@ -394,13 +393,9 @@ def _arrays(images: torch.Tensor, plan: MixPlan, settings: RenderSettings, out: 
     into its flat storage at its strides. Few distinct argument types keep the compiled variants few
     (each costs seconds to compile once per machine).
     """
-    if images.dtype == torch.uint8:
-        src = images.contiguous().numpy()
-        scale = [1.0 / (255.0 * s) for s in settings.std]
-    else:
-        src = images.to(torch.float32).permute(0, 2, 3, 1).contiguous().numpy()
-        scale = [1.0 / s for s in settings.std]
-    shift = [-m / s for m, s in zip(settings.mean, settings.std)]
+    uint8 = images.dtype == torch.uint8
+    src = (images if uint8 else images.to(torch.float32).permute(0, 2, 3, 1)).contiguous().numpy()
+    scale, shift = settings.affine(uint8)
     masks, half_lut = plan.masks, np.zeros(1, np.float32)
     if masks is None or not masks.numel():
         masks_array = np.zeros((1, 1, 1), np.int16)
@@ -444,7 +439,7 @@ def render_cpu(images: torch.Tensor, plan: MixPlan, settings: RenderSettings | N
     workers = max(1, min(torch.get_num_threads(), lines // 16))  # 1: render on this thread alone
     blocks = max(1, min(lines // 16, 16 * workers))
     erase = (COL_CELLS + int(plan.cells.shape[1]), 0 if plan.erase is None else int(plan.erase.shape[1]),
-             np.asarray([1.0 / (255.0 * s) for s in settings.std], np.float32))
+             np.asarray(settings.affine(True)[0], np.float32))
     args = (*arrays, tables, erase, area, settings.align_corners)
     key = (str(images.dtype), str(out.dtype), arrays[8], settings.resample, settings.align_corners)
     started = time.perf_counter()
@@ -455,7 +450,7 @@ def render_cpu(images: torch.Tensor, plan: MixPlan, settings: RenderSettings | N
         with _ONE_AT_A_TIME:  # numba's workqueue threads (its fallback layer) cannot be entered twice at once
             previous = numba.set_parallel_chunksize(1)
             try:
-                _render_parallel(*args, workers, blocks)
+                _render_parallel(*args, blocks)
             finally:
                 numba.set_parallel_chunksize(previous)
     _compile_seconds.setdefault(key, time.perf_counter() - started)
