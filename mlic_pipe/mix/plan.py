@@ -219,7 +219,8 @@ class MixPlan:
         `values` (N_out, E, 3) per-channel values (normalized, or 0-255 colours); `seeds` (N_out, E) noise seeds."""
         boxes = np.asarray(boxes, dtype=np.int64)
         n, count = boxes.shape[:2]
-        values = np.zeros((n, count, 3), np.float32) if values is None else np.asarray(values, np.float32)
+        values = np.zeros((n, count, 3), np.float32) if values is None else \
+            np.ascontiguousarray(values, np.float32)  # viewed as int32 bits below
         seeds = np.zeros((n, count), np.int64) if seeds is None else np.asarray(seeds, np.int64)
         table = np.concatenate([boxes.astype(np.int32), np.asarray(kinds, np.int32)[..., None],
                                 values.reshape(n, count, 3).view(np.int32), seeds.astype(np.int32)[..., None]], -1)
