@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from mlic_pipe.mix.noise import erase_noise
 from mlic_pipe.mix.plan import (ERASE_COLOUR, ERASE_KIND, ERASE_NOISE, ERASE_NONE, ERASE_SEED, ERASE_V0,
-                                ERASE_X0, ERASE_X1, ERASE_Y0, ERASE_Y1, MASK_BOX, MASK_CONSTANT, MASK_DENSE, MASK_NONE,
+                                ERASE_X1, ERASE_Y0, MASK_BOX, MASK_CONSTANT, MASK_DENSE, MASK_NONE,
                                 MASK_RESIZED, MASK_RESIZED_NEAREST, MixPlan, cell_edges)
 from mlic_pipe.mix.settings import IMAGENET_MEAN, IMAGENET_STD, RenderSettings, check_render_call, image_size_of
 
@@ -70,14 +70,19 @@ def _splice(source: torch.Tensor, cells: torch.Tensor, grid: torch.Tensor, resam
     return result
 
 
+def _inside(boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, S, S) bool: which pixels lie in each of the N boxes y0, x0, y1, x1 (end-exclusive)."""
+    pos = torch.arange(size, device=boxes.device)
+    y0, x0, y1, x1 = boxes.long().unbind(1)
+    return ((pos >= y0[:, None]) & (pos < y1[:, None]))[:, :, None] & \
+        ((pos >= x0[:, None]) & (pos < x1[:, None]))[:, None, :]
+
+
 def _mask_mix(primary: torch.Tensor, source: torch.Tensor, plan: MixPlan, masked: torch.Tensor, size: int,
               align_corners: bool) -> torch.Tensor:
     """The masked outputs: ``w * primary + (1 - w) * partner`` with each mode's weight map (see `MixPlan`)."""
     mode = plan.mask_mode[masked].long()[:, None, None]
-    pos = torch.arange(size, device=source.device)
-    y0, x0, y1, x1 = plan.box[masked].long().unbind(1)
-    inside = ((pos >= y0[:, None]) & (pos < y1[:, None]))[:, :, None] & \
-             ((pos >= x0[:, None]) & (pos < x1[:, None]))[:, None, :]
+    inside = _inside(plan.box[masked], size)
     zero = torch.zeros((), device=source.device)
     weight = torch.ones((len(masked), size, size), device=source.device)
     weight = torch.where(((mode == MASK_BOX) | (mode == MASK_RESIZED) | (mode == MASK_RESIZED_NEAREST)) & inside, zero,
@@ -101,7 +106,6 @@ def _mask_mix(primary: torch.Tensor, source: torch.Tensor, plan: MixPlan, masked
 def _erase(result: torch.Tensor, erase: torch.Tensor, mean, std) -> None:
     """Paint the erase boxes over the finished outputs, box by box in order (a later box covers an earlier one)."""
     size = result.shape[-1]
-    pos = torch.arange(size, device=result.device)
     mean_t = torch.tensor(mean, dtype=torch.float32, device=result.device)
     std_t = torch.tensor(std, dtype=torch.float32, device=result.device)
     for e in range(erase.shape[1]):
@@ -109,13 +113,11 @@ def _erase(result: torch.Tensor, erase: torch.Tensor, mean, std) -> None:
         kind = box[:, ERASE_KIND]
         values = erase[:, e, ERASE_V0:ERASE_V0 + 3].contiguous().view(torch.float32)
         fill = torch.where((kind == ERASE_COLOUR)[:, None], (values / 255.0 - mean_t) / std_t, values)
-        inside = ((pos >= box[:, ERASE_Y0, None]) & (pos < box[:, ERASE_Y1, None]))[:, :, None] & \
-                 ((pos >= box[:, ERASE_X0, None]) & (pos < box[:, ERASE_X1, None]))[:, None, :]
-        inside &= (kind != ERASE_NONE)[:, None, None]
-        painted = fill[:, :, None, None].expand_as(result).clone()
+        inside = _inside(box[:, ERASE_Y0:ERASE_X1 + 1], size) & (kind != ERASE_NONE)[:, None, None]
+        result.copy_(torch.where(inside[:, None], fill[:, :, None, None], result))
         for n in torch.nonzero(kind == ERASE_NOISE).flatten().tolist():  # noise: per box, as the spec computes it
-            painted[n] = erase_noise(int(box[n, ERASE_SEED]), size, device=result.device)
-        result.copy_(torch.where(inside[:, None], painted, result))
+            noise = erase_noise(int(box[n, ERASE_SEED]), size, device=result.device)
+            result[n] = torch.where(inside[n], noise, result[n])
 
 
 def render_reference(images: torch.Tensor, plan: MixPlan, settings: RenderSettings | None = None, *,
