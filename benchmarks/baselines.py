@@ -40,22 +40,21 @@ def bytes_moved(images: torch.Tensor, outputs: int, dtype: torch.dtype) -> int:
     return images.numel() * images.element_size() + outputs * 3 * size * size * torch.finfo(dtype).bits // 8
 
 
-def copy_floor(nbytes: int, device: str):
-    """A callable copying `nbytes` on `device` (half read, half written): the bandwidth a render is held to."""
-    src = torch.ones(nbytes // 2, dtype=torch.uint8, device=device)  # touched: see `output_copy`
+def _kept_copy(src: torch.Tensor):
+    """A callable copying `src` into a buffer kept across calls. Both are filled once: an untouched CPU
+    allocation maps one zero page, which reads faster than memory and would flatter the floor."""
     dst = torch.zeros_like(src)
     return lambda: dst.copy_(src)
 
 
-def output_copy(outputs: int, size: int, dtype: torch.dtype, device: str):
-    """A callable copying one (outputs, 3, size, size) tensor of `dtype` into another, both kept across calls.
+def copy_floor(nbytes: int, device: str):
+    """A callable copying `nbytes` on `device` (half read, half written): the bandwidth a render is held to."""
+    return _kept_copy(torch.ones(nbytes // 2, dtype=torch.uint8, device=device))
 
-    The source is filled once: an untouched CPU allocation maps one zero page, which reads
-    faster than memory and would flatter the floor.
-    """
-    src = torch.ones((outputs, 3, size, size), dtype=dtype, device=device)
-    dst = torch.empty_like(src).fill_(0)
-    return lambda: dst.copy_(src)
+
+def output_copy(outputs: int, size: int, dtype: torch.dtype, device: str):
+    """A callable copying one (outputs, 3, size, size) tensor of `dtype` into another, both kept across calls."""
+    return _kept_copy(torch.ones((outputs, 3, size, size), dtype=dtype, device=device))
 
 
 def published_op_sequence(images: torch.Tensor, plan, out: torch.Tensor | None = None,
