@@ -116,3 +116,22 @@ def test_the_loader_erases_a_row_alike_whatever_its_batch(tmp_path):
             MLICLoader(index, 4, image_size=32, device="cpu", erase=["cutout"])
     assert len(plans) == 24 and all(len(found) == 2 and torch.equal(*found) for found in plans.values())
     assert len({tuple(found[0].flatten().tolist()) for found in plans.values()}) == 24  # and rows differ
+
+
+@pytest.mark.slow  # ~10 s: three loaders over a whole epoch (the default run stays under 6 minutes; CI runs it)
+def test_a_rows_pixels_are_the_same_on_one_rank_and_on_two():
+    """Crop, flip and erase boxes are functions of (seed, epoch, row): the rendered image of a row is bitwise the
+    same whichever rank of how many ranks delivers it, in whichever batch position."""
+    demo = load("demo")
+    index = demo.subset(np.arange(len(demo)) < 24)
+    seen = {}
+    for world_size in (1, 2):
+        for rank in range(world_size):
+            loader = MLICLoader(index, 4, image_size=32, device="cpu", mix=None, seed=7, num_threads=1,
+                                rank=rank, world_size=world_size,
+                                erase=[Cutout(0.5), RandomErasing(1.0, "pixel", 2)])
+            for batch in loader:
+                for k, row in enumerate(batch.rows.tolist()):
+                    seen.setdefault(row, []).append(batch.images[k].clone())
+    assert sorted(seen) == list(range(24))
+    assert all(len(images) == 2 and torch.equal(*images) for images in seen.values())
