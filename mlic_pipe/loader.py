@@ -38,6 +38,7 @@ from mlic_pipe.distributed import all_gather_objects, rank_and_world_size
 from mlic_pipe.errors import ON_ERROR, ConfigError, LoaderStateError, MLICDataError
 from mlic_pipe.loading.batch import Batch
 from mlic_pipe.loading.buffers import OutputBuffers
+from mlic_pipe.loading.crops import CROPS, CropSettings
 from mlic_pipe.loading.order import RankRows, epoch_share, sample_uniforms, without_bad
 from mlic_pipe.loading.resume import LoaderState, reshard
 from mlic_pipe.loading.shard_stream import ShardStream, rank_span, shard_steps, shard_total
@@ -77,8 +78,12 @@ class MLICLoader:
         on_error: "raise" (an undecodable image raises `MLICDataError` naming it) or "skip"
             (it is replaced for this epoch, counted in `skipped`, reported with a warning, agreed
             across ranks and left out of later epochs).
-        prefetch, hw_decoder_load, random_area, random_aspect_ratio, flip_prob: DALI settings
-            (see `mlic_pipe.pipeline.DecodeSettings`).
+        crop: "random" (default when training), "multiscale", "squash" (default otherwise) or "center"; the
+            random crop's ``scale`` / ``ratio``, the centre crop's ``crop_pct`` (`mlic_pipe.loading.crops`), or a
+            `CropSettings` (then those three are not given).
+        normalize: False hands over images in [0, 1] (the mean and std are not applied), for models trained so
+            (ML-Decoder, ASL).
+        prefetch, hw_decoder_load, flip_prob: DALI settings (see `mlic_pipe.pipeline.DecodeSettings`).
         resample, align_corners: how spliced cells are downsampled (see `mlic_pipe.mix.RenderSettings`).
         label_rule: how mask mixes combine labels ("union" or "area"; see `mix_targets`).
         erase: Cutout / RandomErasing (`mlic_pipe.mix.erasing`), or a list of them: boxes painted over each output
@@ -91,8 +96,9 @@ class MLICLoader:
                  channels_last: bool = False, mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, return_plan: bool = False, rank: int | None = None,
                  world_size: int | None = None, on_error: str = "raise", prefetch: int = 2,
-                 hw_decoder_load: float = 0.65, random_area: tuple[float, float] = (0.7, 1.0),
-                 random_aspect_ratio: tuple[float, float] = (3 / 4, 4 / 3), flip_prob: float = 0.5,
+                 hw_decoder_load: float = 0.65, crop: str | CropSettings | None = None,
+                 scale: tuple[float, float] = (0.7, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
+                 crop_pct: float = 0.875, normalize: bool = True, flip_prob: float = 0.5,
                  resample: str = "bilinear", align_corners: bool = True, label_rule: str = "union", erase=None):
         _check_arguments(index, batch_size, image_size, on_error)
         self.index, self.batch_size, self.image_size = index, int(batch_size), int(image_size)
@@ -104,11 +110,13 @@ class MLICLoader:
         self.drop_last = self.train if drop_last is None else bool(drop_last)
         self.return_plan, self.label_rule = bool(return_plan), label_rule
         self.rank, self.world_size = rank_and_world_size(rank, world_size)
+        if not normalize:
+            mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
         self.render_settings = RenderSettings(mean=mean, std=std, out_dtype=dtype, resample=resample,
                                               align_corners=align_corners, channels_last=channels_last)
         threads = num_threads if num_threads is not None else min(os.cpu_count() or 1, 8)
-        self.settings = DecodeSettings(image_size=self.image_size, train=self.train, random_area=tuple(random_area),
-                                       random_aspect_ratio=tuple(random_aspect_ratio), flip_prob=flip_prob,
+        crop = _crop_settings(crop, self.train, scale, ratio, crop_pct)
+        self.settings = DecodeSettings(image_size=self.image_size, train=self.train, crop=crop, flip_prob=flip_prob,
                                        num_threads=int(threads), prefetch=int(prefetch),
                                        hw_decoder_load=hw_decoder_load)
         self.settings.validate()
@@ -419,6 +427,16 @@ class _Resume:
 
 
 _ERASE_STREAM = 0x45524153  # keeps the erase draws of a row apart from its crop draws (same seed, epoch, row)
+
+
+def _crop_settings(crop, train: bool, scale, ratio, crop_pct) -> CropSettings:
+    """The loader's crop arguments as `CropSettings` (a given instance as is)."""
+    if isinstance(crop, CropSettings):
+        return crop
+    if crop is not None and not isinstance(crop, str):
+        raise ConfigError(f"{{crop}} takes a mode name ({', '.join(CROPS)}) or a CropSettings, got {crop!r}")
+    mode = crop if crop is not None else "random" if train else "squash"
+    return CropSettings(mode=mode, scale=tuple(scale), ratio=tuple(ratio), crop_pct=float(crop_pct))
 
 
 def _erasers(erase) -> list:

@@ -26,10 +26,11 @@ import nvidia.dali.types as types
 from nvidia.dali import Pipeline, pipeline_def
 
 from mlic_pipe.errors import ConfigError
+from mlic_pipe.loading.crops import CropSettings, multiscale_windows
 from mlic_pipe.loading.diagnose import what_is_wrong
 from mlic_pipe.loading.order import sample_uniforms
 
-__all__ = ["DRAWS", "DecodeSettings", "build_pipeline", "decode_augment", "probe_decode", "probe_encoded"]
+__all__ = ["DRAWS", "DecodeSettings", "build_pipeline", "crop_window", "decode_augment", "probe_decode", "probe_encoded"]
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,10 @@ class DecodeSettings:
 
     Attributes:
         image_size: S, the side of the square output.
-        train: random crop + flip (training) or a plain resize (evaluation).
-        random_area: crop area as a fraction of the image (CSRA's recipe: 0.7-1.0).
-        random_aspect_ratio: crop aspect range (the usual 3/4-4/3).
-        flip_prob: probability of a horizontal flip.
+        train: flips (and, by default, the random crop) for training; a plain resize for evaluation.
+        crop: the crop mode and its arguments (`mlic_pipe.loading.crops`); None: "random" when training,
+            "squash" (the whole image resized) otherwise.
+        flip_prob: probability of a horizontal flip (training only).
         num_threads: DALI CPU worker threads.
         prefetch: DALI prefetch queue depth (batches decoded ahead).
         hw_decoder_load: share of JPEGs sent to the GPU's hardware decoder (A100/H100), GPU only.
@@ -50,21 +51,25 @@ class DecodeSettings:
 
     image_size: int = 448
     train: bool = True
-    random_area: tuple[float, float] = (0.7, 1.0)
-    random_aspect_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    crop: CropSettings | None = None
     flip_prob: float = 0.5
     num_threads: int = 2
     prefetch: int = 2
     hw_decoder_load: float = 0.65
     antialias: bool = True
 
+    @property
+    def cropping(self) -> CropSettings:
+        """The crop in effect (`crop`, or the default for `train`)."""
+        return self.crop if self.crop is not None else CropSettings(mode="random" if self.train else "squash")
+
+    @property
+    def needs_draws(self) -> bool:
+        """Whether samples take per-sample uniforms (a random window, or a flip)."""
+        return self.cropping.needs_draws or (self.train and self.flip_prob > 0)
+
     def validate(self) -> None:
-        low, high = self.random_area
-        if not 0 < low <= high <= 1:
-            raise ConfigError(f"{{random_area}} must satisfy 0 < low <= high <= 1, got {self.random_area}")
-        low, high = self.random_aspect_ratio
-        if not 0 < low <= high:
-            raise ConfigError(f"{{random_aspect_ratio}} must satisfy 0 < low <= high, got {self.random_aspect_ratio}")
+        self.cropping.validate()
         if not 0 <= self.flip_prob <= 1:
             raise ConfigError(f"{{flip_prob}} must be within [0, 1], got {self.flip_prob}")
         if self.num_threads < 1:
@@ -75,7 +80,7 @@ class DecodeSettings:
             raise ConfigError(f"{{hw_decoder_load}} must be within [0, 1], got {self.hw_decoder_load}")
 
 
-DRAWS = 5  # per-sample uniforms: crop area, crop aspect, crop x, crop y, flip
+DRAWS = 5  # per-sample uniforms: crop area (multiscale: the window), crop aspect, crop x, crop y, flip
 
 
 class _Draws:
@@ -96,16 +101,14 @@ class _Draws:
         return sample_uniforms(self.seed, self.epoch, rows, DRAWS)
 
 
-def _random_crop_window(encoded, draws, settings: DecodeSettings):
-    """Anchor and shape (x, y order) of a random-area, random-aspect crop, computed in the pipeline.
+def _random_window(width, height, draws, crop: CropSettings):
+    """Anchor and shape (x, y order, pixels) of a random-area, random-aspect crop, computed in the pipeline.
 
-    The crop covers ``area ~ U(random_area)`` of the image at ``log aspect ~ U(log random_aspect_ratio)``,
-    clamped to the image, at a uniform position: one draw per sample, no rejection loop.
+    The crop covers ``area ~ U(scale)`` of the image at ``log aspect ~ U(log ratio)``, clamped to the
+    image, at a uniform position: one draw per sample, no rejection loop.
     """
-    shape = fn.peek_image_shape(encoded, dtype=types.FLOAT)
-    height, width = shape[0], shape[1]
-    low, high = settings.random_area
-    log_low, log_high = (math.log(r) for r in settings.random_aspect_ratio)
+    low, high = crop.scale
+    log_low, log_high = (math.log(r) for r in crop.ratio)
     area = height * width * (low + draws[0] * (high - low))
     aspect = dmath.exp(log_low + draws[1] * (log_high - log_low))
     crop_w = dmath.min(dmath.sqrt(area * aspect), width)
@@ -114,22 +117,52 @@ def _random_crop_window(encoded, draws, settings: DecodeSettings):
     return anchor, fn.stack(crop_w, crop_h)
 
 
-def decode_augment(encoded, uniforms, settings: DecodeSettings, gpu: bool):
-    """Decode `encoded` to uint8 S x S RGB: cropped by `uniforms` (`DRAWS` per sample) and flipped when training.
+def _multiscale_window(width, height, draws, crop: CropSettings, image_size: int):
+    """The MultiScaleCrop window that ``draws[0]`` picks from `multiscale_windows`' table, in pixels."""
+    table = multiscale_windows(image_size, crop.multiscale_base(image_size), crop.scales, crop.max_distort)
+    pick = fn.cast(dmath.floor(dmath.min(draws[0] * len(table), len(table) - 1)), dtype=types.INT32)  # cast rounds
+    keys = list(range(len(table)))
+    x0, y0, w, h = (fn.lookup_table(pick, keys=keys, values=table[:, k].tolist(), dtype=types.FLOAT) for k in range(4))
+    return fn.stack(x0 * width, y0 * height), fn.stack(w * width, h * height)
 
-    `uniforms` is None for evaluation (a plain resize). Shared by the file and the shard pipelines.
+
+def _center_window(width, height, crop: CropSettings, image_size: int):
+    """timm's evaluation crop as a window: a square of `center_side` of the shorter side, centred."""
+    side = dmath.min(width, height) * crop.center_side(image_size)
+    return fn.stack((width - side) * 0.5, (height - side) * 0.5), fn.stack(side, side)
+
+
+def crop_window(encoded, draws, settings: DecodeSettings):
+    """Anchor and shape (x, y order, pixels) of the sample's window, or None for the whole image (squash)."""
+    crop = settings.cropping
+    if crop.mode == "squash":
+        return None
+    shape = fn.peek_image_shape(encoded, dtype=types.FLOAT)
+    height, width = shape[0], shape[1]
+    if crop.mode == "random":
+        return _random_window(width, height, draws, crop)
+    if crop.mode == "multiscale":
+        return _multiscale_window(width, height, draws, crop, settings.image_size)
+    return _center_window(width, height, crop, settings.image_size)
+
+
+def decode_augment(encoded, uniforms, settings: DecodeSettings, gpu: bool):
+    """Decode `encoded` to uint8 S x S RGB: the crop's window (`crop_window`), resized, flipped when training.
+
+    `uniforms` (`DRAWS` per sample) is None when nothing is random (`settings.needs_draws`). Shared by the file
+    and the shard pipelines.
     """
     decoder = "mixed" if gpu else "cpu"
     gpu_args = {"hw_decoder_load": settings.hw_decoder_load} if gpu else {}
     size = settings.image_size
-    if uniforms is None:
+    window = crop_window(encoded, uniforms, settings)
+    if window is None:
         images = fn.decoders.image(encoded, device=decoder, output_type=types.RGB, **gpu_args)
-        return fn.resize(images, resize_x=size, resize_y=size, antialias=settings.antialias)
-    anchor, window = _random_crop_window(encoded, uniforms, settings)
-    images = fn.decoders.image_slice(encoded, anchor, window, device=decoder, output_type=types.RGB,
-                                     normalized_anchor=False, normalized_shape=False, axis_names="WH", **gpu_args)
+    else:
+        images = fn.decoders.image_slice(encoded, *window, device=decoder, output_type=types.RGB,
+                                         normalized_anchor=False, normalized_shape=False, axis_names="WH", **gpu_args)
     images = fn.resize(images, resize_x=size, resize_y=size, antialias=settings.antialias)
-    if settings.flip_prob > 0:
+    if settings.train and settings.flip_prob > 0:
         images = fn.flip(images, horizontal=fn.cast(uniforms[4] < settings.flip_prob, dtype=types.INT32))
     return images
 
@@ -156,7 +189,7 @@ def build_pipeline(files: list[str], rows: list[int], batch_size: int, settings:
     The reader pads the last batch by repeating its final sample; the loader cuts it back.
     """
     settings.validate()
-    draws = _Draws(rows, batch_size, seed, epoch) if settings.train else None
+    draws = _Draws(rows, batch_size, seed, epoch) if settings.needs_draws else None
     pipe = _decode_pipeline(files, rows, settings, device_id is not None, draws, batch_size=batch_size,
                             num_threads=settings.num_threads, device_id=device_id, seed=seed & 0x7FFFFFFF,
                             prefetch_queue_depth=settings.prefetch)

@@ -277,8 +277,8 @@ def test_bad_settings_raise_clearly(demo):
         MLICLoader(demo, 4, image_size=32, mix="splicemix")
     with pytest.raises(ValueError, match="on_error"):
         MLICLoader(demo, 4, on_error="ignore")
-    with pytest.raises(ValueError, match="random_area"):
-        MLICLoader(demo, 4, random_area=(0.0, 1.0))
+    with pytest.raises(ValueError, match="scale"):
+        MLICLoader(demo, 4, scale=(0.0, 1.0))
 
 
 _RSS_PROBE = """

@@ -136,6 +136,31 @@ def test_cutout_and_random_erasing_flags_reach_the_training_batches(tmp_path):
         small(tmp_path, cutout=1.5).validate()
 
 
+def test_crop_flip_and_normalize_flags_reach_both_loaders(tmp_path):
+    """`--crop multiscale --crop-scale --eval-crop center --crop-pct --hflip 0 --no-normalize` as loader settings;
+    unnormalized images are the [0, 1] images the normalized ones come from."""
+    from mlic_pipe.datasets import load
+    from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD
+    from mlic_pipe.training.trainer import _loaders
+
+    index = load("demo")
+    config = small(tmp_path, mix="none", crop="multiscale", eval_crop="center", crop_pct=0.9, hflip=0.0,
+                   normalize=False, batch_size=8, image_size=32)
+    loader, val_loader = _loaders(config, index, index, "cpu")
+    assert loader.settings.cropping.mode == "multiscale" and loader.settings.flip_prob == 0
+    assert val_loader.settings.cropping.mode == "center" and val_loader.settings.cropping.crop_pct == 0.9
+    plain = next(iter(loader)).images.clone()
+    normalized = next(iter(_loaders(small(tmp_path, mix="none", crop="multiscale", hflip=0.0, batch_size=8,
+                                          image_size=32), index, None, "cpu")[0])).images
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    torch.testing.assert_close(plain, normalized * std + mean, atol=1e-5, rtol=0)
+    random_loader, _ = _loaders(small(tmp_path, crop_scale="0.2,0.4"), index, None, "cpu")
+    assert random_loader.settings.cropping.scale == (0.2, 0.4)
+    for bad in ("0.5", "0,1", "0.9,0.5"):
+        with pytest.raises(ConfigError, match="crop_scale"):
+            small(tmp_path, crop_scale=bad).validate()
+
+
 def test_cli_train_reports_map_and_writes_a_json_log(tmp_path, capsys):
     out = tmp_path / "cli"
     code = main(["train", "--backbone", "resnet18", "--epochs", "1", "--image-size", "64", "--batch-size", "16",
@@ -205,6 +230,33 @@ def test_warmup_cosine_and_step_schedules_follow_their_formulas():
         assert cosine[step] == pytest.approx(0.5 * (1 + math.cos(math.pi * (step - 5) / 15)))
     step_lrs = lrs("step", step_size=2, step_gamma=0.5)
     assert step_lrs[5:10] == pytest.approx([1.0] * 5) and step_lrs[10:20] == pytest.approx([0.5] * 10)
+    # CSRA's WarmUpLR (utils/warmUpLR.py): base_lr * last_epoch / total_iters, stepped each iteration from 0
+    from_zero = lrs("step", step_size=2, step_gamma=0.5, warmup_from_zero=True)
+    assert from_zero[:5] == pytest.approx([t / 5 for t in range(5)]) and from_zero[5:10] == pytest.approx([1.0] * 5)
+    assert from_zero[10:20] == pytest.approx([0.5] * 10)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "sam"])
+def test_weight_decay_leaves_biases_and_norms_out_as_timms_parameter_groups_do(optimizer):
+    from timm.optim import param_groups_weight_decay
+
+    from mlic_pipe.models import build_model
+    from mlic_pipe.training.optim import build_optimizer
+
+    model = build_model("resnet18", "csra", 5, num_heads=2)
+    built = build_optimizer(TrainConfig(optimizer=optimizer, weight_decay=3e-4, filter_bias_and_bn=True, lr=0.1,
+                                        backbone_lr_mult=0.1), model)
+    groups = built.base.param_groups if optimizer == "sam" else built.param_groups
+    exempt = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+    decayed = {id(p) for g in groups if g["weight_decay"] == 3e-4 for p in g["params"]}
+    timm_groups = param_groups_weight_decay(model, weight_decay=3e-4)
+    assert exempt == {id(p) for g in timm_groups if g["weight_decay"] == 0 for p in g["params"]}
+    assert decayed == {id(p) for g in timm_groups if g["weight_decay"] == 3e-4 for p in g["params"]}
+    assert exempt and decayed and len(exempt) + len(decayed) == len(list(model.parameters()))
+    head = {id(p) for p in model.head.parameters()}
+    assert all(g["lr"] == pytest.approx(0.1 if id(g["params"][0]) in head else 0.01) for g in groups if g["params"])
+    plain = build_optimizer(TrainConfig(optimizer=optimizer, weight_decay=3e-4), model)
+    assert all(g["weight_decay"] == 3e-4 for g in (plain.base if optimizer == "sam" else plain).param_groups)
 
 
 def _free_port() -> int:
@@ -240,8 +292,9 @@ def test_torchrun_style_ddp_over_gloo_trains_and_gathers_the_whole_validation_se
     assert math.isfinite(ranks[0]["weights_sum"])
 
 
-def test_evaluate_equals_sklearn_on_the_same_predictions_with_ignore(tmp_path):
-    """The trainer's evaluation (loader order, rank gathering, ignore rows) against a direct computation."""
+@pytest.mark.parametrize("tta", ["none", "flip"])
+def test_evaluate_equals_sklearn_on_the_same_predictions_with_ignore(tmp_path, tta):
+    """The trainer's evaluation (loader order, rank gathering, ignore rows, flip TTA) against a direct computation."""
     import numpy as np
     from sklearn.metrics import average_precision_score
 
@@ -256,11 +309,14 @@ def test_evaluate_equals_sklearn_on_the_same_predictions_with_ignore(tmp_path):
     model = build_model("resnet18", "avg", index.num_classes).eval()
     config = TrainConfig(loss="bce")
     loader = MLICLoader(index, 16, image_size=64, train=False, return_plan=True, num_threads=2)
-    report = evaluate(model, loader, index, Objective(config), torch.autocast("cpu", enabled=False), progress=False)
+    report = evaluate(model, loader, index, Objective(config), torch.autocast("cpu", enabled=False), progress=False,
+                      tta=tta)
     scores = np.zeros(index.targets.shape)
     with torch.no_grad():
         for images, _, plan in loader:
-            scores[plan.indices.numpy()] = torch.sigmoid(model(images)).numpy()
+            mirrored = torch.from_numpy(images.numpy()[..., ::-1].copy())
+            own = torch.sigmoid(model(images)).numpy()
+            scores[plan.indices.numpy()] = own if tta == "none" else (own + torch.sigmoid(model(mirrored)).numpy()) / 2
     expected = []
     for c in range(index.num_classes):
         keep = ~index.ignore[:, c]

@@ -113,7 +113,7 @@ def _shard_pipeline(index: ShardIndex, order, rank, world_size, shuffle, seeds, 
                     gpu: bool, bad_feed):
     encoded, labels, rows, *ignore = _read(index, order, rank, world_size, shuffle, seeds[0])
     encoded = _replace_known_bad(encoded, rows, bad_feed)
-    uniforms = fn.random.uniform(range=[0.0, 1.0], shape=[DRAWS], seed=seeds[1]) if settings.train else None
+    uniforms = fn.random.uniform(range=[0.0, 1.0], shape=[DRAWS], seed=seeds[1]) if settings.needs_draws else None
     return (decode_augment(encoded, uniforms, settings, gpu), labels, rows, *ignore)
 
 

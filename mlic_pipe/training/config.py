@@ -12,6 +12,7 @@ from typing import Any
 
 from mlic_pipe.datasets.index import MISSING_FILES
 from mlic_pipe.errors import ON_ERROR, ConfigError
+from mlic_pipe.loading.crops import CROPS
 from mlic_pipe.losses import LOSSES
 from mlic_pipe.mix.cells import CELL_FORMS
 from mlic_pipe.mix.erasing import ERASE_MODES
@@ -20,9 +21,11 @@ from mlic_pipe.mix.targets import TARGET_RULES
 from mlic_pipe.models import HEADS
 from mlic_pipe.training.optim import BASE_OPTIMIZERS, OPTIMIZERS, SCHEDULES
 
-__all__ = ["AMP_MODES", "MASK_MIXES", "TrainConfig"]
+__all__ = ["AMP_MODES", "EVAL_CROPS", "MASK_MIXES", "TTA_MODES", "TrainConfig"]
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+EVAL_CROPS = ("squash", "center")
+TTA_MODES = ("none", "flip")
 # The mixers with a partner and a weight map: they take `append` and SUMix. ResizeMix and SaliencyMix were left out
 # of this list when they were added, so `--mix-append` was silently ignored for them; keep it complete.
 MASK_MIXES = ("cutmix", "fmix", "mixup", "resizemix", "saliencymix")
@@ -66,6 +69,18 @@ class TrainConfig:
                              "present) or area (lam * y_a + (1 - lam) * y_b with lam the primary's pixel fraction, "
                              "the published CutMix/FMix weighting); SpliceMix always takes the union of its cells",
                              choices=TARGET_RULES)
+    crop: str = option("random", "training crop: random (area --crop-scale, aspect 3/4-4/3), multiscale (ML-GCN / "
+                       "SpliceMix fixed-offset MultiScaleCrop), squash (the whole image, ML-Decoder / ASL) or center",
+                       choices=CROPS)
+    crop_scale: str = option("0.7,1.0", "random crop: area range as a fraction of the image (timm's scale)",
+                             metavar="LOW,HIGH")
+    eval_crop: str = option("squash", "evaluation crop: squash (the whole image resized) or center (timm's, "
+                            "--crop-pct)", choices=EVAL_CROPS)
+    crop_pct: float = option(0.875, "center crop: the crop's fraction of the resized shorter side")
+    hflip: float = option(0.5, "probability of a horizontal flip of a training image")
+    normalize: bool = option(True, "normalize with ImageNet's mean and std; --no-normalize hands over [0, 1] "
+                             "images (ML-Decoder, ASL)")
+    tta: str = option("none", "evaluation: flip averages the scores of each image and its mirror", choices=TTA_MODES)
     cutout: float = option(0.0, "ML-Decoder's Cutout: one box of side FACTOR x S of a random colour per training image "
                            "(0.5 as published; 0 = off)", metavar="FACTOR")
     reprob: float = option(0.0, "timm's random erasing: probability per training image (0 = off)")
@@ -93,8 +108,12 @@ class TrainConfig:
     momentum: float = option(0.9, "SGD momentum")
     sgd_nesterov: bool = option(True, "Nesterov momentum for SGD")
     backbone_lr_mult: float = option(0.1, "backbone lr = lr x this")
+    filter_bias_and_bn: bool = option(False, "no weight decay on biases and norm weights (timm's parameter groups; "
+                                      "ML-Decoder's and ASL's add_weight_decay)")
     schedule: str = option("cosine", "lr schedule after the warmup", choices=SCHEDULES)
     warmup_epochs: float = option(1.0, "linear warmup, in epochs")
+    warmup_from_zero: bool = option(False, "warm up per step from lr 0 (CSRA's WarmUpLR: lr x t / T) rather than "
+                                    "from lr / T")
     step_size: int = option(10, "step schedule: epochs between decays")
     step_epochs: str | None = option(None, "step schedule: decay after these epochs instead, e.g. 39,59",
                                      metavar="E1,E2")
@@ -122,7 +141,8 @@ class TrainConfig:
         """Each number within what can work (a flag of 0 or -1 is refused here, not deep in a library)."""
         least = {"epochs": 1, "batch_size": 1, "image_size": 16, "threads": 1, "step_size": 1,
                  "limit_train_batches": 1, "weight_decay": 0, "warmup_epochs": 0, "cl_weight": 0, "sumix_gamma": 0,
-                 "backbone_lr_mult": 0, "momentum": 0, "step_gamma": 0, "cutout": 0, "reprob": 0, "recount": 1}
+                 "backbone_lr_mult": 0, "momentum": 0, "step_gamma": 0, "cutout": 0, "reprob": 0, "recount": 1,
+                 "hflip": 0, "crop_pct": 0.05}
         for name, low in least.items():
             value = getattr(self, name)
             if value is not None and value < low:
@@ -131,9 +151,19 @@ class TrainConfig:
             raise ConfigError(f"{{lr}} must be at least 0, got {self.lr}")
         if self.momentum >= 1:
             raise ConfigError(f"{{momentum}} must be below 1, got {self.momentum}")
-        for name in ("cutout", "reprob"):
+        for name in ("cutout", "reprob", "hflip", "crop_pct"):
             if getattr(self, name) > 1:
                 raise ConfigError(f"{{{name}}} must be at most 1, got {getattr(self, name)}")
+
+    def crop_scale_range(self) -> tuple[float, float]:
+        """`crop_scale` as (low, high), refused unless 0 < low <= high <= 1."""
+        try:
+            low, high = (float(part) for part in self.crop_scale.split(","))
+        except ValueError:
+            raise ConfigError(f"{{crop_scale}} takes two numbers LOW,HIGH, got {self.crop_scale!r}") from None
+        if not 0 < low <= high <= 1:
+            raise ConfigError(f"{{crop_scale}} must satisfy 0 < LOW <= HIGH <= 1, got {self.crop_scale!r}")
+        return low, high
 
     def validate(self) -> None:
         """Raise `ConfigError` for a value or a combination that cannot work, before any work is done."""
@@ -143,10 +173,12 @@ class TrainConfig:
                 raise ConfigError(f"{{{name}}} must be one of {', '.join(registry)}, got {getattr(self, name)!r}")
         for name, allowed in (("amp", AMP_MODES), ("on_error", ON_ERROR), ("missing", MISSING_FILES),
                               ("cl_form", CELL_FORMS), ("sam_base", BASE_OPTIMIZERS), ("label_rule", TARGET_RULES),
-                              ("remode", ERASE_MODES)):
+                              ("remode", ERASE_MODES), ("crop", CROPS), ("eval_crop", EVAL_CROPS),
+                              ("tta", TTA_MODES)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{{{name}}} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         self._check_ranges()
+        self.crop_scale_range()
         if self.splicemix_cl and self.mix != "splicemix":
             raise ConfigError("{splicemix_cl} needs {mix:splicemix} (it compares spliced cells with their sources)")
         if self.sumix and (self.mix not in MASK_MIXES or not self.mix_append):

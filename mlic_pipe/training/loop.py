@@ -158,16 +158,24 @@ def train_one_epoch(parts: RunParts, loader: MLICLoader, epoch: int, epochs: int
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: MLICLoader, index: LabelIndex, objective: Objective,
-             autocast: contextlib.AbstractContextManager, desc: str = "eval", progress: bool = True) -> MetricReport:
-    """Metrics of `model` on the unmixed evaluation loader, gathered over ranks; padding counted once."""
+             autocast: contextlib.AbstractContextManager, desc: str = "eval", progress: bool = True,
+             tta: str = "none") -> MetricReport:
+    """Metrics of `model` on the unmixed evaluation loader, gathered over ranks; padding counted once.
+
+    ``tta="flip"`` scores each image as the mean of its own and its mirror image's probabilities.
+    """
     was_training = model.training
     model.eval()
     accumulator = MetricAccumulator(index.classes)
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
         with autocast:
             logits = model(batch.images)
+            mirrored = model(batch.images.flip(-1)) if tta == "flip" else None
+        scores = objective.probabilities(logits)
+        if mirrored is not None:
+            scores = (scores + objective.probabilities(mirrored)) / 2
         real = ~batch.padded.to(logits.device)
         ignore = None if batch.ignore is None else batch.ignore[real]
-        accumulator.update(objective.probabilities(logits)[real], batch.targets[real], ignore)
+        accumulator.update(scores[real], batch.targets[real], ignore)
     model.train(was_training)
     return accumulator.compute(distributed=True)

@@ -1,7 +1,9 @@
 """Optimizers and learning-rate schedules by name, built from torch's own classes.
 
 Two parameter groups: the backbone at ``lr * backbone_lr_mult`` and the head at ``lr``, as the
-papers fine-tune pretrained backbones. Schedules are compositions of `torch.optim.lr_scheduler`
+papers fine-tune pretrained backbones; with ``filter_bias_and_bn`` each is split again into a group
+with weight decay and one without it for biases and 1-D weights (norms), as timm's
+`param_groups_weight_decay` and ML-Decoder's / ASL's `add_weight_decay` do. Schedules are compositions of `torch.optim.lr_scheduler`
 classes (a `LinearLR` warm-up chained by `SequentialLR` to `CosineAnnealingLR` or `MultiStepLR`; or
 `OneCycleLR`), stepped once per optimizer step, so their state saves and resumes with torch's.
 """
@@ -36,6 +38,8 @@ class OptimSettings(Protocol):
     sam_base: str
     sam_rho: float
     backbone_lr_mult: float
+    filter_bias_and_bn: bool
+    warmup_from_zero: bool
     epochs: int
     schedule: str
     warmup_epochs: float
@@ -77,17 +81,37 @@ BASE_OPTIMIZERS = ("adamw", "adam", "sgd")  # what SAM may wrap
 def build_optimizer(config: OptimSettings, model: nn.Module) -> torch.optim.Optimizer:
     """The configured optimizer over the model's backbone (scaled lr) and head parameter groups."""
     lr = config.lr if config.lr is not None else DEFAULT_LR[config.sam_base if config.optimizer == "sam" else config.optimizer]
-    backbone = [p for p in model.backbone.parameters() if p.requires_grad]
-    head = [p for p in model.head.parameters() if p.requires_grad]
-    groups = [{"params": backbone, "lr": lr * config.backbone_lr_mult}, {"params": head, "lr": lr}]
+    groups = []
+    for part, part_lr in ((model.backbone, lr * config.backbone_lr_mult), (model.head, lr)):
+        params = [(name, p) for name, p in part.named_parameters() if p.requires_grad]
+        if not config.filter_bias_and_bn:
+            groups.append({"params": [p for _, p in params], "lr": part_lr})
+            continue
+        exempt = [p for name, p in params if _no_decay(name, p)]
+        groups.append({"params": [p for name, p in params if not _no_decay(name, p)], "lr": part_lr})
+        groups.append({"params": exempt, "lr": part_lr, "weight_decay": 0.0})
     return OPTIMIZERS.create(config.optimizer, groups, lr, config)
 
 
-def _after_warmup(optimizer, decay: lr_scheduler.LRScheduler, warmup: int) -> lr_scheduler.LRScheduler:
-    """`decay`, preceded by a linear warm-up from lr/warmup to lr over `warmup` steps when warmup > 0."""
+def _no_decay(name: str, param: torch.Tensor) -> bool:
+    """timm's and ML-Decoder's rule: biases and 1-D weights (norm scales and shifts) take no weight decay."""
+    return param.ndim <= 1 or name.endswith(".bias")
+
+
+def _after_warmup(optimizer, decay: lr_scheduler.LRScheduler, warmup: int,
+                  from_zero: bool = False) -> lr_scheduler.LRScheduler:
+    """`decay`, preceded by a linear warm-up over `warmup` steps when warmup > 0.
+
+    The ramp goes from lr / warmup at the first step to lr at the last; `from_zero` is CSRA's WarmUpLR
+    instead: lr x t / warmup at step t = 0 .. warmup - 1 (0 at the first step), lr from step `warmup` on.
+    """
     if warmup <= 0:
         return decay
-    ramp = lr_scheduler.LinearLR(optimizer, start_factor=1.0 / warmup, end_factor=1.0, total_iters=max(warmup - 1, 1))
+    if from_zero:
+        ramp = lr_scheduler.LambdaLR(optimizer, lambda step: step / warmup)
+    else:
+        ramp = lr_scheduler.LinearLR(optimizer, start_factor=1.0 / warmup, end_factor=1.0,
+                                     total_iters=max(warmup - 1, 1))
     return lr_scheduler.SequentialLR(optimizer, [ramp, decay], milestones=[warmup])
 
 
@@ -127,7 +151,9 @@ def build_scheduler(config: OptimSettings, optimizer: torch.optim.Optimizer,
     """The configured schedule, stepped once per optimizer step."""
     warmup = int(config.warmup_epochs * steps_per_epoch)
     schedule = SCHEDULES.create(config.schedule, optimizer, config, steps_per_epoch, warmup)
-    return schedule if config.schedule == "onecycle" else _after_warmup(optimizer, schedule, warmup)
+    if config.schedule == "onecycle":
+        return schedule
+    return _after_warmup(optimizer, schedule, warmup, config.warmup_from_zero)
 
 
 def scheduler_at(config: OptimSettings, optimizer: torch.optim.Optimizer, steps_per_epoch: int,

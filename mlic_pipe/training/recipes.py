@@ -3,8 +3,7 @@
 A recipe sets what the paper's public training script sets (backbone, image size, batch, optimizer,
 learning rate and schedule, epochs, head and loss arguments, mix, EMA, strategy); any flag given
 on the command line overrides it. `source` says where each value was read. What the package does
-not implement (ML-Decoder's RandAugment, the optimizers' bias/BN weight-decay filter,
-SpliceMix's multi-scale crop) is named in `differences`, so a user knows what is not reproduced.
+not reproduce is named in `differences`, so a user knows.
 
 Batch sizes are per rank, as `TrainConfig.batch_size`: SpliceMix's 32 is the total over its GPUs.
 """
@@ -31,14 +30,15 @@ _COCO_SPLICEMIX = dict(
     backbone="resnet101", pretrained=True, image_size=448, head="max", loss="bce", mix="splicemix",
     epochs=80, batch_size=32, optimizer="sgd", sgd_nesterov=False, momentum=0.9, weight_decay=1e-4, lr=0.05,
     backbone_lr_mult=0.1, schedule="step", step_epochs="39,59", step_gamma=0.1, warmup_epochs=0.0, amp="fp16",
-    seed=95,
+    seed=95, crop="multiscale", eval_crop="squash",
 )
 _SPLICEMIX_SOURCE = ("zuiran/SpliceMix: main.py (lr 0.05, batch 32, S 448, SGD momentum 0.9, wd 1e-4, lrp 0.1, "
                      "80 epochs, steps [40, 60] as MultiStepLR milestones 39, 59, lr x0.1, AMP, seed 95), "
-                     "utilities/utils.py (optimizer, scheduler), models/loss_fns.py (MultiLabelSoftMarginLoss = "
+                     "utilities/utils.py (optimizer, scheduler; training images Resize(S + S // 7) + "
+                     "MultiScaleCrop(S, scales (1, .875, .75, .66, .5), max_distort 2) + flip, evaluation "
+                     "Resize((S, S)), ImageNet normalization), models/loss_fns.py (MultiLabelSoftMarginLoss = "
                      "BCE mean), models/SpliceMix_CL.py (global max pooling + linear)")
-_SPLICEMIX_DIFFERENCES = ("batch 32 is the total over the published run's GPUs (ours is per rank); the published "
-                          "train transform is a multi-scale fixed-offset crop, ours DALI's random-area crop; "
+_SPLICEMIX_DIFFERENCES = ("batch 32 is the total over the published run's GPUs (ours is per rank); "
                           "gradient clipping at 10 (published without AMP only) is not applied")
 
 RECIPES: Registry[Recipe] = Registry("recipe")
@@ -54,24 +54,29 @@ RECIPES.register("csra-coco", lambda: Recipe(
     dict(backbone="resnet101", pretrained=True, image_size=448, head="csra", head_kwargs={"num_heads": 6, "lam": 0.5},
          loss="bce", mix="none", epochs=30, batch_size=16, optimizer="sgd", sgd_nesterov=False, momentum=0.9,
          weight_decay=1e-4, lr=0.1, backbone_lr_mult=0.1, schedule="step", step_size=5, step_gamma=0.1,
-         warmup_epochs=2.0, amp="off"),
+         warmup_epochs=2.0, warmup_from_zero=True, amp="off", crop="random", crop_scale="0.7,1.0", normalize=False,
+         eval_crop="squash"),
     "Kevinz-code/CSRA: main.py (batch 16, SGD momentum 0.9, wd 1e-4, backbone lr 0.01 and classifier lr 0.1, "
     "StepLR every 5 epochs on COCO x0.1, 2 warm-up epochs, 30 epochs, S 448), README (COCO ResNet-101: 6 heads, "
-    "lambda 0.5), pipeline/resnet_csra.py (BCE mean)",
-    "the published warm-up is per-iteration linear from 0; ours starts at lr / warm-up steps", "CSRA (Zhu & Wu)"),
+    "lambda 0.5), pipeline/resnet_csra.py (BCE mean), utils/warmUpLR.py (per-iteration linear warm-up from 0), "
+    "pipeline/resnet_dataset.py (flip + RandomResizedCrop(S, scale (0.7, 1)) for training, Resize((S, S)) for "
+    "evaluation, images in [0, 1]: mean 0, std 1)",
+    "", "CSRA (Zhu & Wu)"),
     "CSRA, 6 heads, ResNet-101 at 448 on MS-COCO")
 _MLDECODER = dict(backbone="tresnet_l", pretrained=True, image_size=448, head="mldecoder",
                   head_kwargs={"embed_dim": 768}, mix="none",  # queries: min(C, 100), one per COCO class weight_decay=1e-4,
-                  backbone_lr_mult=1.0, schedule="onecycle", ema=0.9997, cutout=0.5)  # CutoutPIL(cutout_factor=0.5)
+                  backbone_lr_mult=1.0, schedule="onecycle", ema=0.9997, cutout=0.5,  # CutoutPIL(cutout_factor=0.5)
+                  crop="squash", eval_crop="squash", hflip=0.0, normalize=False)
 RECIPES.register("mldecoder-asl-coco", lambda: Recipe(
     dict(_MLDECODER, loss="asl", loss_kwargs={"gamma_neg": 4, "gamma_pos": 0, "clip": 0.05}, epochs=40,
+         filter_bias_and_bn=True,
          batch_size=56, optimizer="adam", lr=1e-4, warmup_epochs=8.0, amp="fp16"),
     "Alibaba-MIIL/ML_Decoder: train.py (TResNet-L, S 448, batch 56, full decoding: one query per class, embedding "
     "768, Adam lr 1e-4 with wd 1e-4, OneCycleLR pct_start 0.2 over 40 epochs, EMA 0.9997, ASL gamma_neg 4 "
     "gamma_pos 0 clip 0.05 with the focusing weight detached, AMP; training images Resize(448) + "
-    "CutoutPIL(cutout_factor=0.5) + RandAugment, no normalization)",
-    "no RandAugment (Cutout is in, painted after the crop instead of before RandAugment); weight decay also on "
-    "biases and norms (published filters them)",
+    "CutoutPIL(cutout_factor=0.5) + RandAugment, no flip, no normalization; add_weight_decay: no decay on "
+    "biases and 1-D weights)",
+    "no RandAugment (Cutout is in, painted after the resize instead of before RandAugment)",
     "ML-Decoder (Ridnik et al.)"),
     "ML-Decoder with ASL, TResNet-L at 448 on MS-COCO")
 RECIPES.register("mldecoder-aam-coco", lambda: Recipe(

@@ -87,15 +87,18 @@ def _loaders(config: TrainConfig, train_index: LabelIndex, val_index: LabelIndex
     if config.mix in ("cutmix", "fmix", "mixup"):
         mixer_options["alpha"] = 1.0  # ResizeMix draws a scale range and SaliencyMix's default is already 1.0
     common = dict(image_size=config.image_size, device=device, num_threads=config.threads, seed=config.seed,
-                  channels_last=config.channels_last, on_error=config.on_error)
+                  channels_last=config.channels_last, on_error=config.on_error, normalize=config.normalize,
+                  crop_pct=config.crop_pct)
     erase = ([Cutout(config.cutout)] if config.cutout else []) + \
         ([RandomErasing(config.reprob, config.remode, config.recount)] if config.reprob else [])
     loader = MLICLoader(train_index, config.batch_size, train=True, label_rule=config.label_rule,
-                        mix=create_mixer(config.mix, **mixer_options), erase=erase, **common)
+                        mix=create_mixer(config.mix, **mixer_options), erase=erase, crop=config.crop,
+                        scale=config.crop_scale_range(), flip_prob=config.hflip, **common)
     if len(loader) == 0:
         raise ConfigError(f"{len(train_index)} training images make no full batch of {config.batch_size} "
                           "(per rank): lower {batch_size}")
-    val_loader = None if val_index is None else MLICLoader(val_index, config.batch_size, train=False, **common)
+    val_loader = None if val_index is None else MLICLoader(val_index, config.batch_size, train=False,
+                                                                   crop=config.eval_crop, **common)
     if val_loader is None:
         log.info("no validation set (DATA is a single annotation file and no validation dataset is given, or the "
                  "validation split is empty): training without evaluation; set val_data to get mAP each epoch")
@@ -200,12 +203,12 @@ def _resume(config: TrainConfig, parts: RunParts, result: TrainResult,
     return progress, epoch_steps
 
 
-def _validate_epoch(parts: RunParts, val_loader, val_index, record: dict, progress: bool) -> MetricReport:
-    final = evaluate(parts.model, val_loader, val_index, parts.objective, parts.autocast, progress=progress)
+def _validate_epoch(parts: RunParts, val_loader, val_index, record: dict, progress: bool, tta: str) -> MetricReport:
+    final = evaluate(parts.model, val_loader, val_index, parts.objective, parts.autocast, progress=progress, tta=tta)
     record.update(final.as_dict())
     if parts.ema is not None:
         record["mAP_ema"] = evaluate(parts.ema.module, val_loader, val_index, parts.objective, parts.autocast,
-                                     desc="eval ema", progress=progress).mAP
+                                     desc="eval ema", progress=progress, tta=tta).mAP
     return final
 
 
@@ -269,7 +272,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
                                  steps=resumed_steps, checkpoint_every=config.checkpoint_every, checkpoint=save)
         resumed, resumed_steps = None, None
         if val_loader is not None:
-            result.final = _validate_epoch(parts, val_loader, val_index, record, progress)
+            result.final = _validate_epoch(parts, val_loader, val_index, record, progress, config.tta)
         improved = result.add(record)
         if is_main:
             _save_epoch(config, parts, result, train_index.classes, epoch, improved, val_loader is not None)
