@@ -36,6 +36,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _names_from(choices):
+    """An argparse type: one name of `choices`, or several joined by commas (a mix schedule)."""
+    def parse(text: str) -> str:
+        names = [name.strip() for name in text.split(",")]
+        wrong = [name for name in names if name not in choices]
+        if wrong or not all(names):
+            raise argparse.ArgumentTypeError(f"{', '.join(wrong) or repr(text)}: choose from {', '.join(choices)} "
+                                             "(several joined by commas)")
+        return ",".join(names)
+    parse.__name__ = "names"
+    return parse
+
+
 def _at_least(low: int):
     """An argparse type: an integer of at least `low` (argparse names the flag in its error)."""
     def parse(text: str) -> int:
@@ -288,6 +301,10 @@ def _config_flag(parser: argparse.ArgumentParser, spec: Field) -> None:
     elif kind == "dict":
         parser.add_argument(flag, dest=spec.name, action="append", default=unset, metavar=meta.get("metavar"),
                             help=help_text)
+    elif meta.get("many"):
+        names = list(meta["choices"])
+        parser.add_argument(flag, dest=spec.name, type=_names_from(names), default=unset,
+                            metavar=meta.get("metavar") or "{" + ",".join(names) + "}[,...]", help=help_text)
     else:
         choices = list(meta["choices"]) if meta.get("choices") is not None else None
         parser.add_argument(flag, dest=spec.name, type={"int": int, "float": float}.get(kind, str), default=unset,

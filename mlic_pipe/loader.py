@@ -46,6 +46,7 @@ from mlic_pipe.loading.stream import DecodeStream, UndecodableFiles, as_torch
 from mlic_pipe.mix import (IMAGENET_MEAN, IMAGENET_STD, MixPlan, RenderSettings, create_mixer, mix_targets,
                            plan_batch, render)
 from mlic_pipe.mix.erasing import erase_plan
+from mlic_pipe.mix.schedule import MixSchedule
 from mlic_pipe.pipeline import DecodeSettings, dali_reason
 from mlic_pipe.shards.format import unpack_labels
 from mlic_pipe.shards.index import ShardIndex
@@ -64,7 +65,9 @@ class MLICLoader:
         batch_size: images read per step, B. A mixer may append M mixed images (SpliceMix: B // 4).
         image_size: S, the side of the square images.
         train: random crop + flip and shuffling (True) or a plain resize in order (False).
-        mix: a `Mixer`, a registered name ("splicemix", "cutmix", "fmix", "mixup", "none") or None.
+        mix: a `Mixer`, a registered name ("splicemix", "cutmix", "fmix", "mixup", "none") or None; or several
+            (a list, or names joined by commas) chosen per batch with ``mix_weights``. ``mix_prob``: the chance a
+            batch is mixed at all; ``mix_off_epoch``: no mixing from that epoch on (`mlic_pipe.mix.MixSchedule`).
         device: "auto" (CUDA when present), "cpu" or "cuda[:N]": where decoding (GPU: DALI 'mixed'),
             rendering and the returned tensors live.
         num_threads: DALI CPU threads (default: the CPU count, at most 8).
@@ -99,11 +102,12 @@ class MLICLoader:
                  hw_decoder_load: float = 0.65, crop: str | CropSettings | None = None,
                  scale: tuple[float, float] = (0.7, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
                  crop_pct: float = 0.875, normalize: bool = True, flip_prob: float = 0.5,
-                 resample: str = "bilinear", align_corners: bool = True, label_rule: str = "union", erase=None):
+                 resample: str = "bilinear", align_corners: bool = True, label_rule: str = "union", erase=None,
+                 mix_weights: Sequence[float] | None = None, mix_prob: float = 1.0, mix_off_epoch: int | None = None):
         _check_arguments(index, batch_size, image_size, on_error)
         self.index, self.batch_size, self.image_size = index, int(batch_size), int(image_size)
         self.train, self.seed, self.on_error = bool(train), int(seed), on_error
-        self.mixer = create_mixer(mix)
+        self.mixer = _mixer(mix, mix_weights, mix_prob, mix_off_epoch)
         self.erasers = tuple(_erasers(erase))
         self.device = resolve_device(device)
         self.shuffle = self.train if shuffle is None else bool(shuffle)
@@ -155,9 +159,9 @@ class MLICLoader:
 
     def _check_mixer(self) -> None:
         """Fail now, not at step 1, if the mixer cannot work with this batch and image size."""
-        if self.mixer is not None:
-            blank = torch.zeros((self.batch_size, self.image_size, self.image_size, 3), dtype=torch.uint8)
-            plan = plan_batch(self.mixer, blank, self.image_size, np.random.default_rng(self.seed), device="cpu")
+        blank = torch.zeros((self.batch_size, self.image_size, self.image_size, 3), dtype=torch.uint8)
+        for mixer in getattr(self.mixer, "mixers", [] if self.mixer is None else [self.mixer]):
+            plan = plan_batch(mixer, blank, self.image_size, np.random.default_rng(self.seed), device="cpu")
             plan.validate(self.batch_size, self.image_size)
 
     def set_epoch(self, epoch: int) -> None:
@@ -318,6 +322,8 @@ class MLICLoader:
         count = len(images)
         with self._stage("plan"):
             rng = np.random.default_rng([self.seed, epoch, self.rank, 1, batch_index])
+            if hasattr(self.mixer, "set_epoch"):  # a MixSchedule: off from some epoch
+                self.mixer.set_epoch(epoch)
             if self.mixer is not None and count >= self.mixer.min_batch_size:
                 plan = plan_batch(self.mixer, images, self.image_size, rng, device=self.device)
             else:  # no mixer, or a last partial batch too small for the mixer's grids: delivered unmixed
@@ -427,6 +433,18 @@ class _Resume:
 
 
 _ERASE_STREAM = 0x45524153  # keeps the erase draws of a row apart from its crop draws (same seed, epoch, row)
+
+
+def _mixer(mix, weights, prob: float, off_epoch: int | None):
+    """The loader's mixer: one as given, or a `MixSchedule` over several, or with a probability or an off epoch."""
+    if isinstance(mix, str) and "," in mix:
+        mix = [name.strip() for name in mix.split(",")]
+    mixers = [create_mixer(m) for m in mix] if isinstance(mix, (list, tuple)) else [create_mixer(mix)]
+    if len(mixers) == 1 and weights is None and prob == 1 and off_epoch is None:
+        return mixers[0]
+    if mixers == [None]:
+        return None  # "none" stays none whatever the schedule
+    return MixSchedule(mixers, weights, prob, off_epoch)
 
 
 def _crop_settings(crop, train: bool, scale, ratio, crop_pct) -> CropSettings:

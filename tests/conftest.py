@@ -32,6 +32,14 @@ def demo_root():
     return ensure_demo(progress=False)
 
 
+@pytest.fixture(scope="session")
+def demo(demo_root):
+    """The demo dataset's training split (a module may define its own `demo` instead)."""
+    from mlic_pipe.datasets import load
+
+    return load("demo")
+
+
 KERNEL_RESOURCES = pytest.StashKey[str]()  # the register table tests/test_kernel_compile.py leaves
 
 

@@ -118,13 +118,6 @@ def test_bad_crop_arguments_say_which():
             settings.validate()
 
 
-@pytest.fixture(scope="module")
-def demo(demo_root):
-    from mlic_pipe.datasets import load
-
-    return load("demo")
-
-
 def test_loader_takes_every_crop_mode_and_hands_unnormalized_images_on_request(demo):
     import torch
 

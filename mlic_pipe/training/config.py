@@ -32,9 +32,12 @@ MASK_MIXES = ("cutmix", "fmix", "mixup", "resizemix", "saliencymix")
 
 
 def option(default: Any, help: str, *, choices=None, flag: str | None = None, metavar: str | None = None,
-           factory=None):
-    """A config field with what the CLI needs to offer it: help, choices (a registry or tuple), flag."""
-    metadata = {"help": help, "choices": choices, "flag": flag, "metavar": metavar}
+           factory=None, many: bool = False):
+    """A config field with what the CLI needs to offer it: help, choices (a registry or tuple), flag.
+
+    `many`: the value is one of `choices` or several joined by commas.
+    """
+    metadata = {"help": help, "choices": choices, "flag": flag, "metavar": metavar, "many": many}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -62,7 +65,13 @@ class TrainConfig:
     loss: str = option("asl", "base loss", choices=LOSSES)
     loss_kwargs: dict = option(None, "loss option, repeatable, e.g. --loss-arg s=23 --loss-arg m=0",
                                flag="--loss-arg", metavar="KEY=VALUE", factory=dict)
-    mix: str = option("splicemix", "augmentation", choices=MIXERS)
+    mix: str = option("splicemix", "augmentation; several joined by commas are chosen per batch (--mix-weights)",
+                      choices=MIXERS, many=True)
+    mix_weights: str | None = option(None, "odds of each --mix name, e.g. 0.5,0.5 (default equal)",
+                                     metavar="W1,W2,...")
+    mix_prob: float = option(1.0, "probability that a batch is mixed at all")
+    mix_off_epoch: int | None = option(None, "no mixing from this epoch on (counted from 0, timm's mixup-off-epoch)",
+                                       metavar="EPOCH")
     mix_append: bool = option(False, f"mask mixes ({', '.join(MASK_MIXES)}): append B/4 mixed images, keeping "
                                      "the sources (needed by SUMix); SpliceMix always appends")
     label_rule: str = option("union", "mask mixes' labels: union (max of the two sources; both objects count as "
@@ -155,6 +164,32 @@ class TrainConfig:
             if getattr(self, name) > 1:
                 raise ConfigError(f"{{{name}}} must be at most 1, got {getattr(self, name)}")
 
+    def mix_names(self) -> list[str]:
+        """`mix` as its list of names, each refused unless registered."""
+        names = [name.strip() for name in self.mix.split(",")]
+        for name in names:
+            if name not in MIXERS:
+                raise ConfigError(f"{{mix}} must be one of {', '.join(MIXERS)} (or several joined by commas), "
+                                  f"got {name!r}")
+        return names
+
+    def mix_schedule(self) -> dict:
+        """The loader's schedule arguments (mix_weights, mix_prob, mix_off_epoch), refused unless they can work."""
+        weights = None
+        if self.mix_weights:
+            try:
+                weights = [float(w) for w in self.mix_weights.split(",")]
+            except ValueError:
+                raise ConfigError(f"{{mix_weights}} takes numbers joined by commas, got {self.mix_weights!r}") from None
+            if len(weights) != len(self.mix_names()) or min(weights) < 0 or sum(weights) <= 0:
+                raise ConfigError(f"{{mix_weights}} needs one non-negative weight per {{mix}} name "
+                                  f"({len(self.mix_names())}), not all 0, got {self.mix_weights!r}")
+        if not 0 <= self.mix_prob <= 1:
+            raise ConfigError(f"{{mix_prob}} must be within [0, 1], got {self.mix_prob}")
+        if self.mix_off_epoch is not None and self.mix_off_epoch < 0:
+            raise ConfigError(f"{{mix_off_epoch}} must be at least 0, got {self.mix_off_epoch}")
+        return {"mix_weights": weights, "mix_prob": self.mix_prob, "mix_off_epoch": self.mix_off_epoch}
+
     def crop_scale_range(self) -> tuple[float, float]:
         """`crop_scale` as (low, high), refused unless 0 < low <= high <= 1."""
         try:
@@ -167,7 +202,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise `ConfigError` for a value or a combination that cannot work, before any work is done."""
-        for name in ("head", "loss", "mix", "optimizer", "schedule"):
+        for name in ("head", "loss", "optimizer", "schedule"):
             registry = type(self).__dataclass_fields__[name].metadata["choices"]
             if getattr(self, name) not in registry:
                 raise ConfigError(f"{{{name}}} must be one of {', '.join(registry)}, got {getattr(self, name)!r}")
@@ -179,9 +214,11 @@ class TrainConfig:
                 raise ConfigError(f"{{{name}}} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         self._check_ranges()
         self.crop_scale_range()
-        if self.splicemix_cl and self.mix != "splicemix":
+        self.mix_names()
+        self.mix_schedule()
+        if self.splicemix_cl and self.mix_names() != ["splicemix"]:
             raise ConfigError("{splicemix_cl} needs {mix:splicemix} (it compares spliced cells with their sources)")
-        if self.sumix and (self.mix not in MASK_MIXES or not self.mix_append):
+        if self.sumix and (not set(self.mix_names()) <= set(MASK_MIXES) or not self.mix_append):
             raise ConfigError(f"{{sumix}} needs a mask mix in the appended layout: {{mix:{'|'.join(MASK_MIXES)}}} "
                               "and {mix_append}")
         if self.loss == "aam" and self.head == "csra":

@@ -82,17 +82,22 @@ def _load_data(config: TrainConfig) -> tuple[LabelIndex, LabelIndex | None]:
     return train_index, load(config.val_data or config.data, split=config.val_split, **options)
 
 
+def _mixer_options(config: TrainConfig, name: str) -> dict:
+    options = {"append": config.mix_append} if name in MASK_MIXES else {}
+    if name in ("cutmix", "fmix", "mixup"):
+        options["alpha"] = 1.0  # ResizeMix draws a scale range and SaliencyMix's default is already 1.0
+    return options
+
+
 def _loaders(config: TrainConfig, train_index: LabelIndex, val_index: LabelIndex | None, device: str):
-    mixer_options = {"append": config.mix_append} if config.mix in MASK_MIXES else {}
-    if config.mix in ("cutmix", "fmix", "mixup"):
-        mixer_options["alpha"] = 1.0  # ResizeMix draws a scale range and SaliencyMix's default is already 1.0
+    mixers = [create_mixer(name, **_mixer_options(config, name)) for name in config.mix_names()]
     common = dict(image_size=config.image_size, device=device, num_threads=config.threads, seed=config.seed,
                   channels_last=config.channels_last, on_error=config.on_error, normalize=config.normalize,
                   crop_pct=config.crop_pct)
     erase = ([Cutout(config.cutout)] if config.cutout else []) + \
         ([RandomErasing(config.reprob, config.remode, config.recount)] if config.reprob else [])
     loader = MLICLoader(train_index, config.batch_size, train=True, label_rule=config.label_rule,
-                        mix=create_mixer(config.mix, **mixer_options), erase=erase, crop=config.crop,
+                        mix=mixers, erase=erase, crop=config.crop, **config.mix_schedule(),
                         scale=config.crop_scale_range(), flip_prob=config.hflip, **common)
     if len(loader) == 0:
         raise ConfigError(f"{len(train_index)} training images make no full batch of {config.batch_size} "
