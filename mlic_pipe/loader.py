@@ -37,6 +37,7 @@ from mlic_pipe.devices import dali_device_id, device_scope, resolve_device
 from mlic_pipe.distributed import all_gather_objects, rank_and_world_size
 from mlic_pipe.errors import ON_ERROR, ConfigError, LoaderStateError, MLICDataError
 from mlic_pipe.loading.batch import Batch
+from mlic_pipe.loading.auto_augment import AutoAugment, parse_auto_augment
 from mlic_pipe.loading.buffers import OutputBuffers
 from mlic_pipe.loading.crops import CROPS, CropSettings
 from mlic_pipe.loading.order import RankRows, epoch_share, sample_uniforms, without_bad
@@ -89,6 +90,9 @@ class MLICLoader:
         prefetch, hw_decoder_load, flip_prob: DALI settings (see `mlic_pipe.pipeline.DecodeSettings`).
         resample, align_corners: how spliced cells are downsampled (see `mlic_pipe.mix.RenderSettings`).
         label_rule: how mask mixes combine labels ("union" or "area"; see `mix_targets`).
+        auto_augment: timm's RandAugment string ("rand-m9-n2-mstd0.5", "-inc1"), "trivial" or "auto": ops run in
+            the DALI graph after the flip (training only), decided by the row's (seed, epoch, row) draws
+            (`mlic_pipe.loading.auto_augment`).
         erase: Cutout / RandomErasing (`mlic_pipe.mix.erasing`), or a list of them: boxes painted over each output
             by the render in the same pass; a regular output's boxes are a function of (seed, epoch, row).
     """
@@ -103,7 +107,8 @@ class MLICLoader:
                  scale: tuple[float, float] = (0.7, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
                  crop_pct: float = 0.875, normalize: bool = True, flip_prob: float = 0.5,
                  resample: str = "bilinear", align_corners: bool = True, label_rule: str = "union", erase=None,
-                 mix_weights: Sequence[float] | None = None, mix_prob: float = 1.0, mix_off_epoch: int | None = None):
+                 mix_weights: Sequence[float] | None = None, mix_prob: float = 1.0, mix_off_epoch: int | None = None,
+                 auto_augment: str | AutoAugment | None = None):
         _check_arguments(index, batch_size, image_size, on_error)
         self.index, self.batch_size, self.image_size = index, int(batch_size), int(image_size)
         self.train, self.seed, self.on_error = bool(train), int(seed), on_error
@@ -121,6 +126,7 @@ class MLICLoader:
         threads = num_threads if num_threads is not None else min(os.cpu_count() or 1, 8)
         crop = _crop_settings(crop, self.train, scale, ratio, crop_pct)
         self.settings = DecodeSettings(image_size=self.image_size, train=self.train, crop=crop, flip_prob=flip_prob,
+                                       auto_augment=parse_auto_augment(auto_augment),
                                        num_threads=int(threads), prefetch=int(prefetch),
                                        hw_decoder_load=hw_decoder_load)
         self.settings.validate()

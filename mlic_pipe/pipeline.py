@@ -26,6 +26,7 @@ import nvidia.dali.types as types
 from nvidia.dali import Pipeline, pipeline_def
 
 from mlic_pipe.errors import ConfigError
+from mlic_pipe.loading.auto_augment import AutoAugment, apply_auto_augment
 from mlic_pipe.loading.crops import CropSettings, multiscale_windows
 from mlic_pipe.loading.diagnose import what_is_wrong
 from mlic_pipe.loading.order import sample_uniforms
@@ -43,6 +44,8 @@ class DecodeSettings:
         crop: the crop mode and its arguments (`mlic_pipe.loading.crops`); None: "random" when training,
             "squash" (the whole image resized) otherwise.
         flip_prob: probability of a horizontal flip (training only).
+        auto_augment: RandAugment / TrivialAugment / AutoAugment after the flip (`mlic_pipe.loading.auto_augment`),
+            training only.
         num_threads: DALI CPU worker threads.
         prefetch: DALI prefetch queue depth (batches decoded ahead).
         hw_decoder_load: share of JPEGs sent to the GPU's hardware decoder (A100/H100), GPU only.
@@ -52,6 +55,7 @@ class DecodeSettings:
     image_size: int = 448
     train: bool = True
     crop: CropSettings | None = None
+    auto_augment: AutoAugment | None = None
     flip_prob: float = 0.5
     num_threads: int = 2
     prefetch: int = 2
@@ -83,6 +87,9 @@ class DecodeSettings:
 DRAWS = 5  # per-sample uniforms: crop area (multiscale: the window), crop aspect, crop x, crop y, flip
 
 
+AUTO_AUGMENT_STREAM = 0x41554741  # keeps a row's auto-augment draws apart from its crop draws
+
+
 class _Draws:
     """The external source of per-sample draws: batch i holds the draws of rows[i*B:(i+1)*B].
 
@@ -90,15 +97,15 @@ class _Draws:
     history, so a rebuilt or resumed pipeline crops and flips every sample as the first one did.
     """
 
-    def __init__(self, rows: list[int], batch_size: int, seed: int, epoch: int):
+    def __init__(self, rows: list[int], batch_size: int, seed: int, epoch: int, count: int = DRAWS):
         self.rows = np.asarray(rows, dtype=np.int64)
-        self.batch_size, self.seed, self.epoch = batch_size, seed, epoch
+        self.batch_size, self.seed, self.epoch, self.count = batch_size, seed, epoch, count
 
     def __call__(self, info) -> np.ndarray:
         start = info.iteration * self.batch_size
         rows = self.rows[start:start + self.batch_size]
         rows = np.resize(rows if len(rows) else self.rows[-1:], self.batch_size)  # the reader pads likewise
-        return sample_uniforms(self.seed, self.epoch, rows, DRAWS)
+        return sample_uniforms(self.seed, self.epoch, rows, self.count)
 
 
 def _random_window(width, height, draws, crop: CropSettings):
@@ -146,11 +153,11 @@ def crop_window(encoded, draws, settings: DecodeSettings):
     return _center_window(width, height, crop, settings.image_size)
 
 
-def decode_augment(encoded, uniforms, settings: DecodeSettings, gpu: bool):
+def decode_augment(encoded, uniforms, settings: DecodeSettings, gpu: bool, policy_uniforms=None):
     """Decode `encoded` to uint8 S x S RGB: the crop's window (`crop_window`), resized, flipped when training.
 
-    `uniforms` (`DRAWS` per sample) is None when nothing is random (`settings.needs_draws`). Shared by the file
-    and the shard pipelines.
+    `uniforms` (`DRAWS` per sample) is None when nothing is random (`settings.needs_draws`); `policy_uniforms`
+    (`auto_augment.draws` per sample) decide the auto-augment ops. Shared by the file and the shard pipelines.
     """
     decoder = "mixed" if gpu else "cpu"
     gpu_args = {"hw_decoder_load": settings.hw_decoder_load} if gpu else {}
@@ -164,16 +171,20 @@ def decode_augment(encoded, uniforms, settings: DecodeSettings, gpu: bool):
     images = fn.resize(images, resize_x=size, resize_y=size, antialias=settings.antialias)
     if settings.train and settings.flip_prob > 0:
         images = fn.flip(images, horizontal=fn.cast(uniforms[4] < settings.flip_prob, dtype=types.INT32))
+    if settings.train and settings.auto_augment is not None:
+        images = apply_auto_augment(images, policy_uniforms, settings.auto_augment, size)
     return images
 
 
-@pipeline_def(enable_conditionals=False)
-def _decode_pipeline(files, rows, settings: DecodeSettings, gpu: bool, draws: _Draws | None):
+def _decode_graph(files, rows, settings: DecodeSettings, gpu: bool, draws: _Draws | None,
+                  policy_draws: _Draws | None):
     encoded, labels = fn.readers.file(files=files, labels=rows, random_shuffle=False, pad_last_batch=True,
                                       name="reader")
     uniforms = None if draws is None else fn.external_source(source=draws, batch=True, batch_info=True,
                                                              dtype=types.FLOAT, ndim=1)
-    return decode_augment(encoded, uniforms, settings, gpu), labels
+    policy_uniforms = None if policy_draws is None else fn.external_source(
+        source=policy_draws, batch=True, batch_info=True, dtype=types.FLOAT, ndim=1)
+    return decode_augment(encoded, uniforms, settings, gpu, policy_uniforms), labels
 
 
 def build_pipeline(files: list[str], rows: list[int], batch_size: int, settings: DecodeSettings, *,
@@ -190,9 +201,12 @@ def build_pipeline(files: list[str], rows: list[int], batch_size: int, settings:
     """
     settings.validate()
     draws = _Draws(rows, batch_size, seed, epoch) if settings.needs_draws else None
-    pipe = _decode_pipeline(files, rows, settings, device_id is not None, draws, batch_size=batch_size,
-                            num_threads=settings.num_threads, device_id=device_id, seed=seed & 0x7FFFFFFF,
-                            prefetch_queue_depth=settings.prefetch)
+    policy = settings.auto_augment if settings.train else None
+    policy_draws = None if policy is None else _Draws(rows, batch_size, seed ^ AUTO_AUGMENT_STREAM, epoch, policy.draws)
+    graph = pipeline_def(_decode_graph, enable_conditionals=policy is not None)  # auto-augment selects ops by sample
+    pipe = graph(files, rows, settings, device_id is not None, draws, policy_draws, batch_size=batch_size,
+                 num_threads=settings.num_threads, device_id=device_id, seed=seed & 0x7FFFFFFF,
+                 prefetch_queue_depth=settings.prefetch)
     pipe.build()
     return pipe
 

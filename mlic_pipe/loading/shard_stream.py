@@ -108,13 +108,22 @@ def _replace_known_bad(encoded, rows, bad_feed):
                     axes=[0], normalized_anchor=False, normalized_shape=False)
 
 
-@pipeline_def(enable_conditionals=False, enable_checkpointing=True)
-def _shard_pipeline(index: ShardIndex, order, rank, world_size, shuffle, seeds, settings: DecodeSettings,
-                    gpu: bool, bad_feed):
+def _shard_graph(index: ShardIndex, order, rank, world_size, shuffle, seeds, settings: DecodeSettings,
+                 gpu: bool, bad_feed):
     encoded, labels, rows, *ignore = _read(index, order, rank, world_size, shuffle, seeds[0])
     encoded = _replace_known_bad(encoded, rows, bad_feed)
     uniforms = fn.random.uniform(range=[0.0, 1.0], shape=[DRAWS], seed=seeds[1]) if settings.needs_draws else None
-    return (decode_augment(encoded, uniforms, settings, gpu), labels, rows, *ignore)
+    policy = settings.auto_augment if settings.train else None
+    policy_uniforms = None if policy is None else fn.random.uniform(range=[0.0, 1.0], shape=[policy.draws],
+                                                                    seed=seeds[1] ^ 0x4155)
+    return (decode_augment(encoded, uniforms, settings, gpu, policy_uniforms), labels, rows, *ignore)
+
+
+def _shard_pipeline(index, order, rank, world_size, shuffle, seeds, settings: DecodeSettings, *args, **kwargs):
+    """The shard graph as a DALI pipeline (with conditionals when auto-augment selects ops per sample)."""
+    conditionals = settings.train and settings.auto_augment is not None
+    graph = pipeline_def(_shard_graph, enable_conditionals=conditionals, enable_checkpointing=True)
+    return graph(index, order, rank, world_size, shuffle, seeds, settings, *args, **kwargs)
 
 
 @pipeline_def(enable_conditionals=False)

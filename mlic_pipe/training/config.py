@@ -12,6 +12,7 @@ from typing import Any
 
 from mlic_pipe.datasets.index import MISSING_FILES
 from mlic_pipe.errors import ON_ERROR, ConfigError
+from mlic_pipe.loading.auto_augment import parse_auto_augment
 from mlic_pipe.loading.crops import CROPS
 from mlic_pipe.losses import LOSSES
 from mlic_pipe.mix.cells import CELL_FORMS
@@ -90,6 +91,9 @@ class TrainConfig:
     normalize: bool = option(True, "normalize with ImageNet's mean and std; --no-normalize hands over [0, 1] "
                              "images (ML-Decoder, ASL)")
     tta: str = option("none", "evaluation: flip averages the scores of each image and its mirror", choices=TTA_MODES)
+    auto_augment: str | None = option(None, "auto-augment in the DALI graph: timm's RandAugment string (e.g. "
+                                      "rand-m9-n2-mstd0.5, rand-m9-mstd0.5-inc1), trivial (TrivialAugment Wide) or "
+                                      "auto (AutoAugment ImageNet)", metavar="POLICY")
     cutout: float = option(0.0, "ML-Decoder's Cutout: one box of side FACTOR x S of a random colour per training image "
                            "(0.5 as published; 0 = off)", metavar="FACTOR")
     reprob: float = option(0.0, "timm's random erasing: probability per training image (0 = off)")
@@ -216,6 +220,7 @@ class TrainConfig:
         self.crop_scale_range()
         self.mix_names()
         self.mix_schedule()
+        parse_auto_augment(self.auto_augment)
         if self.splicemix_cl and self.mix_names() != ["splicemix"]:
             raise ConfigError("{splicemix_cl} needs {mix:splicemix} (it compares spliced cells with their sources)")
         if self.sumix and (not set(self.mix_names()) <= set(MASK_MIXES) or not self.mix_append):

@@ -66,7 +66,7 @@ RECIPES.register("csra-coco", lambda: Recipe(
 _MLDECODER = dict(backbone="tresnet_l", pretrained=True, image_size=448, head="mldecoder",
                   head_kwargs={"embed_dim": 768}, mix="none",  # queries: min(C, 100), one per COCO class weight_decay=1e-4,
                   backbone_lr_mult=1.0, schedule="onecycle", ema=0.9997, cutout=0.5,  # CutoutPIL(cutout_factor=0.5)
-                  crop="squash", eval_crop="squash", hflip=0.0, normalize=False)
+                  crop="squash", eval_crop="squash", hflip=0.0, normalize=False, auto_augment="rand-m9-n2-mstd0.5")
 RECIPES.register("mldecoder-asl-coco", lambda: Recipe(
     dict(_MLDECODER, loss="asl", loss_kwargs={"gamma_neg": 4, "gamma_pos": 0, "clip": 0.05}, epochs=40,
          filter_bias_and_bn=True,
@@ -76,7 +76,9 @@ RECIPES.register("mldecoder-asl-coco", lambda: Recipe(
     "gamma_pos 0 clip 0.05 with the focusing weight detached, AMP; training images Resize(448) + "
     "CutoutPIL(cutout_factor=0.5) + RandAugment, no flip, no normalization; add_weight_decay: no decay on "
     "biases and 1-D weights)",
-    "no RandAugment (Cutout is in, painted after the resize instead of before RandAugment)",
+    "the published RandAugment() (the `randaugment` package's) runs as DALI's RandAugment ops under timm's "
+    "rand-m9-n2-mstd0.5 policy: a close op set and magnitudes, not the same; Cutout is painted after it, in the "
+    "render, instead of before it",
     "ML-Decoder (Ridnik et al.)"),
     "ML-Decoder with ASL, TResNet-L at 448 on MS-COCO")
 RECIPES.register("mldecoder-aam-coco", lambda: Recipe(
@@ -88,8 +90,8 @@ RECIPES.register("mldecoder-aam-coco", lambda: Recipe(
     "loss setting s 23, m 0, k 0.7, gammas 0; configs/ote_custom_classification/*/main_model_multilabel.yaml "
     "(SAM rho 0.05, lr 0.007, OneCycle pct_start 0.1, 80 epochs, early stopping patience 5, EMA 0.9997, wd 1e-4, "
     "batch 48, no mixed precision)",
-    "no RandAugment (Cutout is in, painted after the crop instead of before RandAugment); SAM's base is our SGD "
-    "(momentum 0.9, Nesterov)",
+    "RandAugment as DALI's ops under timm's rand-m9-n2-mstd0.5 (ML-Decoder's transform); Cutout painted after it; "
+    "SAM's base is our SGD (momentum 0.9, Nesterov)",
     "Combining Metric Learning and Attention Heads (Prokofiev & Sovrasov), ML-Decoder + AAM"),
     "ML-Decoder with the AAM loss, SAM and early stopping, TResNet-L at 448 on MS-COCO")
 

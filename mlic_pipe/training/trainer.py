@@ -98,6 +98,7 @@ def _loaders(config: TrainConfig, train_index: LabelIndex, val_index: LabelIndex
         ([RandomErasing(config.reprob, config.remode, config.recount)] if config.reprob else [])
     loader = MLICLoader(train_index, config.batch_size, train=True, label_rule=config.label_rule,
                         mix=mixers, erase=erase, crop=config.crop, **config.mix_schedule(),
+                        auto_augment=config.auto_augment,
                         scale=config.crop_scale_range(), flip_prob=config.hflip, **common)
     if len(loader) == 0:
         raise ConfigError(f"{len(train_index)} training images make no full batch of {config.batch_size} "
