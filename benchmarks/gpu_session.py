@@ -20,11 +20,13 @@ tool returns the end of the output). Steps:
   sequence, timm, torchvision, kornia), B 64 / 128, S 224 / 448, float32 / bfloat16, autotuned.
 - ``loader-bench``: benchmarks/test_bench_loader.py on CUDA (MLICLoader vs bare DALI vs a DataLoader
   with as many workers as DALI has threads, S 224 / 448) and the per-epoch pipeline rebuild.
+- ``augment-bench``: benchmarks/test_bench_auto_augment.py on CUDA (rand-m9-n2-mstd0.5 and trivial beside the
+  same DALI graph without them, 'mixed' decode).
 - ``profile``: ``mlic-pipe profile --model resnet101 --image-size 448 --dtype bfloat16``.
 - ``train``: a 2-epoch ``mlic-pipe train`` on the demo data with SpliceMix-CL in bf16.
 
 Files in ``--out`` (never more than 8): summary.json, session.log (every command's output),
-pytest-gpu.log, bench-kernel.json, bench-loader.json, profile.json, train-log.jsonl. The session's
+pytest-gpu.log, bench-kernel.json, bench-loader.json, bench-auto-augment.json, profile.json, train-log.jsonl. The session's
 scratch (caches, the train run, DALI's unpacked wheels) lives outside it.
 
 ``--dry-run`` runs the same steps through the same code on the CPU (tiny shapes, the Triton
@@ -50,7 +52,7 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_FILES = ("summary.json", "session.log", "pytest-gpu.log", "bench-kernel.json", "bench-loader.json",
-             "profile.json", "train-log.jsonl")
+             "bench-auto-augment.json", "profile.json", "train-log.jsonl")
 FIXED_KERNEL_CONFIG = "8x64w4"  # the tests' one block config (no autotuning); the benchmarks autotune
 
 __all__ = ["OUT_FILES", "STEPS", "Session", "Step", "StepFailed", "main", "run_steps", "targets"]
@@ -259,6 +261,12 @@ def loader_bench(session: Session) -> dict:
     return _benchmarks(session, "test_bench_loader.py", "bench-loader.json", "cpu" if session.dry_run else "cuda")
 
 
+def augment_bench(session: Session) -> dict:
+    policies = "(crop or trivial)" if session.dry_run else "(crop or n2 or trivial)"  # to fit the budget
+    return _benchmarks(session, "test_bench_auto_augment.py", "bench-auto-augment.json",
+                       f"{'cpu' if session.dry_run else 'cuda'} and {policies}")
+
+
 def profile(session: Session) -> dict:
     shape = (["--model", "resnet18", "--image-size", "64", "--batch-size", "8", "--steps", "2", "--warmup", "1",
               "--device", "cpu"] if session.dry_run else ["--model", "resnet101", "--image-size", "448", "--steps", "20"])
@@ -289,9 +297,9 @@ def train(session: Session) -> dict:
             "images_per_s": round(last["images_per_s"], 1), "seconds": round(result.seconds, 1)}
 
 
-STEPS = (Step("environment", 60, environment), Step("gpu-tests", 120, gpu_tests),
+STEPS = (Step("environment", 60, environment), Step("gpu-tests", 110, gpu_tests),
          Step("kernel-bench", 80, kernel_bench), Step("loader-bench", 70, loader_bench),
-         Step("profile", 35, profile), Step("train", 45, train))
+         Step("augment-bench", 25, augment_bench), Step("profile", 35, profile), Step("train", 40, train))
 
 
 # ------------------------------------------------------------------------------------------ the session

@@ -118,7 +118,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     report = profile_pipeline(index, data=args.data, batch_size=args.batch_size, image_size=args.image_size,
                               mix=args.mix, device=args.device, steps=args.steps, warmup=args.warmup,
                               model=args.model, dtype=_dtypes()[args.dtype], num_threads=args.threads,
-                              on_error=args.on_error, progress=not args.quiet)
+                              on_error=args.on_error, progress=not args.quiet, auto_augment=args.auto_augment)
     print(report.format())
     if args.json:
         Path(args.json).write_text(report.to_json())
@@ -231,13 +231,19 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_preview(args: argparse.Namespace) -> int:
+    from mlic_pipe.mix.erasing import Cutout, RandomErasing
     from mlic_pipe.preview import write_preview
 
     _output_file("--out", args.out)
     index = _load(args, missing=args.missing)
-    write_preview(index, args.out, mix=args.mix, batch_size=args.batch_size, image_size=args.size, seed=args.seed)
-    print(f"wrote {args.out}: {args.batch_size} regular images of {args.data} and their {args.mix} outputs "
-          f"(mixed tiles outlined)")
+    erase = ([Cutout(args.cutout)] if args.cutout else []) + \
+        ([RandomErasing(args.reprob, args.remode)] if args.reprob else [])
+    write_preview(index, args.out, mix=args.mix, batch_size=args.batch_size, image_size=args.size, seed=args.seed,
+                  crop=args.crop, auto_augment=args.auto_augment, erase=erase, normalize=not args.no_normalize)
+    extras = ", ".join(f"{name} {value}" for name, value in (("crop", args.crop), ("auto-augment", args.auto_augment),
+                                                            ("cutout", args.cutout), ("reprob", args.reprob)) if value)
+    print(f"wrote {args.out}: the first training batch of {args.data} ({args.batch_size} images, {args.mix}"
+          f"{', ' + extras if extras else ''}; mixed tiles outlined)")
     return 0
 
 
@@ -324,6 +330,8 @@ def _profile_parser(commands) -> None:
     profile.add_argument("--dtype", default="float32", choices=list(_dtypes()), help="output image dtype "
                          "(default float32)")
     profile.add_argument("--steps", type=_at_least(1), default=20, help="steps timed (default 20)")
+    profile.add_argument("--auto-augment", metavar="POLICY", help="add auto-augment (rand-m9-n2-mstd0.5, trivial, "
+                         "auto) and time it apart")
     profile.add_argument("--warmup", type=_at_least(0), default=2, help="untimed steps first (default 2)")
     profile.add_argument("--model", help="also time a timm model's forward + backward, e.g. resnet50 (random init)")
     profile.add_argument("--threads", type=_at_least(1), help="DALI CPU threads (default: CPU count, at most 8)")
@@ -375,6 +383,8 @@ def _study_parser(commands) -> None:
 
 
 def _other_parsers(commands) -> None:
+    from mlic_pipe.loading.crops import CROPS
+    from mlic_pipe.mix.erasing import ERASE_MODES
     from mlic_pipe.mix import MIXERS
 
     check = commands.add_parser("check", help="inspect a dataset: labels, class frequencies, unusable or odd files")
@@ -390,6 +400,13 @@ def _other_parsers(commands) -> None:
     preview.add_argument("--batch-size", type=_at_least(1), default=16, help="regular images in the batch (default 16)")
     preview.add_argument("--size", type=_at_least(16), default=224, help="image size S (default 224)")
     preview.add_argument("--seed", type=int, default=0, help="seed of the images picked and of the plan")
+    preview.add_argument("--crop", default="random", choices=list(CROPS), help="crop mode (default random)")
+    preview.add_argument("--auto-augment", metavar="POLICY", help="e.g. rand-m9-n2-mstd0.5, trivial, auto")
+    preview.add_argument("--cutout", type=float, default=0.0, metavar="FACTOR", help="ML-Decoder's Cutout (e.g. 0.5)")
+    preview.add_argument("--reprob", type=float, default=0.0, help="timm's random erasing probability")
+    preview.add_argument("--remode", default="pixel", choices=list(ERASE_MODES), help="random erasing fill")
+    preview.add_argument("--no-normalize", action="store_true", help="show [0, 1] images as a run without "
+                         "normalization gets them (the tiles look the same)")
     preview.set_defaults(run=_cmd_preview)
 
     shard = commands.add_parser("shard", help="write a dataset as WebDataset tars (+ DALI index files, dataset.json)",

@@ -1,8 +1,9 @@
-"""`mlic-pipe preview`: render one mixed batch as a captioned PNG grid, to look at before trusting it.
+"""`mlic-pipe preview`: render one training batch as a captioned PNG grid, to look at before trusting it.
 
-Decoding here uses PIL (resize the short side, centre crop): it is for looking, not for training,
-so it does not depend on the DALI loader. The pixels come from the same `render` and the captions
-from the same `mix_targets` as training batches.
+The batch is the loader's own first batch (`MLICLoader` on the CPU): the same DALI crop, flip and
+auto-augment, the same plan, erase boxes, `render` and `mix_targets` as training, so every option a
+run takes shows here as it will be trained on. `decode_batch` (PIL, short side resized, centre crop)
+stays for callers that want pixels without DALI.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 from mlic_pipe.datasets.index import LabelIndex
 from mlic_pipe.shards.index import ShardIndex
 from mlic_pipe.errors import MLICDataError
-from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD, MixPlan, create_mixer, mix_targets, plan_batch, render
+from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD, MixPlan
 from mlic_pipe.mix.plan import MASK_BOX, MASK_CONSTANT, MASK_DENSE, MASK_RESIZED, MASK_RESIZED_NEAREST
 
 __all__ = ["decode_batch", "preview_grid", "write_preview"]
@@ -81,6 +82,8 @@ def preview_grid(images: torch.Tensor, plan: MixPlan, targets: torch.Tensor, cla
         sheet.paste(Image.fromarray(pixels[n]), (x, y))
         names = [classes[c] for c in torch.nonzero(targets[n] > 0).flatten().tolist()]
         kind = "regular" if n < plan.num_regular else _describe(plan, n) or "mixed"
+        if plan.erase is not None and (plan.erase[n, :, 2] > plan.erase[n, :, 0]).any():
+            kind += f" + {int((plan.erase[n, :, 2] > plan.erase[n, :, 0]).sum())} erased"
         if n >= plan.num_regular:
             draw.rectangle([x - 3, y - 3, x + size + 2, y + size + 2], outline=MIXED_OUTLINE, width=3)
         lines = [kind] + textwrap.wrap(", ".join(names) or "(no label)", chars)
@@ -92,23 +95,20 @@ def preview_grid(images: torch.Tensor, plan: MixPlan, targets: torch.Tensor, cla
     return sheet
 
 
-def write_preview(index: LabelIndex | ShardIndex, out: str, *, mix="splicemix", batch_size: int = 16, image_size: int = 224,
-                  seed: int = 0) -> Image.Image:
-    """Render one mixed batch of `index` and save the grid PNG at `out`."""
+def write_preview(index: LabelIndex | ShardIndex, out: str, *, mix="splicemix", batch_size: int = 16,
+                  image_size: int = 224, seed: int = 0, **loader_options) -> Image.Image:
+    """Render the first training batch of `index` (as `MLICLoader` delivers it) and save the grid PNG at `out`.
+
+    `loader_options` go to `MLICLoader`: crop, auto_augment, erase, normalize, flip_prob, ... .
+    """
+    from mlic_pipe.loader import MLICLoader
+
     if batch_size > len(index):
         raise ValueError(f"batch_size {batch_size} exceeds the {len(index)} images of the dataset")
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(len(index), size=batch_size, replace=False))
-    if isinstance(index, ShardIndex):  # the images and labels of the picked rows, read from the tars
-        images = decode_batch([io.BytesIO(index.read_component(r, "image")) for r in rows], image_size,
-                              [index.name(r) for r in rows])
-        truth = index.labels(rows)
-    else:
-        images, truth = decode_batch([index.files[r] for r in rows], image_size), index.targets[rows]
-    mixer = create_mixer(mix)
-    plan = plan_batch(mixer, images, image_size, rng) if mixer is not None else MixPlan.identity(batch_size)
-    rendered = render(images, plan)
-    targets = mix_targets(torch.from_numpy(truth), plan)
-    sheet = preview_grid(rendered, plan, targets, index.classes)
+    loader = MLICLoader(index, batch_size, image_size=image_size, train=True, mix=mix, device="cpu", seed=seed,
+                        drop_last=True, return_plan=True, **loader_options)
+    batch = next(iter(loader))
+    mean, std = loader.render_settings.mean, loader.render_settings.std
+    sheet = preview_grid(batch.images, batch.plan, batch.targets, index.classes, mean=mean, std=std)
     sheet.save(out)
     return sheet

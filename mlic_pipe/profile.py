@@ -45,6 +45,8 @@ class ProfileReport:
     stage_ms: dict[str, float] = field(default_factory=dict)
     renderer: str = ""
     render_first_call_s: float | None = None  # the compiled CPU renderer's first call: compile or cache load
+    auto_augment: str = ""
+    auto_augment_ms: tuple[float, float] | None = None  # bare DALI ms per batch (with the policy, without it)
 
     @property
     def images_per_s(self) -> float:
@@ -76,6 +78,11 @@ class ProfileReport:
             first = "" if self.render_first_call_s is None else \
                 f"; its first call took {self.render_first_call_s:.1f} s (compiling once per machine, else loading it)"
             lines.append(f"  renderer: {self.renderer}{first}")
+        if self.auto_augment_ms is not None:
+            with_it, without = self.auto_augment_ms
+            lines.append(f"  auto-augment {self.auto_augment}: +{with_it - without:.1f} ms per batch of DALI work "
+                         f"(bare DALI, timed apart: {with_it:.1f} ms with it, {without:.1f} ms without); it runs in "
+                         "DALI's threads, inside the first row")
         lines += [
                   f"  end to end: {self.images_per_s:.1f} images/s read "
                   f"({self.images_per_s * self.outputs_per_step / self.batch_size:.1f} outputs/s)",
@@ -134,15 +141,16 @@ def _timed_steps(stream, steps: int, train_step, sync, progress: bool) -> tuple[
 def profile_pipeline(index: LabelIndex, *, data: str = "demo", batch_size: int = 32, image_size: int = 448,
                      mix="splicemix", device="auto", steps: int = 20, warmup: int = 2, model: str | None = None,
                      dtype: torch.dtype = torch.float32, num_threads: int | None = None, seed: int = 0,
-                     on_error: str = "raise", progress: bool = True) -> ProfileReport:
+                     on_error: str = "raise", progress: bool = True, auto_augment: str | None = None) -> ProfileReport:
     """Time `steps` training steps (after `warmup` untimed ones) of the loader, optionally with a model.
 
-    The loader cycles over epochs until enough steps ran, so small datasets work with any `steps`.
+    The loader cycles over epochs until enough steps ran, so small datasets work with any `steps`. With
+    `auto_augment`, its cost is also timed apart, as bare DALI batches with and without it (`_stage_cost`).
     """
     if steps < 1 or warmup < 0:
         raise ValueError(f"steps must be >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
     loader = MLICLoader(index, batch_size, image_size=image_size, mix=mix, device=device, dtype=dtype,
-                        num_threads=num_threads, seed=seed, on_error=on_error)
+                        num_threads=num_threads, seed=seed, on_error=on_error, auto_augment=auto_augment)
     if len(loader) == 0:
         raise ValueError(f"the dataset has {len(index)} images, fewer than one batch of {batch_size}")
     train_step = model_train_step(model, index.num_classes, loader.device, dtype) if model else None
@@ -171,11 +179,44 @@ def profile_pipeline(index: LabelIndex, *, data: str = "demo", batch_size: int =
         stage_ms["model"] = 1000 * float(np.mean(model_seconds))
     mixer = loader.mixer
     renderer, first_call = _renderer(loader.device)
+    policy = loader.settings.auto_augment
+    policy_ms = None if policy is None else _stage_cost(index, loader, steps)
     return ProfileReport(data=data, images=len(index), classes=index.num_classes, device=str(loader.device),
                          mix=repr(mixer) if mixer is not None else "no mixing", batch_size=batch_size,
                          outputs_per_step=float(np.mean(outputs)), image_size=image_size,
                          dtype=str(dtype).replace("torch.", ""), steps=steps, warmup=warmup, seconds=seconds,
-                         model=model, stage_ms=stage_ms, renderer=renderer, render_first_call_s=first_call)
+                         model=model, stage_ms=stage_ms, renderer=renderer, render_first_call_s=first_call,
+                         auto_augment=str(policy or ""), auto_augment_ms=policy_ms)
+
+
+def _stage_cost(index: LabelIndex, loader: MLICLoader, steps: int) -> tuple[float, float]:
+    """Bare DALI ms per batch over the same files, with the loader's auto-augment and without it.
+
+    Each pipeline runs alone (one after the other: DALI decodes ahead in its threads, so interleaved runs would
+    time the other pipeline's prefetching), a warm-up batch first, then the mean of `steps` (at least 8).
+    """
+    from dataclasses import replace
+
+    from mlic_pipe.devices import dali_device_id
+    from mlic_pipe.pipeline import build_pipeline
+
+    steps = max(steps, 8)
+    count = min(len(index), loader.batch_size * (steps + 1))
+    files, rows = [index.files[r] for r in range(count)], list(range(count))
+    sync = torch.cuda.synchronize if loader.device.type == "cuda" else (lambda: None)
+    per_batch = []
+    for settings in (loader.settings, replace(loader.settings, auto_augment=None)):
+        pipe = build_pipeline(files, rows, loader.batch_size, settings, device_id=dali_device_id(loader.device),
+                              seed=loader.seed)
+        pipe.run()  # warm-up
+        sync()
+        start = time.perf_counter()
+        for _ in range(steps):  # past the files, the reader wraps around: still whole batches
+            pipe.run()
+        sync()
+        per_batch.append(1000 * (time.perf_counter() - start) / steps)
+        del pipe
+    return per_batch[0], per_batch[1]
 
 
 def _renderer(device: torch.device) -> tuple[str, float | None]:

@@ -108,6 +108,17 @@ def test_profile_times_every_stage_and_the_model(demo_root, capsys, tmp_path):
     assert numbers["images_per_s"] == pytest.approx(3 * 8 / numbers["seconds"])
     assert numbers["augmentation_ms"] == pytest.approx(sum(numbers["stage_ms"][s] for s in ("plan", "render", "targets")))
     assert numbers["outputs_per_step"] == 10
+    assert numbers["auto_augment_ms"] is None and "auto-augment" not in table
+
+
+def test_profile_times_auto_augment_apart(demo_root, capsys, tmp_path):
+    """With --auto-augment, bare DALI batches with and without the policy: the policy's ops take time."""
+    out = tmp_path / "profile.json"
+    assert main(["profile", "--steps", "2", "--warmup", "1", "--batch-size", "8", "--image-size", "64", "--mix",
+                 "none", "--auto-augment", "rand-m9-n2-mstd0.5-p1", "-q", "--json", str(out)]) == 0
+    assert "auto-augment rand-m9-n2-mstd0.5" in capsys.readouterr().out
+    with_it, without = json.loads(out.read_text())["auto_augment_ms"]
+    assert with_it > without > 0
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])

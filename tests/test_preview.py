@@ -22,3 +22,24 @@ def test_preview_cutmix_and_none(demo_root, tmp_path):
         assert main(["preview", "--mix", mix, "--out", str(tmp_path / f"{mix}.png"), "--batch-size", "4",
                      "--size", "48"]) == 0
         assert Image.open(tmp_path / f"{mix}.png").size[0] > 4 * 48
+
+
+def test_preview_shows_the_loaders_crop_auto_augment_and_erase_boxes(demo_root, tmp_path, capsys):
+    """The preview is the loader's first batch: its tiles are the loader's pixels, its captions name the erasing."""
+    import torch
+
+    from mlic_pipe.datasets import load
+    from mlic_pipe.loader import MLICLoader
+    from mlic_pipe.mix.erasing import Cutout
+
+    out = tmp_path / "all.png"
+    assert main(["preview", "--mix", "none", "--out", str(out), "--batch-size", "4", "--size", "48", "--crop",
+                 "multiscale", "--auto-augment", "trivial", "--cutout", "0.5", "--seed", "3"]) == 0
+    said = capsys.readouterr().out
+    assert "crop multiscale" in said and "auto-augment trivial" in said and "cutout 0.5" in said
+    sheet = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    batch = next(iter(MLICLoader(load("demo"), 4, image_size=48, mix="none", device="cpu", seed=3, crop="multiscale",
+                                 auto_augment="trivial", erase=[Cutout(0.5)], drop_last=True)))
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    first = ((batch.images[0] * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy().astype(int)
+    assert np.abs(sheet[6:54, 6:54] - first).max() <= 1  # tile 1 sits at the 6-pixel pad

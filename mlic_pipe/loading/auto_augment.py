@@ -60,6 +60,7 @@ class AutoAugment:
         text = f"rand-m{self.magnitude:g}-n{self.num_ops}"
         text += f"-mstd{self.magnitude_std:g}" if self.magnitude_std else ""
         text += f"-mmax{self.magnitude_max:g}" if self.magnitude_max != _LEVEL_DENOM else ""
+        text += f"-p{self.prob:g}" if self.prob != 0.5 else ""
         return text + ("-inc1" if self.increasing else "")
 
 
