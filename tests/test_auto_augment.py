@@ -45,12 +45,14 @@ def _pixels(loader) -> dict[int, torch.Tensor]:
     return seen
 
 
-def test_rows_left_unaugmented_by_their_draws_are_the_plain_pixels_and_the_others_are_not(demo_root):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_rows_left_unaugmented_by_their_draws_are_the_plain_pixels_and_the_others_are_not(demo_root, device):
     """The decisions recomputed here from the row's uniforms (an op applies where u1 < p): with p = 0.5 and one
-    op, rows whose op does not apply decode to exactly the plain loader's pixels; most others differ."""
+    op, rows whose op does not apply decode to exactly the plain loader's pixels; most others differ. On CUDA the
+    ops run on the GPU after 'mixed' decoding."""
     index = _subset(24)
     policy = parse_auto_augment("rand-m9-n1-p0.5")
-    common = dict(image_size=32, device="cpu", mix=None, seed=3, num_threads=1)
+    common = dict(image_size=32, device=device, mix=None, seed=3, num_threads=1)
     plain = _pixels(MLICLoader(index, 8, **common))
     augmented = _pixels(MLICLoader(index, 8, auto_augment=policy, **common))
     rows = np.array(sorted(augmented))
@@ -62,6 +64,22 @@ def test_rows_left_unaugmented_by_their_draws_are_the_plain_pixels_and_the_other
             assert torch.equal(augmented[row][0], plain[row][0]), row
     differs = [not torch.equal(augmented[row][0], plain[row][0]) for row in rows[applied]]
     assert sum(differs) >= len(differs) - 2  # an op may be a no-op at its magnitude (e.g. equalize a flat image)
+
+
+@pytest.mark.slow  # ~6 s (CI runs it)
+def test_a_resumed_epoch_augments_its_rest_as_the_uninterrupted_one():
+    index = _subset(24)
+    make = lambda: MLICLoader(index, 4, image_size=32, device="cpu", mix="cutmix", seed=4, num_threads=1,
+                              auto_augment="rand-m9-n2-mstd0.5")
+    whole = [batch.images.clone() for batch in make()]
+    first = make()
+    stream = iter(first)
+    head = [next(stream).images.clone() for _ in range(2)]
+    state = first.state_dict()
+    resumed = make()
+    resumed.load_state_dict(state)
+    rest = [batch.images.clone() for batch in resumed]
+    assert len(head + rest) == len(whole) and all(torch.equal(a, b) for a, b in zip(head + rest, whole))
 
 
 @pytest.mark.slow  # ~25 s: six loaders' graphs with conditionals (CI runs it)
