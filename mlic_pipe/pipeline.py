@@ -29,6 +29,7 @@ from mlic_pipe.errors import ConfigError
 from mlic_pipe.loading.auto_augment import AutoAugment, apply_auto_augment
 from mlic_pipe.loading.crops import CropSettings, multiscale_windows
 from mlic_pipe.loading.diagnose import what_is_wrong
+from mlic_pipe.loading.graph_draws import table_lookup, uniform_index
 from mlic_pipe.loading.order import sample_uniforms
 
 __all__ = ["DRAWS", "DecodeSettings", "build_pipeline", "crop_window", "decode_augment", "probe_decode", "probe_encoded"]
@@ -127,9 +128,8 @@ def _random_window(width, height, draws, crop: CropSettings):
 def _multiscale_window(width, height, draws, crop: CropSettings, image_size: int):
     """The MultiScaleCrop window that ``draws[0]`` picks from `multiscale_windows`' table, in pixels."""
     table = multiscale_windows(image_size, crop.multiscale_base(image_size), crop.scales, crop.max_distort)
-    pick = fn.cast(dmath.floor(dmath.min(draws[0] * len(table), len(table) - 1)), dtype=types.INT32)  # cast rounds
-    keys = list(range(len(table)))
-    x0, y0, w, h = (fn.lookup_table(pick, keys=keys, values=table[:, k].tolist(), dtype=types.FLOAT) for k in range(4))
+    pick = uniform_index(draws[0], len(table))
+    x0, y0, w, h = (table_lookup(pick, table[:, k]) for k in range(4))
     return fn.stack(x0 * width, y0 * height), fn.stack(w * width, h * height)
 
 

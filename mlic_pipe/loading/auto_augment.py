@@ -105,8 +105,7 @@ def apply_auto_augment(images, uniforms, policy: AutoAugment, image_size: int):
     from nvidia.dali.auto_aug import augmentations, auto_augment, rand_augment, trivial_augment
     from nvidia.dali.auto_aug.core import select, signed_bin
 
-    def index(u, count):  # floor(u * count) as int32 (DALI's cast rounds, so floor first)
-        return fn.cast(dmath.floor(dmath.min(u * count, count - 1)), dtype=types.INT32)
+    from mlic_pipe.loading.graph_draws import table_lookup, uniform_index
 
     extra = dict(shape=[image_size, image_size], fill_value=128)
     for layer in range(policy.layers):
@@ -115,19 +114,19 @@ def apply_auto_augment(images, uniforms, policy: AutoAugment, image_size: int):
             subs = auto_augment.get_image_net_policy(use_shape=True).sub_policies
             chosen = [sub[layer] if layer < len(sub) else (augmentations.identity, 0.0, 0) for sub in subs]
             ops = [aug for aug, _, _ in chosen]
-            pick, keys = index(uniforms[0], len(chosen)), list(range(len(chosen)))
-            applies = u[1] < fn.lookup_table(pick, keys=keys, values=[p for _, p, _ in chosen], dtype=types.FLOAT)
-            bins = fn.lookup_table(pick, keys=keys, values=[float(b or 0) for _, _, b in chosen], dtype=types.FLOAT)
+            pick = uniform_index(uniforms[0], len(chosen))
+            applies = u[1] < table_lookup(pick, [p for _, p, _ in chosen])
+            bins = table_lookup(pick, [b or 0 for _, _, b in chosen])
             magnitude_bin, num_bins = fn.cast(bins, dtype=types.INT32), 11
         elif policy.kind == "trivial":  # identity is one of its ops; always one op, at a uniform bin
             ops = [a for a in trivial_augment.get_trivial_augment_wide_suite(use_shape=True) if a.name != "identity"]
-            pick, applies = index(u[0], len(ops) + 1), u[1] < 2.0
-            magnitude_bin, num_bins = index(u[3], _TRIVIAL_BINS), _TRIVIAL_BINS
+            pick, applies = uniform_index(u[0], len(ops) + 1), u[1] < 2.0
+            magnitude_bin, num_bins = uniform_index(u[3], _TRIVIAL_BINS), _TRIVIAL_BINS
         else:
             suite = rand_augment.get_rand_augment_suite if policy.increasing else \
                 rand_augment.get_rand_augment_non_monotonic_suite
             ops = [a for a in suite(use_shape=True, max_translate_rel=0.45) if a.name != "identity"]
-            pick, applies = index(u[0], len(ops)), u[1] < policy.prob
+            pick, applies = uniform_index(u[0], len(ops)), u[1] < policy.prob
             level = _gaussian_level(u[3], u[4], policy)
             magnitude_bin = fn.cast(dmath.floor(level * ((_RAND_BINS - 1) / _LEVEL_DENOM) + 0.5), dtype=types.INT32)
             num_bins = _RAND_BINS
