@@ -69,6 +69,11 @@ class DecodeSettings:
         return self.crop if self.crop is not None else CropSettings(mode="random" if self.train else "squash")
 
     @property
+    def policy(self) -> AutoAugment | None:
+        """The auto-augment in effect: `auto_augment` when training, else None."""
+        return self.auto_augment if self.train else None
+
+    @property
     def needs_draws(self) -> bool:
         """Whether samples take per-sample uniforms (a random window, or a flip)."""
         return self.cropping.needs_draws or (self.train and self.flip_prob > 0)
@@ -171,8 +176,8 @@ def decode_augment(encoded, uniforms, settings: DecodeSettings, gpu: bool, polic
     images = fn.resize(images, resize_x=size, resize_y=size, antialias=settings.antialias)
     if settings.train and settings.flip_prob > 0:
         images = fn.flip(images, horizontal=fn.cast(uniforms[4] < settings.flip_prob, dtype=types.INT32))
-    if settings.train and settings.auto_augment is not None:
-        images = apply_auto_augment(images, policy_uniforms, settings.auto_augment, size)
+    if settings.policy is not None:
+        images = apply_auto_augment(images, policy_uniforms, settings.policy, size)
     return images
 
 
@@ -201,7 +206,7 @@ def build_pipeline(files: list[str], rows: list[int], batch_size: int, settings:
     """
     settings.validate()
     draws = _Draws(rows, batch_size, seed, epoch) if settings.needs_draws else None
-    policy = settings.auto_augment if settings.train else None
+    policy = settings.policy
     policy_draws = None if policy is None else _Draws(rows, batch_size, seed ^ AUTO_AUGMENT_STREAM, epoch, policy.draws)
     graph = pipeline_def(_decode_graph, enable_conditionals=policy is not None)  # auto-augment selects ops by sample
     pipe = graph(files, rows, settings, device_id is not None, draws, policy_draws, batch_size=batch_size,

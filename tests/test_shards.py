@@ -233,12 +233,12 @@ def test_a_bad_image_inside_a_shard_is_skipped_counted_and_named_or_raised(tmp_p
     assert list(loader.skipped) == [shards.name(6)]
 
 
-@pytest.mark.parametrize("mix", [None, "splicemix"])
-def test_a_fresh_loader_resumes_mid_epoch_bitwise(tmp_path, mix):
+@pytest.mark.parametrize("mix,auto_augment", [(None, None), ("splicemix", None), (None, "trivial")])
+def test_a_fresh_loader_resumes_mid_epoch_bitwise(tmp_path, mix, auto_augment):
     index, _ = _index(tmp_path, 37, 4)
     write_shards(index, tmp_path / "out", samples_per_shard=6, progress=False)
     shards = load_shards(tmp_path / "out")
-    options = dict(image_size=16, device="cpu", num_threads=1, seed=9, mix=mix)
+    options = dict(image_size=16, device="cpu", num_threads=1, seed=9, mix=mix, auto_augment=auto_augment)
     whole = MLICLoader(shards, 8, **options)
     list(whole)  # epoch 0
     expected = [(b.rows.clone(), b.images.clone(), b.targets.clone()) for b in whole]

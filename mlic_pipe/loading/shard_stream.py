@@ -34,7 +34,7 @@ from nvidia.dali import pipeline_def
 
 from mlic_pipe.errors import MLICDataError
 from mlic_pipe.loading.stream import UndecodableFiles, as_torch
-from mlic_pipe.pipeline import DRAWS, DecodeSettings, dali_reason, decode_augment, probe_encoded
+from mlic_pipe.pipeline import AUTO_AUGMENT_STREAM, DRAWS, DecodeSettings, dali_reason, decode_augment, probe_encoded
 from mlic_pipe.shards.format import IMAGE_EXTENSIONS
 from mlic_pipe.shards.index import ShardIndex
 
@@ -113,16 +113,15 @@ def _shard_graph(index: ShardIndex, order, rank, world_size, shuffle, seeds, set
     encoded, labels, rows, *ignore = _read(index, order, rank, world_size, shuffle, seeds[0])
     encoded = _replace_known_bad(encoded, rows, bad_feed)
     uniforms = fn.random.uniform(range=[0.0, 1.0], shape=[DRAWS], seed=seeds[1]) if settings.needs_draws else None
-    policy = settings.auto_augment if settings.train else None
+    policy = settings.policy
     policy_uniforms = None if policy is None else fn.random.uniform(range=[0.0, 1.0], shape=[policy.draws],
-                                                                    seed=seeds[1] ^ 0x4155)
+                                                                    seed=seeds[1] ^ AUTO_AUGMENT_STREAM)
     return (decode_augment(encoded, uniforms, settings, gpu, policy_uniforms), labels, rows, *ignore)
 
 
 def _shard_pipeline(index, order, rank, world_size, shuffle, seeds, settings: DecodeSettings, *args, **kwargs):
     """The shard graph as a DALI pipeline (with conditionals when auto-augment selects ops per sample)."""
-    conditionals = settings.train and settings.auto_augment is not None
-    graph = pipeline_def(_shard_graph, enable_conditionals=conditionals, enable_checkpointing=True)
+    graph = pipeline_def(_shard_graph, enable_conditionals=settings.policy is not None, enable_checkpointing=True)
     return graph(index, order, rank, world_size, shuffle, seeds, settings, *args, **kwargs)
 
 
