@@ -16,7 +16,21 @@ import torch
 from mlic_pipe.errors import ConfigError
 from mlic_pipe.mix.plan import MixPlan
 
-__all__ = ["MixSchedule"]
+__all__ = ["MixSchedule", "check_schedule"]
+
+
+def check_schedule(count: int, weights: Sequence[float] | None, prob: float, off_epoch: int | None) -> np.ndarray:
+    """The schedule's weights for `count` mixers, normalized (equal when None); refused, naming the flag, unless
+    they, `prob` and `off_epoch` can work. Shared by `MixSchedule` and `TrainConfig.validate`."""
+    weights = np.ones(count) if weights is None else np.asarray(weights, dtype=np.float64)
+    if weights.shape != (count,) or (weights < 0).any() or weights.sum() <= 0:
+        raise ConfigError(f"{{mix_weights}} needs one non-negative weight per mixer ({count}), not all 0, "
+                          f"got {list(weights)}")
+    if not 0 <= prob <= 1:
+        raise ConfigError(f"{{mix_prob}} must be within [0, 1], got {prob}")
+    if off_epoch is not None and off_epoch < 0:
+        raise ConfigError(f"{{mix_off_epoch}} must be at least 0, got {off_epoch}")
+    return weights / weights.sum()
 
 
 class MixSchedule:
@@ -35,15 +49,8 @@ class MixSchedule:
         if not self.mixers or any(m is None for m in self.mixers):
             raise ConfigError("a mix schedule needs at least one mixer, and 'none' is not one: lower {mix_prob} "
                               "to leave batches unmixed")
-        weights = np.ones(len(self.mixers)) if weights is None else np.asarray(weights, dtype=np.float64)
-        if weights.shape != (len(self.mixers),) or (weights < 0).any() or weights.sum() <= 0:
-            raise ConfigError(f"{{mix_weights}} needs one non-negative weight per mixer ({len(self.mixers)}), "
-                              f"not all 0, got {list(weights)}")
-        if not 0 <= prob <= 1:
-            raise ConfigError(f"{{mix_prob}} must be within [0, 1], got {prob}")
-        if off_epoch is not None and off_epoch < 0:
-            raise ConfigError(f"{{mix_off_epoch}} must be at least 0, got {off_epoch}")
-        self.weights, self.prob, self.off_epoch = weights / weights.sum(), float(prob), off_epoch
+        self.weights = check_schedule(len(self.mixers), weights, prob, off_epoch)
+        self.prob, self.off_epoch = float(prob), off_epoch
         self.epoch = 0
         self.needs_images = any(getattr(m, "needs_images", False) for m in self.mixers)
 

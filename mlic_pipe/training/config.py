@@ -17,6 +17,7 @@ from mlic_pipe.loading.crops import CROPS
 from mlic_pipe.losses import LOSSES
 from mlic_pipe.mix.cells import CELL_FORMS
 from mlic_pipe.mix.erasing import ERASE_MODES
+from mlic_pipe.mix.schedule import check_schedule
 from mlic_pipe.mix import MIXERS
 from mlic_pipe.mix.targets import TARGET_RULES
 from mlic_pipe.models import HEADS
@@ -185,13 +186,7 @@ class TrainConfig:
                 weights = [float(w) for w in self.mix_weights.split(",")]
             except ValueError:
                 raise ConfigError(f"{{mix_weights}} takes numbers joined by commas, got {self.mix_weights!r}") from None
-            if len(weights) != len(self.mix_names()) or min(weights) < 0 or sum(weights) <= 0:
-                raise ConfigError(f"{{mix_weights}} needs one non-negative weight per {{mix}} name "
-                                  f"({len(self.mix_names())}), not all 0, got {self.mix_weights!r}")
-        if not 0 <= self.mix_prob <= 1:
-            raise ConfigError(f"{{mix_prob}} must be within [0, 1], got {self.mix_prob}")
-        if self.mix_off_epoch is not None and self.mix_off_epoch < 0:
-            raise ConfigError(f"{{mix_off_epoch}} must be at least 0, got {self.mix_off_epoch}")
+        check_schedule(len(self.mix_names()), weights, self.mix_prob, self.mix_off_epoch)
         return {"mix_weights": weights, "mix_prob": self.mix_prob, "mix_off_epoch": self.mix_off_epoch}
 
     def crop_scale_range(self) -> tuple[float, float]:
