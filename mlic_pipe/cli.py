@@ -231,13 +231,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_preview(args: argparse.Namespace) -> int:
-    from mlic_pipe.mix.erasing import Cutout, RandomErasing
+    from mlic_pipe.mix.erasing import erasers
     from mlic_pipe.preview import write_preview
 
     _output_file("--out", args.out)
     index = _load(args, missing=args.missing)
-    erase = ([Cutout(args.cutout)] if args.cutout else []) + \
-        ([RandomErasing(args.reprob, args.remode)] if args.reprob else [])
+    erase = erasers(args.cutout, args.reprob, args.remode)
     write_preview(index, args.out, mix=args.mix, batch_size=args.batch_size, image_size=args.size, seed=args.seed,
                   crop=args.crop, auto_augment=args.auto_augment, erase=erase, normalize=not args.no_normalize)
     extras = ", ".join(f"{name} {value}" for name, value in (("crop", args.crop), ("auto-augment", args.auto_augment),

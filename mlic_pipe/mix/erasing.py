@@ -27,7 +27,7 @@ import numpy as np
 
 from mlic_pipe.mix.plan import ERASE_COLOUR, ERASE_NOISE, ERASE_NONE, ERASE_VALUE, MixPlan
 
-__all__ = ["ATTEMPTS", "Cutout", "ERASE_MODES", "RandomErasing", "erase_plan"]
+__all__ = ["ATTEMPTS", "Cutout", "ERASE_MODES", "RandomErasing", "erase_plan", "erasers"]
 
 ATTEMPTS = 10  # timm's tries per box
 ERASE_MODES = ("const", "rand", "pixel")
@@ -126,6 +126,12 @@ class RandomErasing:
             fits = ~found & (h < size) & (w < size)
             height, width, found = np.where(fits, h, height), np.where(fits, w, width), found | fits
         return height, width, found
+
+
+def erasers(cutout: float = 0.0, reprob: float = 0.0, remode: str = "const", recount: int = 1) -> list:
+    """The erasers the flags ask for (`--cutout FACTOR`, `--reprob P --remode M --recount N`; 0 = off), in the
+    order they paint: Cutout first, then random erasing."""
+    return ([Cutout(cutout)] if cutout else []) + ([RandomErasing(reprob, remode, recount)] if reprob else [])
 
 
 def erase_plan(plan: MixPlan, erasers, image_size: int, uniforms) -> MixPlan:

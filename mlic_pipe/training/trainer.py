@@ -32,7 +32,7 @@ from mlic_pipe.errors import ConfigError
 from mlic_pipe.loader import MLICLoader
 from mlic_pipe.metrics import MetricReport
 from mlic_pipe.mix import create_mixer
-from mlic_pipe.mix.erasing import Cutout, RandomErasing
+from mlic_pipe.mix.erasing import erasers
 from mlic_pipe.models import build_model, cooccurrence_adjacency
 from mlic_pipe.training import checkpoint
 from mlic_pipe.training.config import MASK_MIXES, TrainConfig
@@ -94,8 +94,7 @@ def _loaders(config: TrainConfig, train_index: LabelIndex, val_index: LabelIndex
     common = dict(image_size=config.image_size, device=device, num_threads=config.threads, seed=config.seed,
                   channels_last=config.channels_last, on_error=config.on_error, normalize=config.normalize,
                   crop_pct=config.crop_pct)
-    erase = ([Cutout(config.cutout)] if config.cutout else []) + \
-        ([RandomErasing(config.reprob, config.remode, config.recount)] if config.reprob else [])
+    erase = erasers(config.cutout, config.reprob, config.remode, config.recount)
     loader = MLICLoader(train_index, config.batch_size, train=True, label_rule=config.label_rule,
                         mix=mixers, erase=erase, crop=config.crop, **config.mix_schedule(),
                         auto_augment=config.auto_augment,
