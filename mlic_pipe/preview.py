@@ -2,47 +2,26 @@
 
 The batch is the loader's own first batch (`MLICLoader` on the CPU): the same DALI crop, flip and
 auto-augment, the same plan, erase boxes, `render` and `mix_targets` as training, so every option a
-run takes shows here as it will be trained on. `decode_batch` (PIL, short side resized, centre crop)
-stays for callers that want pixels without DALI.
+run takes shows here as it will be trained on.
 """
 from __future__ import annotations
 
-import io
 import textwrap
 
-import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from mlic_pipe.datasets.index import LabelIndex
 from mlic_pipe.shards.index import ShardIndex
-from mlic_pipe.errors import MLICDataError
 from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD, MixPlan
 from mlic_pipe.mix.plan import MASK_BOX, MASK_CONSTANT, MASK_DENSE, MASK_RESIZED, MASK_RESIZED_NEAREST
 
-__all__ = ["decode_batch", "preview_grid", "write_preview"]
+__all__ = ["preview_grid", "write_preview"]
 
 MIXED_OUTLINE = (255, 64, 32)
 MASK_CAPTIONS = {MASK_BOX: "box", MASK_DENSE: "fmix", MASK_CONSTANT: "mixup", MASK_RESIZED: "resized",
                  MASK_RESIZED_NEAREST: "resized"}  # what a reader calls each mode
 CAPTION_LINES = 4
-
-
-def decode_batch(files: list, image_size: int, names: list[str] | None = None) -> torch.Tensor:
-    """uint8 (N, S, S, 3): each file's (a path or a binary file object) short side resized to S, then centre-cropped."""
-    batch = np.empty((len(files), image_size, image_size, 3), dtype=np.uint8)
-    for i, path in enumerate(files):
-        try:
-            with Image.open(path) as image:
-                image = image.convert("RGB")
-                scale = image_size / min(image.size)
-                width, height = max(image_size, round(image.width * scale)), max(image_size, round(image.height * scale))
-                image = image.resize((width, height), Image.BILINEAR)
-                left, top = (width - image_size) // 2, (height - image_size) // 2
-                batch[i] = np.asarray(image.crop((left, top, left + image_size, top + image_size)))
-        except OSError as error:
-            raise MLICDataError(names[i] if names else path, f"cannot be decoded ({error})", "run `mlic-pipe check` on the dataset") from None
-    return torch.from_numpy(batch)
 
 
 def _describe(plan: MixPlan, n: int) -> str:
