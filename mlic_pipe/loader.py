@@ -21,12 +21,10 @@ Buffers: a batch's images stay valid until two batches later; ``.clone()`` them 
 """
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import time
 import warnings
-from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -35,22 +33,21 @@ import torch
 from mlic_pipe.datasets.index import LabelIndex
 from mlic_pipe.devices import dali_device_id, device_scope, resolve_device
 from mlic_pipe.distributed import all_gather_objects, rank_and_world_size
-from mlic_pipe.errors import ON_ERROR, ConfigError, LoaderStateError, MLICDataError
+from mlic_pipe.errors import ON_ERROR, ConfigError, MLICDataError
 from mlic_pipe.loading.batch import Batch
 from mlic_pipe.loading.auto_augment import AutoAugment, parse_auto_augment
 from mlic_pipe.loading.buffers import OutputBuffers
 from mlic_pipe.loading.crops import CROPS, CropSettings
-from mlic_pipe.loading.order import RankRows, epoch_share, sample_uniforms, without_bad
-from mlic_pipe.loading.resume import LoaderState, reshard
-from mlic_pipe.loading.shard_stream import ShardStream, rank_span, shard_steps, shard_total
-from mlic_pipe.loading.stream import DecodeStream, UndecodableFiles, as_torch
+from mlic_pipe.loading.order import sample_uniforms
+from mlic_pipe.loading.resume import LoaderState
+from mlic_pipe.loading.source import Read, SourceConfig
+from mlic_pipe.loading.sources import source_for
+from mlic_pipe.loading.stream import UndecodableFiles, as_torch
 from mlic_pipe.mix import (IMAGENET_MEAN, IMAGENET_STD, MixPlan, RenderSettings, create_mixer, mix_targets,
                            plan_batch, render)
 from mlic_pipe.mix.erasing import erase_plan
 from mlic_pipe.mix.schedule import MixSchedule
-from mlic_pipe.pipeline import DecodeSettings, dali_reason
-from mlic_pipe.shards.format import unpack_labels
-from mlic_pipe.shards.index import ShardIndex
+from mlic_pipe.pipeline import DecodeSettings
 
 __all__ = ["Batch", "MLICLoader", "STAGES", "as_torch"]
 
@@ -135,15 +132,11 @@ class MLICLoader:
         self.stage_hook: StageHook | None = None  # called (stage, start) after each stage; see profile
         self._agreed: dict[int, str] = {}  # rows every rank leaves out (undecodable), with why
         self._found: dict[int, str] = {}  # rows this rank found undecodable in the current epoch
-        self._resume: _Resume | None = None  # a mid-epoch start set by load_state_dict
         self._delivered = 0  # batches of the current epoch delivered (for state_dict)
         self._unsettled = False  # an epoch ended without its skips agreed (iteration stopped early)
-        self.sharded = isinstance(index, ShardIndex)  # labels come with the samples: no (N, C) table
-        self._shard_resume: tuple[int, int, bytes | None] | None = None  # (epoch, batches, DALI checkpoint)
-        self._shard_stream: ShardStream | None = None
-        if not self.sharded:
-            self._targets = torch.as_tensor(np.asarray(index.targets), dtype=torch.float32).to(self.device)
-            self._ignore = None if index.ignore is None else torch.as_tensor(index.ignore, dtype=torch.bool).to(self.device)
+        self.source = source_for(index, SourceConfig(self.batch_size, self.settings, dali_device_id(self.device),
+                                                     self.seed, self.shuffle, self.drop_last, self.rank,
+                                                     self.world_size))
         self._buffers = OutputBuffers(self.render_settings, self.image_size, self.device)
         self._check_mixer()
 
@@ -151,13 +144,13 @@ class MLICLoader:
 
     @property
     def source_kind(self) -> str:
-        """What the loader reads: "files" (a `LabelIndex`) or "shards" (a `ShardIndex`); saved in its states."""
-        return "shards" if self.sharded else "files"
+        """What the loader reads: its source's kind (`mlic_pipe.loading.sources.SOURCES`); saved in states."""
+        return self.source.kind
 
     @property
     def skipped(self) -> dict[str, str]:
         """Every file skipped so far (agreed across ranks, and found by this rank this epoch): path -> why."""
-        return {self.index.name(row): reason for row, reason in self._bad_rows().items()}
+        return {self.source.name(row): reason for row, reason in self._bad_rows().items()}
 
     def _bad_rows(self) -> dict[int, str]:
         """Rows known to be undecodable: agreed across ranks, and found by this rank this epoch."""
@@ -174,68 +167,39 @@ class MLICLoader:
         """Make the next iteration epoch `epoch` (as DistributedSampler.set_epoch); iterating advances it."""
         if int(epoch) != epoch or epoch < 0:
             raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
-        if self._resume is not None and self._resume.epoch != epoch:
-            self._resume = None  # a resume applies to its own epoch only
-        if self._shard_resume is not None and self._shard_resume[0] != epoch:
-            self._shard_resume = None
-        start = self._shard_resume[1] if self._shard_resume else self._resume.start if self._resume else 0
-        self.epoch, self._delivered = int(epoch), start
-
-    def _epoch_share(self, epoch: int) -> _Resume:
-        """This rank's rows of `epoch` before any skip found in it, and where delivery starts."""
-        if self._resume is not None and self._resume.epoch == epoch:
-            return self._resume
-        share = epoch_share(len(self.index), self._agreed, self.seed, epoch, self.shuffle, self.rank,
-                            self.world_size, self.batch_size, self.drop_last)
-        return _Resume(epoch, share, 0, 0, False)
+        self._delivered = self.source.set_epoch(int(epoch))  # a resume of another epoch is dropped
+        self.epoch = int(epoch)
 
     def epoch_rows(self, epoch: int) -> np.ndarray:
-        """The dataset rows this rank reads in `epoch`, in order (padding included)."""
-        if self.sharded:
-            raise TypeError("a shard dataset's order inside a rank is DALI's shuffle buffer, known only as it is "
-                            "read: use batch.rows")
-        return self._epoch_share(epoch).initial.rows
+        """The dataset rows this rank reads in `epoch`, in order (padding included); TypeError for shards."""
+        return self.source.epoch_rows(epoch, self._agreed)
 
     def __len__(self) -> int:
         """Batches this rank delivers in the coming epoch (counting those delivered before a resume)."""
-        if self.sharded:
-            return shard_steps(len(self.index), self.world_size, self.batch_size, self.drop_last)
-        share = self._epoch_share(self.epoch)
-        return share.offset + -(-len(share.initial) // self.batch_size)
+        return self.source.steps(self.epoch, self._agreed)
 
     # ------------------------------------------------------------------------------------- iteration
 
     def __iter__(self) -> Iterator[Batch]:
         if self._unsettled:  # the last epoch was left early: agree its skips now, on every rank alike
             self._agree_skips()
-        if self.sharded:
-            yield from self._iter_shards()
-            return
         epoch = self.epoch
-        start = self._epoch_share(epoch)
-        initial = start.initial
-        share = without_bad(initial, self._found, "MLICLoader") if self._found else initial
-        stream = DecodeStream(self.index, self.batch_size, self.settings, dali_device_id(self.device), self.seed, epoch)
-        position = (start.start - start.offset) * self.batch_size
-        stream.start(share, position)
-        self._delivered, self._unsettled = start.start, True
-        while position < len(share):
+        reader = self.source.open(epoch, self._agreed, self._found)
+        self._delivered, self._unsettled = reader.start, True
+        while not reader.done():
             self._buffers.wait_consumed()  # DALI may reuse the buffer the last render read
             try:
                 with self._stage("dali"), device_scope(self.device):
-                    images, rows = stream.next()
+                    read = reader.next()
             except UndecodableFiles as failure:
                 self._skip(failure.bad)
-                share = without_bad(initial, self._found, self.index.files[next(iter(failure.bad))])
-                stream.start(share, position)
+                reader.skip(dict(self._found))
                 continue
-            padded = torch.from_numpy(share.padded[position:position + len(rows)])
             with device_scope(self.device):  # launches, streams and the buffer's event on the loader's GPU
-                batch = self._assemble(images, rows, padded, epoch, self._delivered)
+                batch = self._assemble(read, epoch, self._delivered)
             self._delivered += 1
-            position += len(rows)
             yield batch
-        self._resume = None
+        self.source.finish()
         self._agree_skips()
         self.epoch, self._delivered = epoch + 1, 0
 
@@ -243,64 +207,12 @@ class MLICLoader:
         """Raise for the first bad file, or record them all (skipped this epoch, reported)."""
         if self.on_error == "raise":
             row, reason = next(iter(bad.items()))
-            raise MLICDataError(self.index.name(row), reason,
+            raise MLICDataError(self.source.name(row), reason,
                                 "remove or replace the file, or pass {on_error:skip} to skip bad images")
         for row, reason in bad.items():
             self._found[row] = reason
-            warnings.warn(f"mlic-pipe skipped {self.index.name(row)}: {reason} ({len(self.skipped)} image(s) "
+            warnings.warn(f"mlic-pipe skipped {self.source.name(row)}: {reason} ({len(self.skipped)} image(s) "
                           "skipped so far; see loader.skipped)", stacklevel=4)
-
-    def _iter_shards(self) -> Iterator[Batch]:
-        """An epoch of a shard dataset (see `mlic_pipe.loading.shard_stream` for how it is cut)."""
-        epoch, steps = self.epoch, len(self)
-        total = shard_total(len(self.index), self.world_size, self.batch_size, self.drop_last)
-        first, stop = rank_span(len(self.index), self.rank, self.world_size)
-        own = stop - first  # positions past this rank's span are DALI's wrap-around repeats
-        resume = self._shard_resume if self._shard_resume and self._shard_resume[0] == epoch else (epoch, 0, None)
-        stream = self._shard_stream = ShardStream(self.index, self.batch_size, self.settings,
-                                                  dali_device_id(self.device), self.seed, epoch, self.shuffle,
-                                                  self.rank, self.world_size)
-        try:
-            stream.start(self._bad_rows(), resume[1], resume[2])
-        except RuntimeError as error:
-            if resume[2] is None:
-                raise
-            raise LoaderStateError("checkpoint", f"DALI cannot restore its reader state from it "
-                                   f"({dali_reason(error)}): the state was edited or damaged") from None
-        self._delivered, self._unsettled = resume[1], True
-        while self._delivered < steps:
-            self._buffers.wait_consumed()
-            try:
-                with self._stage("dali"), device_scope(self.device):
-                    read = stream.next()
-            except UndecodableFiles as failure:
-                self._skip(failure.bad)
-                stream.restart(self._bad_rows())
-                continue
-            start = self._delivered * self.batch_size
-            count = min(self.batch_size, total - start)
-            positions = torch.arange(start, start + count)
-            keep = ~np.isin(read.rows[:count].numpy(), list(self._bad_rows()))
-            with device_scope(self.device):
-                batch = self._assemble_shard(read, count, positions >= own, keep, epoch)
-            self._delivered += 1
-            yield batch
-        self._shard_resume, self._shard_stream = None, None
-        self._agree_skips()
-        self.epoch, self._delivered = epoch + 1, 0
-
-    def _assemble_shard(self, read, count: int, padded: torch.Tensor, keep: np.ndarray, epoch: int) -> Batch:
-        """The batch of `read`'s first `count` samples that are not known to be undecodable."""
-        images, rows, labels, ignore = read.images[:count], read.rows[:count], read.labels[:count], read.ignore
-        ignore = None if ignore is None else ignore[:count]
-        if not keep.all():
-            if not keep.any():
-                raise MLICDataError(self.index.name(int(rows[0])), f"every image of batch {self._delivered} "
-                                    "is undecodable", "run `mlic-pipe check` on the shard directory")
-            where = torch.from_numpy(np.flatnonzero(keep))
-            images, rows, labels, padded = images[where.to(images.device, non_blocking=True)], rows[where], labels[where], padded[where]
-            ignore = None if ignore is None else ignore[where]
-        return self._assemble(images, rows, padded, epoch, self._delivered, labels, ignore)
 
     def _agree_skips(self) -> None:
         """Every rank learns every rank's skips of the epoch (a collective, at the same step on each)."""
@@ -318,13 +230,9 @@ class MLICLoader:
         if self.stage_hook is not None:
             self.stage_hook(name, start)
 
-    def _assemble(self, images: torch.Tensor, rows: torch.Tensor, padded: torch.Tensor, epoch: int,
-                  batch_index: int, labels: torch.Tensor | None = None, ignore: torch.Tensor | None = None) -> Batch:
-        """Plan, render and targets of one decoded batch (the mixing step).
-
-        `labels` / `ignore` are the rows' packed label bits when they came with the samples (shards),
-        unpacked here on the device; file lists gather the rows from the table on the device.
-        """
+    def _assemble(self, read: Read, epoch: int, batch_index: int) -> Batch:
+        """Plan, render and targets of one decoded batch (the mixing step)."""
+        images, rows = read.images, read.rows
         count = len(images)
         with self._stage("plan"):
             rng = np.random.default_rng([self.seed, epoch, self.rank, 1, batch_index])
@@ -341,16 +249,9 @@ class MLICLoader:
             result = render(images, plan, settings=self.render_settings, out=self._buffers.take(plan.num_outputs))
             self._buffers.mark_consumed(result)
         with self._stage("targets"):
-            if labels is None:
-                on_device = rows.to(self.device, non_blocking=True)
-                targets = self._targets[on_device]
-                ignore = None if self._ignore is None else self._ignore[on_device]
-            else:
-                classes = self.index.num_classes
-                targets = unpack_labels(labels.to(self.device, non_blocking=True), classes).float()
-                ignore = None if ignore is None else unpack_labels(ignore.to(self.device, non_blocking=True), classes).bool()
+            targets, ignore = self.source.targets(read, self.device)
             targets = mix_targets(targets, plan, rule=self.label_rule)
-        return Batch(result, targets, plan, rows, ignore, padded, batch_index, with_plan=self.return_plan)
+        return Batch(result, targets, plan, rows, ignore, read.padded, batch_index, with_plan=self.return_plan)
 
     def _erase(self, plan: MixPlan, rows: torch.Tensor, rng: np.random.Generator, epoch: int) -> MixPlan:
         """The erasers' boxes: a regular output's drawn from (seed, epoch, row), a mixed one's from the batch's rng."""
@@ -368,28 +269,14 @@ class MLICLoader:
 
     def state_dict(self) -> dict:
         """Where this rank stands: small, JSON-serializable, versioned (see `LoaderState`)."""
-        index = self.index
-        explicit = self._resume is not None and self._resume.explicit
+        name = self.source.name
         return LoaderState(
             seed=self.seed, epoch=self.epoch, batches=self._delivered, rank=self.rank, world_size=self.world_size,
-            batch_size=self.batch_size, drop_last=self.drop_last, shuffle=self.shuffle, num_rows=len(index),
-            skipped=[[row, index.name(row), why] for row, why in sorted(self._agreed.items())],
-            found=[[row, index.name(row), why] for row, why in sorted(self._found.items())],
-            rows=self._resume.initial.rows.tolist() if explicit else None,
-            padded=self._resume.initial.padded.tolist() if explicit else None,
-            offset=self._resume.offset if self._resume is not None else 0,
-            checkpoint=self._shard_checkpoint(), source=self.source_kind, fingerprint=index.fingerprint(),
+            batch_size=self.batch_size, drop_last=self.drop_last, shuffle=self.shuffle, num_rows=len(self.source),
+            skipped=[[row, name(row), why] for row, why in sorted(self._agreed.items())],
+            found=[[row, name(row), why] for row, why in sorted(self._found.items())],
+            source=self.source_kind, fingerprint=self.index.fingerprint(), **self.source.save(self._delivered),
         ).to_dict()
-
-    def _shard_checkpoint(self) -> str | None:
-        """DALI's reader state after the last delivered batch (shards mid-epoch), as base64 text."""
-        if not self.sharded or self._delivered == 0:
-            return None
-        if self._shard_stream is not None:
-            checkpoint = self._shard_stream.checkpoint()
-        else:
-            checkpoint = self._shard_resume[2] if self._shard_resume else None
-        return None if checkpoint is None else base64.b64encode(checkpoint).decode("ascii")
 
     def load_state_dict(self, state: dict | list[dict]) -> None:
         """Continue where `state` stopped: this rank's own state, or every rank's (a list) on any world size.
@@ -400,42 +287,9 @@ class MLICLoader:
         states = [LoaderState.from_dict(s) for s in (state if complete else [state])]
         first = LoaderState.check_all(states, self, complete)
         agreed = first.skipped_rows(self.index)
-        if self.sharded:
-            self._load_shard_state(states, first)
-        elif first.world_size == self.world_size:  # the same ranks: each continues its own share exactly
-            own = next(s for s in states if s.rank == self.rank)
-            self._found = own.found_rows(self.index)
-            self._resume = _Resume(first.epoch, own.initial_share(), own.offset, own.batches, own.rows is not None)
-        else:  # every new rank read every old rank's finds: they are agreed now, on all ranks alike
-            for old in states:
-                agreed.update(old.found_rows(self.index))
-            self._found = {}
-            share = reshard(states, self.index, self.rank, self.world_size)
-            self._resume = _Resume(first.epoch, share, first.batches, first.batches, True)
+        self._found = self.source.resume(states, agreed)
         self.epoch, self._agreed, self._unsettled = first.epoch, agreed, False
         self._delivered = first.batches
-
-
-    def _load_shard_state(self, states: list[LoaderState], first: LoaderState) -> None:
-        if first.world_size != self.world_size:
-            raise LoaderStateError("world_size", f"a shard dataset resumes on the world size it was saved on "
-                                   f"({first.world_size}), not {self.world_size}: DALI's reader state belongs to "
-                                   "its rank's span", f"resume on {first.world_size} ranks, or start the epoch over")
-        own = next(s for s in states if s.rank == self.rank)
-        self._found = own.found_rows(self.index)
-        checkpoint = None if own.checkpoint is None else base64.b64decode(own.checkpoint)
-        self._shard_resume = (first.epoch, own.batches, checkpoint)
-
-
-@dataclass(frozen=True)
-class _Resume:
-    """The share an epoch resumes from: rows before this epoch's skips, and where delivery stands."""
-
-    epoch: int
-    initial: RankRows
-    offset: int  # batches of the epoch delivered before `initial` begins
-    start: int  # the epoch's next batch
-    explicit: bool  # `initial` came from another world size, so a state must list it
 
 
 _ERASE_STREAM = 0x45524153  # keeps the erase draws of a row apart from its crop draws (same seed, epoch, row)

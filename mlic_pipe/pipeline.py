@@ -181,10 +181,30 @@ def decode_augment(encoded, uniforms, settings: DecodeSettings, gpu: bool, polic
     return images
 
 
+class _Encoded:
+    """The external source of encoded images by row (`EncodedIndex.read_encoded`): batch i holds rows[i*B:(i+1)*B].
+
+    Padded past the end as DALI's file reader pads (the last sample repeated), since DALI prefetches ahead.
+    """
+
+    def __init__(self, rows: list[int], batch_size: int, read_encoded):
+        self.rows, self.batch_size, self.read_encoded = np.asarray(rows, dtype=np.int64), batch_size, read_encoded
+
+    def __call__(self, info):
+        start = info.iteration * self.batch_size
+        rows = self.rows[start:start + self.batch_size]
+        rows = np.concatenate([rows, np.repeat(self.rows[-1:], self.batch_size - len(rows))])
+        return self.read_encoded(rows), [np.array([row], dtype=np.int32) for row in rows]
+
+
 def _decode_graph(files, rows, settings: DecodeSettings, gpu: bool, draws: _Draws | None,
-                  policy_draws: _Draws | None):
-    encoded, labels = fn.readers.file(files=files, labels=rows, random_shuffle=False, pad_last_batch=True,
-                                      name="reader")
+                  policy_draws: _Draws | None, encoded_source: _Encoded | None):
+    if encoded_source is None:
+        encoded, labels = fn.readers.file(files=files, labels=rows, random_shuffle=False, pad_last_batch=True,
+                                          name="reader")
+    else:
+        encoded, labels = fn.external_source(source=encoded_source, num_outputs=2, batch=True, batch_info=True,
+                                             dtype=[types.UINT8, types.INT32], ndim=[1, 1])
     uniforms = None if draws is None else fn.external_source(source=draws, batch=True, batch_info=True,
                                                              dtype=types.FLOAT, ndim=1)
     policy_uniforms = None if policy_draws is None else fn.external_source(
@@ -192,12 +212,14 @@ def _decode_graph(files, rows, settings: DecodeSettings, gpu: bool, draws: _Draw
     return decode_augment(encoded, uniforms, settings, gpu, policy_uniforms), labels
 
 
-def build_pipeline(files: list[str], rows: list[int], batch_size: int, settings: DecodeSettings, *,
-                   device_id: int | None, seed: int, epoch: int = 0) -> Pipeline:
+def build_pipeline(files: list[str] | None, rows: list[int], batch_size: int, settings: DecodeSettings, *,
+                   device_id: int | None, seed: int, epoch: int = 0, read_encoded=None) -> Pipeline:
     """A built pipeline reading `files` in the given order; outputs (uint8 NHWC images, int32 rows).
 
     Args:
-        files: the paths, in delivery order (one rank's share of one epoch, or its rest).
+        files: the paths, in delivery order (one rank's share of one epoch, or its rest); None with
+            `read_encoded`, a function from rows to their encoded images (uint8 arrays), fed to DALI from
+            the host (images held in Arrow tables or tar members rather than one file each).
         rows: the dataset row of each file (the reader's label output).
         device_id: CUDA device for the 'mixed' decoder and GPU resize, or None for the CPU pipeline.
         seed, epoch: with each row, fix that sample's crop and flip (training).
@@ -209,8 +231,9 @@ def build_pipeline(files: list[str], rows: list[int], batch_size: int, settings:
     policy = settings.policy
     policy_draws = None if policy is None else _Draws(rows, batch_size, seed ^ AUTO_AUGMENT_STREAM, epoch, policy.draws)
     graph = pipeline_def(_decode_graph, enable_conditionals=policy is not None)  # auto-augment selects ops by sample
-    pipe = graph(files, rows, settings, device_id is not None, draws, policy_draws, batch_size=batch_size,
-                 num_threads=settings.num_threads, device_id=device_id, seed=seed & 0x7FFFFFFF,
+    encoded_source = None if read_encoded is None else _Encoded(rows, batch_size, read_encoded)
+    pipe = graph(files, rows, settings, device_id is not None, draws, policy_draws, encoded_source,
+                 batch_size=batch_size, num_threads=settings.num_threads, device_id=device_id, seed=seed & 0x7FFFFFFF,
                  prefetch_queue_depth=settings.prefetch)
     pipe.build()
     return pipe

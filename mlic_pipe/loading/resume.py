@@ -31,7 +31,7 @@ from mlic_pipe.loading.order import RankRows, epoch_share, interleave, shard, wi
 __all__ = ["SOURCES", "STATE_VERSION", "LoaderState", "reshard"]
 
 STATE_VERSION = 2  # 2 added `source` and `fingerprint`; version 1 states still load, unchecked on those two
-SOURCES = ("files", "shards")
+SOURCES = ("files", "shards", "hf", "webdataset")  # `mlic_pipe.loading.source.SOURCES`' kinds
 _V2_ONLY = ("source", "fingerprint")
 
 
@@ -53,8 +53,8 @@ class LoaderState:
     rows: list | None = None  # this rank's share, when it came from a resume on another world size
     padded: list | None = None
     offset: int = 0  # batches of the epoch delivered before that share began
-    checkpoint: str | None = None  # shard datasets: DALI's reader state after `batches` (base64)
-    source: str | None = None  # "files" or "shards" (None: a version-1 state)
+    checkpoint: str | None = None  # shard streams: DALI's reader state after `batches` (base64)
+    source: str | None = None  # the source's kind, one of SOURCES (None: a version-1 state)
     fingerprint: str | None = None  # the dataset's `fingerprint()` (None: a version-1 state)
     version: int = STATE_VERSION
 
@@ -213,7 +213,8 @@ def _check_fits(state: LoaderState, loader) -> None:
 
 def _check_position(state: LoaderState, loader) -> None:
     """`batches` lies inside its epoch, and a shard state mid-epoch carries DALI's reader state."""
-    if state.source == "shards" or (state.source is None and state.checkpoint is not None):
+    stream = state.source == "shards" or (state.source is None and state.checkpoint is not None)
+    if stream and state.rows is None:  # a shard stream (not a rest resumed by row on another world size)
         from mlic_pipe.loading.shard_stream import shard_steps
 
         steps = shard_steps(state.num_rows, state.world_size, state.batch_size, state.drop_last)
@@ -221,7 +222,7 @@ def _check_position(state: LoaderState, loader) -> None:
             raise LoaderStateError("checkpoint", "is missing: a shard state mid-epoch needs DALI's reader state")
     else:
         if state.checkpoint is not None:
-            raise LoaderStateError("checkpoint", "is set, but a file-list state has no DALI reader state")
+            raise LoaderStateError("checkpoint", "is set, but a state read by row has no DALI reader state")
         if state.found and state.skipped_rows(loader.index).keys() & {row for row, _, _ in state.found}:
             raise LoaderStateError("found", "lists a row that is already skipped")
         steps = state.offset + -(-len(state.initial_share()) // state.batch_size)
@@ -230,7 +231,10 @@ def _check_position(state: LoaderState, loader) -> None:
                                f"{steps} batches")
 
 
-def reshard(states: list[LoaderState], index: LabelIndex, rank: int, world_size: int) -> RankRows:
-    """Rank `rank`'s part of what the saved ranks had left, dealt over `world_size` ranks in equal counts."""
-    rest = interleave([state.rest(index) for state in sorted(states, key=lambda s: s.rank)])
-    return shard(rest.rows, rank, world_size, states[0].batch_size, drop_last=False, padded=rest.padded)
+def reshard(rests: list[RankRows], rank: int, world_size: int, batch_size: int) -> RankRows:
+    """Rank `rank`'s part of what the saved ranks had left (`rests`, by old rank), dealt over `world_size` ranks.
+
+    Equal counts on every new rank (padded by wrapping around, marked).
+    """
+    rest = interleave(rests)
+    return shard(rest.rows, rank, world_size, batch_size, drop_last=False, padded=rest.padded)

@@ -38,7 +38,8 @@ from mlic_pipe.pipeline import AUTO_AUGMENT_STREAM, DRAWS, DecodeSettings, dali_
 from mlic_pipe.shards.format import IMAGE_EXTENSIONS
 from mlic_pipe.shards.index import ShardIndex
 
-__all__ = ["SHUFFLE_BUFFER", "ShardBatch", "ShardStream", "rank_span", "shard_order", "shard_steps", "shard_total"]
+__all__ = ["SHUFFLE_BUFFER", "ShardBatch", "ShardStream", "rank_span", "shard_order", "shard_steps", "shard_total",
+           "stream_rows", "stream_seeds"]
 
 SHUFFLE_BUFFER = 1024  # DALI's default initial_fill: samples held for the within-span shuffle
 _IMAGE_EXT = ";".join(IMAGE_EXTENSIONS)
@@ -86,10 +87,15 @@ def _placeholder() -> np.ndarray:
     return np.frombuffer(buffer.getvalue(), dtype=np.uint8)
 
 
-def _read(index: ShardIndex, order, rank, world_size, shuffle, seed, raw=False):
-    """DALI's WebDataset reader over the tars in `order`: (image bytes, packed labels, row[, ignore])."""
+def _read(index: ShardIndex, order, rank, world_size, shuffle, seed, rows_only=False):
+    """DALI's WebDataset reader over the tars in `order`: (image bytes, packed labels, row[, ignore]), or (row,).
+
+    Which members are read does not change the order: the shuffle buffer moves samples, not members.
+    """
     exts = [_IMAGE_EXT, "lbl", "row"] + (["ign"] if index.has_ignore else [])
     dtypes = [types.UINT8, types.UINT8, types.INT64] + ([types.UINT8] if index.has_ignore else [])
+    if rows_only:
+        exts, dtypes = ["row"], [types.INT64]
     return fn.readers.webdataset(
         paths=[index.shards[i].path for i in order], index_paths=[index.shards[i].index_path for i in order],
         ext=exts, dtypes=dtypes, shard_id=rank, num_shards=world_size, random_shuffle=shuffle,
@@ -131,6 +137,35 @@ def _raw_pipeline(index: ShardIndex, order, rank, world_size, shuffle, seeds):
     return encoded, rows
 
 
+@pipeline_def(enable_conditionals=False)
+def _rows_pipeline(index: ShardIndex, order, rank, world_size, shuffle, seeds):
+    return _read(index, order, rank, world_size, shuffle, seeds[0], rows_only=True)
+
+
+def stream_seeds(seed: int, epoch: int, rank: int) -> list[int]:
+    """The reader's and the draws' seeds of rank `rank`'s stream in `epoch`."""
+    return [int(s) & 0x7FFFFFFF for s in np.random.SeedSequence([seed, epoch, rank]).generate_state(2)]
+
+
+def stream_rows(index: ShardIndex, seed: int, epoch: int, shuffle: bool, rank: int, world_size: int,
+                batch_size: int, drop_last: bool) -> np.ndarray:
+    """The rows rank `rank`'s stream delivers in `epoch`, in order (`shard_total` of them), read without decoding.
+
+    Only the 8-byte ``.row`` members are read, so recovering a stream's order costs a pass over the index, not the
+    images: what an elastic resume needs to know which samples a rank had delivered.
+    """
+    total = shard_total(len(index), world_size, batch_size, drop_last)
+    pipe = _rows_pipeline(index, shard_order(len(index.shards), seed, epoch, shuffle), rank, world_size, shuffle,
+                          stream_seeds(seed, epoch, rank), batch_size=batch_size, num_threads=1, device_id=None,
+                          prefetch_queue_depth=1)
+    pipe.build()
+    rows = []
+    for _ in range(-(-total // batch_size)):
+        (batch,) = pipe.run()
+        rows.append(np.asarray(batch.as_tensor()).reshape(-1))
+    return np.concatenate(rows)[:total].astype(np.int64) if rows else np.zeros(0, dtype=np.int64)
+
+
 class ShardStream:
     """Batches of rank `rank`'s span of epoch `epoch` (see the module docstring).
 
@@ -144,7 +179,7 @@ class ShardStream:
         self.index, self.batch_size, self.settings, self.device_id = index, batch_size, settings, device_id
         self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
         self.order = shard_order(len(index.shards), seed, epoch, shuffle)
-        self.seeds = [int(s) & 0x7FFFFFFF for s in np.random.SeedSequence([seed, epoch, rank]).generate_state(2)]
+        self.seeds = stream_seeds(seed, epoch, rank)
         self._pipe = None
         self._bad = np.full(1, -1, dtype=np.int64)
         self.position = 0  # batches read since the epoch began

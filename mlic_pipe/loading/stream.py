@@ -13,7 +13,7 @@ import torch
 from mlic_pipe.datasets.index import LabelIndex
 from mlic_pipe.errors import MLICDataError
 from mlic_pipe.loading.order import RankRows
-from mlic_pipe.pipeline import DecodeSettings, build_pipeline, dali_reason, probe_decode
+from mlic_pipe.pipeline import DecodeSettings, build_pipeline, dali_reason, probe_decode, probe_encoded
 
 __all__ = ["DecodeStream", "UndecodableFiles", "as_torch"]
 
@@ -46,11 +46,12 @@ class DecodeStream:
         settings: decode settings (`DecodeSettings`).
         device_id: CUDA device for DALI's 'mixed' decoder, or None for the CPU pipeline.
         seed, epoch: fix the per-sample randomness.
+        read_encoded: rows -> their encoded images, when the images are not one file each (`EncodedIndex`).
     """
 
     def __init__(self, index: LabelIndex, batch_size: int, settings: DecodeSettings, device_id: int | None,
-                 seed: int, epoch: int):
-        self.index, self.batch_size, self.settings = index, batch_size, settings
+                 seed: int, epoch: int, read_encoded=None):
+        self.index, self.batch_size, self.settings, self.read_encoded = index, batch_size, settings, read_encoded
         self.device_id, self.seed, self.epoch = device_id, seed, epoch
         self._pipe = None
         self._rows = np.zeros(0, dtype=np.int64)
@@ -62,9 +63,10 @@ class DecodeStream:
         self._rows, self._position = rank_rows.rows, position
         remaining = self._rows[position:]
         if len(remaining):
-            self._pipe = build_pipeline([self.index.files[i] for i in remaining], remaining.tolist(),
-                                        self.batch_size, self.settings, device_id=self.device_id, seed=self.seed,
-                                        epoch=self.epoch)
+            files = None if self.read_encoded else [self.index.files[i] for i in remaining]
+            self._pipe = build_pipeline(files, remaining.tolist(), self.batch_size, self.settings,
+                                        device_id=self.device_id, seed=self.seed, epoch=self.epoch,
+                                        read_encoded=self.read_encoded)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next batch: uint8 (n, S, S, 3) images (DALI's buffer) and their (n,) int64 dataset rows."""
@@ -81,11 +83,14 @@ class DecodeStream:
         in_flight = self._rows[self._position:self._position + self.batch_size * (self.settings.prefetch + 1)]
         bad = {}
         for row in dict.fromkeys(in_flight.tolist()):
-            reason = probe_decode(self.index.files[row])
+            if self.read_encoded is None:
+                reason = probe_decode(self.index.files[row])
+            else:
+                reason = probe_encoded(self.read_encoded([row])[0].tobytes())
             if reason is not None:
                 bad[int(row)] = reason
         if not bad:
-            first = self.index.files[in_flight[0]]
+            first = self.index.name(int(in_flight[0]))
             raise MLICDataError(first, f"DALI failed on the batches starting with this file ({len(in_flight)} files): "
                                        f"{dali_reason(error)}",
                                 "each file decodes on its own; run `mlic-pipe check` on the dataset") from error

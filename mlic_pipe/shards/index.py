@@ -59,6 +59,8 @@ class ShardIndex:
     class_counts: list[int] = field(default_factory=list)
     json_labels: bool = False  # each sample also carries <key>.json (sets written since the format gained it)
 
+    source_kind = "shards"  # read by `mlic_pipe.loading.shard_source.ShardSource`
+
     def __len__(self) -> int:
         return self.num_samples
 
@@ -144,6 +146,10 @@ class ShardIndex:
         finally:
             if handle is not None:
                 handle.close()
+
+    def read_encoded(self, rows) -> list[np.ndarray]:
+        """The encoded images of `rows` as uint8 arrays (an epoch resumed on another world size reads by row)."""
+        return [np.frombuffer(data, dtype=np.uint8) for data in self.read_components(rows, "image")]
 
     def _component(self, shard: ShardFile, sample: int, component: str) -> tuple[int, int]:
         """Offset and size of `component` of the shard's `sample`-th sample."""
