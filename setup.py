@@ -28,7 +28,10 @@ setup(
     extras_require={"test": ["pytest>=7", "pytest-benchmark>=4", "scikit-learn>=1.3", "lightning>=2.2",
                              "opencv-contrib-python-headless>=4.8",  # the reference for SaliencyMix's saliency
                              "matplotlib>=3.7",  # the charts, tested
-                             "webdataset>=0.2"],  # the reference reader our shards' .json labels are tested with
+                             "webdataset>=0.2",  # the reference reader/writer our shards' and others' tars are tested with
+                             "datasets>=2.14"],  # Hugging Face datasets, built locally in the tests
+                    # `load_hf` / `load(save_to_disk folder)`: Hugging Face datasets as a source
+                    "hf": ["datasets>=2.14"],
                     # the benchmark suite's optional contender (its groups skip it without)
                     "bench": ["pytest>=7", "pytest-benchmark>=4", "kornia>=0.7", "matplotlib>=3.7"],
                     # `mlic-pipe study`'s and `python -m benchmarks.report`'s charts

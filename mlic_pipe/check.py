@@ -142,6 +142,10 @@ def check_index(index: LabelIndex | ShardIndex, *, workers: int | None = None, p
         names = [index.name(row) for row in range(len(index))]
         inspect = lambda row: inspect_image(names[row], index.read_component(row, "image"))  # noqa: E731
         items = range(len(index))
+    elif hasattr(index, "read_encoded"):  # images held as bytes (Arrow tables, tar members): read by row
+        names = index.files
+        inspect = lambda row: inspect_image(names[row], index.read_encoded([row])[0].tobytes())  # noqa: E731
+        items = range(len(index))
     else:
         names, inspect, items = index.files, inspect_image, index.files
     with ThreadPoolExecutor(max_workers=workers) as pool:

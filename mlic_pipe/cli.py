@@ -20,12 +20,14 @@ __all__ = ["FLAGS", "build_parser", "main"]
 
 DATA_HELP = ("dataset: 'demo' (built-in), a COCO .json or root, a VOCdevkit, a NUS-WIDE root (as released or "
              "rearranged), a .csv (path,labels, or ASL's nus_wid_data.csv), a .txt list of '<path> <0/1 per class>' "
-             "lines (with --classes), or a shard directory written by `mlic-pipe shard` (default: demo)")
+             "lines (with --classes), a shard directory written by `mlic-pipe shard`, a Hugging Face `save_to_disk` "
+             "folder, or other people's WebDataset tars (a folder of .tar, a tar, or a {000..009} pattern; with "
+             "--classes) (default: demo)")
 # How library option names read on this command line, where they differ from --name-with-dashes NAME.
 FLAGS = {"image_dir": "--images DIR", "head_kwargs": "--head-arg KEY=VALUE", "loss_kwargs": "--loss-arg KEY=VALUE",
          "val_data": "--val-data DATA",
          "out_dir": "--out-dir DIR", "resume": "--resume PATH", "ema": "--ema DECAY", "num_threads": "--threads N",
-         "split": "--split SPLIT", "shard_root": "--shard-root URL", "classes": "--classes FILE",
+         "split": "--split SPLIT", "shard_root": "--shard-root URL", "classes": "--classes FILE", "label_key": "--label-key EXT[:FIELD]",
          "samples_per_shard": "--samples-per-shard N", "shard_bytes": "--shard-bytes SIZE", "missing": "--missing drop|raise", "on_error": "--on-error skip|raise"}
 
 
@@ -101,6 +103,8 @@ def _load(args: argparse.Namespace, **kw):
         kw["shard_root"] = args.shard_root
     if getattr(args, "classes", None):
         kw["classes"] = args.classes
+    if getattr(args, "label_key", None):
+        kw["label_key"] = args.label_key
     return load(args.data, split=args.split or None, **kw)
 
 
@@ -279,7 +283,10 @@ def _add_data_options(parser: argparse.ArgumentParser, missing: bool = True) -> 
     parser.add_argument("--images", metavar="DIR", help="image folder: of a COCO-format .json outside COCO's own "
                         "layout, a NUS-WIDE root's images, what a list file's or CSV's paths are relative to")
     parser.add_argument("--classes", metavar="FILE", help="class names, one a line: a .txt list file's columns, "
-                        "or a CSV's column order")
+                        "a CSV's column order, the classes of other people's WebDataset tars or a Hugging Face "
+                        "label column of names")
+    parser.add_argument("--label-key", metavar="EXT[:FIELD]", help="other people's WebDataset tars: the member that "
+                        "holds the labels and its field (default json:labels; cls, txt, json:meta.tags)")
     parser.add_argument("--shard-root", metavar="URL", help="where a shard directory's tars and index files are, "
                         "when not beside its dataset.json (e.g. s3://bucket/prefix)")
     if missing:

@@ -3,21 +3,24 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 
 from mlic_pipe.datasets.coco import load_coco
 from mlic_pipe.datasets.csv import load_csv
 from mlic_pipe.datasets.demo import load_demo
+from mlic_pipe.datasets.hf import is_hf_disk, load_hf_disk
 from mlic_pipe.datasets.index import LabelIndex
 from mlic_pipe.datasets.listfile import load_list
 from mlic_pipe.datasets.nuswide import find_nuswide, load_nuswide
 from mlic_pipe.datasets.voc import load_voc
+from mlic_pipe.datasets.wds import load_webdataset
 from mlic_pipe.errors import MLICDataError
 from mlic_pipe.shards.format import MANIFEST
 from mlic_pipe.shards.index import ShardIndex, load_shards
 
 __all__ = ["load", "detect_format"]
 
-FORMATS = ("demo", "coco", "voc", "nuswide", "csv", "list", "shards")
+FORMATS = ("demo", "coco", "voc", "nuswide", "csv", "list", "shards", "hf", "webdataset")
 
 
 def _coco_image_dir(annotation_file: str) -> str | None:
@@ -33,6 +36,8 @@ def detect_format(path: str | os.PathLike) -> str:
     path = os.fspath(path)
     if path == "demo" or path.startswith("demo:"):
         return "demo"
+    if path.lower().endswith(".tar") and (os.path.isfile(path) or re.search(r"\{\d+\.\.\d+\}", path)):
+        return "webdataset"  # one tar, or a brace pattern of them
     if os.path.isfile(path):
         lowered = path.lower()
         if os.path.basename(lowered) == MANIFEST:
@@ -47,7 +52,11 @@ def detect_format(path: str | os.PathLike) -> str:
                             "(<path> <0/1 per class> lines)")
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, MANIFEST)) or glob.glob(os.path.join(path, "shard-*.tar")):
-            return "shards"  # (a directory of tars without dataset.json is refused by load_shards, with why)
+            return "shards"  # (our tars without dataset.json are an unfinished run, refused by load_shards)
+        if glob.glob(os.path.join(path, "*.tar")):
+            return "webdataset"  # other people's tars: the classes come from the user
+        if is_hf_disk(path):
+            return "hf"
         if find_nuswide(path) is not None:
             return "nuswide"
         if os.path.isdir(os.path.join(path, "ImageSets", "Main")) or glob.glob(os.path.join(path, "VOC*", "ImageSets", "Main")):
@@ -56,8 +65,8 @@ def detect_format(path: str | os.PathLike) -> str:
             return "coco"
         raise MLICDataError(path, "is not a dataset layout mlic-pipe knows",
                             "expected a COCO root (annotations/instances_*.json), a VOCdevkit, a NUS-WIDE root "
-                            "(ConceptsList/Concepts81.txt or Concepts81.txt, ImageList/, TrainTestLabels/) or a "
-                            ".json/.csv/.txt file")
+                            "(ConceptsList/Concepts81.txt or Concepts81.txt, ImageList/, TrainTestLabels/), a Hugging "
+                            "Face `save_to_disk` folder or a .json/.csv/.txt file")
     raise MLICDataError(path, "no such file or directory")
 
 
@@ -72,12 +81,16 @@ def load(path_or_spec: str | os.PathLike, **kw) -> LabelIndex | ShardIndex:
             ``nus_wid_data.csv`` with ``split=``); a ``.txt`` list of ``<path> <0/1 per class>``
             lines (``classes=``, ``image_dir=``); or a shard directory written by
             ``mlic-pipe shard`` (its tars elsewhere with ``shard_root="s3://..."``), read as a
-            `ShardIndex` whose labels stay in the tars.
+            `ShardIndex` whose labels stay in the tars; or a Hugging Face dataset saved with
+            ``save_to_disk`` (``split=`` for a DatasetDict, ``image_column=``, ``label_column=``,
+            ``classes=``; see `load_hf`); or other people's WebDataset tars (a folder of ``*.tar``
+            without our dataset.json, a tar, or a ``{000..009}`` brace pattern) with ``classes=`` and
+            ``label_key=`` (see `load_webdataset`).
         **kw: passed to the reader (see `load_coco`, `load_voc`, `load_nuswide`, `load_csv`,
             `load_list`). ``split=None`` means the reader's default. A single annotation file (a
             COCO ``.json``, a list, a CSV without a split column) is its own split, so ``split`` is
             ignored there: callers such as the trainer can pass their split names whatever the layout.
-            ``classes=`` is read by the CSV and list readers only.
+            ``classes=`` is read by the CSV, list, Hugging Face and WebDataset readers only.
     """
     path = os.fspath(path_or_spec)
     kind = detect_format(path)
@@ -86,6 +99,11 @@ def load(path_or_spec: str | os.PathLike, **kw) -> LabelIndex | ShardIndex:
     classes = kw.pop("classes", None)
     if kind == "list":
         return load_list(path, classes, **kw)
+    if kind == "webdataset":  # one split per set of tars; the images are members, so image_dir= and missing= do not apply
+        return load_webdataset(path, classes, **{k: v for k, v in kw.items() if k == "label_key"})
+    if kind == "hf":  # images inside the Arrow table: image_dir=, missing= and use_cache= have no meaning there
+        return load_hf_disk(path, split, classes=classes,
+                            **{k: v for k, v in kw.items() if k in ("image_column", "label_column")})
     if classes is not None and kind != "csv":
         raise MLICDataError(path, f"is a {kind} dataset, which names its own classes", "leave out {classes}")
     if kind == "demo":
