@@ -1,6 +1,7 @@
 """Small datasets in the real on-disk layouts, built by the tests themselves."""
 from __future__ import annotations
 
+import io
 import json
 import os
 
@@ -64,3 +65,30 @@ def write_nuswide(root, split_tag, concepts, relative_paths, labels: np.ndarray,
         for rel in relative_paths:
             write_image(os.path.join(root, "images", *rel.split("/")))
     return str(root)
+
+
+# Encoded images and label lists shared by the Hugging Face and WebDataset tests.
+CLASSES = ["cat", "dog", "car", "tree"]
+OPTIONS = dict(image_size=16, device="cpu", num_threads=1, seed=3)
+
+
+def encoded_image(k: int, fmt: str = "JPEG") -> bytes:
+    rng = np.random.default_rng(k)
+    y, x = np.mgrid[0:24 + k % 3, 0:30 + 2 * (k % 4)]
+    picture = np.stack([(x * rng.integers(2, 9)) % 256, (y * rng.integers(2, 9)) % 256,
+                        np.full_like(x, rng.integers(0, 256))], -1).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def random_labels(n: int, seed: int = 0) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    return [sorted(rng.choice(len(CLASSES), size=int(rng.integers(0, 3)), replace=False).tolist()) for _ in range(n)]
+
+
+def multi_hot(labels) -> np.ndarray:
+    table = np.zeros((len(labels), len(CLASSES)), dtype=np.uint8)
+    for k, row in enumerate(labels):
+        table[k, row] = 1
+    return table

@@ -17,7 +17,7 @@ from mlic_pipe.cli import main
 from mlic_pipe.datasets import LabelIndex, load, load_webdataset
 from mlic_pipe.errors import MLICDataError
 from mlic_pipe.loader import MLICLoader
-from test_hf_datasets import CLASSES, OPTIONS, _encoded, _multi_hot, _truth
+from builders import CLASSES, OPTIONS, encoded_image as _encoded, multi_hot as _multi_hot, random_labels as _truth
 
 wds = pytest.importorskip("webdataset")
 

@@ -5,7 +5,6 @@ disk and read through `LabelIndex`, whose rows decode bitwise alike (crops and f
 """
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import warnings
@@ -13,32 +12,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from mlic_pipe.datasets import LabelIndex, load, load_hf
 from mlic_pipe.errors import MLICDataError
 from mlic_pipe.loader import MLICLoader
+from builders import CLASSES, OPTIONS, encoded_image as _encoded, multi_hot as _multi_hot, random_labels as _truth
 
 datasets = pytest.importorskip("datasets")
-
-CLASSES = ["cat", "dog", "car", "tree"]
-OPTIONS = dict(image_size=16, device="cpu", num_threads=1, seed=3)
-
-
-def _encoded(k: int, fmt: str = "JPEG") -> bytes:
-    rng = np.random.default_rng(k)
-    y, x = np.mgrid[0:24 + k % 3, 0:30 + 2 * (k % 4)]
-    picture = np.stack([(x * rng.integers(2, 9)) % 256, (y * rng.integers(2, 9)) % 256,
-                        np.full_like(x, rng.integers(0, 256))], -1).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(picture).save(buffer, fmt)
-    return buffer.getvalue()
-
-
-def _truth(n: int, seed: int = 0) -> list[list[int]]:
-    rng = np.random.default_rng(seed)
-    return [sorted(rng.choice(len(CLASSES), size=int(rng.integers(0, 3)), replace=False).tolist()) for _ in range(n)]
-
 
 def _dataset(tmp_path, n: int = 13, bad=(), as_path=()):
     """`n` images (PNG every fifth; rows in `as_path` held as paths on disk, rows in `bad` not images)."""
@@ -67,13 +47,6 @@ def _as_files(tmp_path, dataset) -> LabelIndex:
     for k, labels in enumerate(dataset["labels"]):
         targets[k, labels] = 1
     return LabelIndex(files=files, targets=targets, ignore=None, classes=list(CLASSES))
-
-
-def _multi_hot(labels) -> np.ndarray:
-    table = np.zeros((len(labels), len(CLASSES)), dtype=np.uint8)
-    for k, row in enumerate(labels):
-        table[k, row] = 1
-    return table
 
 
 @pytest.mark.parametrize("train", [True, False])

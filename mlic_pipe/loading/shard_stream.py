@@ -16,8 +16,9 @@ How an epoch is cut (one rule, whatever the number of tars T and ranks W):
 An undecodable sample: DALI's error names no sample, so the batches in flight are read again
 without decoding (`_find_bad`, a reader-only pipeline with the same seed) and each image is probed.
 The stream then restarts from the checkpoint taken before the failing batch with the bad rows'
-bytes replaced by a tiny valid image in the pipeline, and the loader drops those rows from their
-batch (the batch is one smaller; the number of batches never changes). DALI checkpointing
+bytes replaced by a tiny valid image in the pipeline, and `ShardReader` puts a repeat of a usable
+sample of the batch in their place, marked padded (the source protocol's one rule: batches keep their
+size, epochs their number of batches; `mlic_pipe.loading.source`). DALI checkpointing
 (`checkpoint`) is what makes this restart, and a mid-epoch resume, cost no decoding.
 """
 from __future__ import annotations
