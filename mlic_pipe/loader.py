@@ -1,14 +1,17 @@
 """`MLICLoader`: DALI -> zero-copy -> render -> `Batch`, a drop-in for a PyTorch DataLoader.
 
-One training step: the `DecodeStream` hands over a uint8 NHWC batch in DALI's own buffer (DLPack,
-no copy; on the GPU the exchange orders torch's stream after DALI's); the mixer draws a plan on the
-host; `render` (the Triton kernel on CUDA, the torch reference on the CPU) writes the normalized,
-mixed batch into one of two reused `OutputBuffers`; the multi-hot targets are gathered by dataset
-row from a table on the device and mixed with the same plan.
+One training step: the source's epoch reader hands over a uint8 NHWC batch in DALI's own buffer
+(DLPack, no copy; on the GPU the exchange orders torch's stream after DALI's); the mixer draws a plan
+on the host; `render` (the Triton kernel on CUDA, the compiled renderer on the CPU) writes the
+normalized, mixed batch into one of two reused `OutputBuffers`; the source gives the multi-hot
+targets on the device (gathered by row from a table, or unpacked from the bits that came with the
+samples), mixed with the same plan.
 
-The parts, each testable alone: `mlic_pipe.loading.order` (which rows each rank reads: equal
-counts on every rank, padding and skips marked), `mlic_pipe.loading.stream` (the DALI decode
-stream and its failure recovery), `mlic_pipe.loading.buffers` and the mixing step here.
+The parts, each testable alone: the source (`mlic_pipe.loading.source`: one per kind of dataset,
+picked by `mlic_pipe.loading.sources.source_for`; the loader holds no branch on the kind),
+`mlic_pipe.loading.order` (which rows each rank reads: equal counts on every rank, padding and
+skips marked), `mlic_pipe.loading.stream` (the DALI decode stream and its failure recovery),
+`mlic_pipe.loading.buffers` and the mixing step here.
 
 Distribution and resume. Every rank yields `len(loader)` batches in every epoch, skips included;
 a file found undecodable on any rank is agreed on every rank at the epoch's end and left out of

@@ -202,12 +202,14 @@ def _stage_cost(index: LabelIndex, loader: MLICLoader, steps: int) -> tuple[floa
 
     steps = max(steps, 8)
     count = min(len(index), loader.batch_size * (steps + 1))
-    files, rows = [index.files[r] for r in range(count)], list(range(count))
+    rows = list(range(count))
+    read_encoded = getattr(index, "read_encoded", None)  # images held as bytes (shards, Arrow tables, tar members)
+    files = None if read_encoded else [index.files[r] for r in rows]
     sync = torch.cuda.synchronize if loader.device.type == "cuda" else (lambda: None)
     per_batch = []
     for settings in (loader.settings, replace(loader.settings, auto_augment=None)):
         pipe = build_pipeline(files, rows, loader.batch_size, settings, device_id=dali_device_id(loader.device),
-                              seed=loader.seed)
+                              seed=loader.seed, read_encoded=read_encoded)
         pipe.run()  # warm-up
         sync()
         start = time.perf_counter()

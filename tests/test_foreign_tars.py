@@ -130,3 +130,14 @@ def test_the_cli_reads_such_a_folder_with_classes_from_a_file(tmp_path, capsys):
     (tmp_path / "classes.txt").write_text("\n".join(CLASSES) + "\n")
     assert main(["check", str(tmp_path / "tars"), "--classes", str(tmp_path / "classes.txt")]) == 0
     assert "11" in capsys.readouterr().out
+
+
+def test_profile_times_such_tars_auto_augment_apart_reading_their_bytes(tmp_path, capsys):
+    """`profile --auto-augment` times bare DALI over the set's own images: here members of tars, not files."""
+    _write(tmp_path / "tars", n=24, per_tar=8)
+    (tmp_path / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    out = tmp_path / "profile.json"
+    assert main(["profile", str(tmp_path / "tars"), "--classes", str(tmp_path / "classes.txt"), "--steps", "2",
+                 "--warmup", "1", "--batch-size", "4", "--image-size", "32", "--mix", "none", "--auto-augment",
+                 "trivial", "-q", "--json", str(out)]) == 0
+    assert all(ms > 0 for ms in json.loads(out.read_text())["auto_augment_ms"])
