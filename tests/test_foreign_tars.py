@@ -132,6 +132,7 @@ def test_the_cli_reads_such_a_folder_with_classes_from_a_file(tmp_path, capsys):
     assert "11" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # ~8 s (two DALI pipelines with auto-augment, a profile run): CI runs it
 def test_profile_times_such_tars_auto_augment_apart_reading_their_bytes(tmp_path, capsys):
     """`profile --auto-augment` times bare DALI over the set's own images: here members of tars, not files."""
     _write(tmp_path / "tars", n=24, per_tar=8)

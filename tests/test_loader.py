@@ -309,6 +309,7 @@ print(json.dumps(samples))
 """
 
 
+@pytest.mark.slow  # ~16 s: in the slow set (CI runs it) to keep the default run well under 6 minutes
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads Linux's /proc")
 def test_resident_memory_stops_growing_over_50_epochs(demo):
     """Measured in a fresh interpreter: RSS there is the loader's, not the allocator state that the
