@@ -108,10 +108,18 @@ class _Draws:
         self.batch_size, self.seed, self.epoch, self.count = batch_size, seed, epoch, count
 
     def __call__(self, info) -> np.ndarray:
-        start = info.iteration * self.batch_size
-        rows = self.rows[start:start + self.batch_size]
-        rows = np.resize(rows if len(rows) else self.rows[-1:], self.batch_size)  # the reader pads likewise
-        return sample_uniforms(self.seed, self.epoch, rows, self.count)
+        return sample_uniforms(self.seed, self.epoch, _batch_rows(self.rows, info.iteration, self.batch_size),
+                               self.count)
+
+
+def _batch_rows(rows: np.ndarray, iteration: int, batch_size: int) -> np.ndarray:
+    """The rows of batch `iteration`, padded to `batch_size` as DALI's file reader pads (the last row repeated).
+
+    DALI prefetches past the end, so iterations beyond the rows are whole batches of the last row; the loader
+    cuts the padding off.
+    """
+    batch = rows[iteration * batch_size:(iteration + 1) * batch_size]
+    return np.concatenate([batch, np.repeat(rows[-1:], batch_size - len(batch))])
 
 
 def _random_window(width, height, draws, crop: CropSettings):
@@ -182,18 +190,13 @@ def decode_augment(encoded, uniforms, settings: DecodeSettings, gpu: bool, polic
 
 
 class _Encoded:
-    """The external source of encoded images by row (`EncodedIndex.read_encoded`): batch i holds rows[i*B:(i+1)*B].
-
-    Padded past the end as DALI's file reader pads (the last sample repeated), since DALI prefetches ahead.
-    """
+    """The external source of encoded images by row (`EncodedIndex.read_encoded`): batch i holds rows[i*B:(i+1)*B]."""
 
     def __init__(self, rows: list[int], batch_size: int, read_encoded):
         self.rows, self.batch_size, self.read_encoded = np.asarray(rows, dtype=np.int64), batch_size, read_encoded
 
     def __call__(self, info):
-        start = info.iteration * self.batch_size
-        rows = self.rows[start:start + self.batch_size]
-        rows = np.concatenate([rows, np.repeat(self.rows[-1:], self.batch_size - len(rows))])
+        rows = _batch_rows(self.rows, info.iteration, self.batch_size)
         return self.read_encoded(rows), [np.array([row], dtype=np.int32) for row in rows]
 
 

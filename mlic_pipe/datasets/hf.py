@@ -79,8 +79,7 @@ def load_hf(dataset, image_column: str = "image", label_column: str = "labels", 
                             "column", "cast it: dataset.cast_column(name, datasets.Image())")
     raw = dataset.cast_column(image_column, datasets.Image(decode=False)).select_columns([image_column])
     arrow = raw.with_format("arrow")
-    images = arrow[:][image_column]
-    paths = images.combine_chunks().field("path").to_pylist() if len(dataset) else []
+    paths = [path for chunk in arrow[image_column].chunks for path in chunk.field("path").to_pylist()]
     files = [path if path else f"{name}[{row}]" for row, path in enumerate(paths)]
     class_names, targets = _labels(dataset, label_column, classes, name, datasets)
 
@@ -108,7 +107,7 @@ def _labels(dataset, column: str, classes, name: str, datasets) -> tuple[list[st
     import pyarrow.compute as pc
 
     feature, n = dataset.features[column], len(dataset)
-    values = dataset.with_format("arrow")[:][column].combine_chunks()
+    values = dataset.with_format("arrow")[column].combine_chunks()  # that column only, not the images
     if isinstance(feature, datasets.ClassLabel):  # single-label
         names, parents, items = feature.names, np.arange(n), values.to_numpy(zero_copy_only=False)
     else:

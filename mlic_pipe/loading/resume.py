@@ -28,10 +28,9 @@ from mlic_pipe.datasets.index import LabelIndex
 from mlic_pipe.errors import LoaderStateError
 from mlic_pipe.loading.order import RankRows, epoch_share, interleave, shard, without_bad
 
-__all__ = ["SOURCES", "STATE_VERSION", "LoaderState", "reshard"]
+__all__ = ["STATE_VERSION", "LoaderState", "reshard"]
 
 STATE_VERSION = 2  # 2 added `source` and `fingerprint`; version 1 states still load, unchecked on those two
-SOURCES = ("files", "shards", "hf", "webdataset")  # `mlic_pipe.loading.source.SOURCES`' kinds
 _V2_ONLY = ("source", "fingerprint")
 
 
@@ -54,7 +53,7 @@ class LoaderState:
     padded: list | None = None
     offset: int = 0  # batches of the epoch delivered before that share began
     checkpoint: str | None = None  # shard streams: DALI's reader state after `batches` (base64)
-    source: str | None = None  # the source's kind, one of SOURCES (None: a version-1 state)
+    source: str | None = None  # the source's kind, a key of `mlic_pipe.loading.sources.SOURCES` (None: version 1)
     fingerprint: str | None = None  # the dataset's `fingerprint()` (None: a version-1 state)
     version: int = STATE_VERSION
 
@@ -103,8 +102,10 @@ class LoaderState:
                                    f"{self.world_size})")
         if self.offset > self.batches:
             raise LoaderStateError("offset", f"is {self.offset}, more than the {self.batches} batches delivered")
+        from mlic_pipe.loading.sources import SOURCES  # (here: the sources themselves resume through this module)
+
         if self.version == STATE_VERSION and self.source not in SOURCES:
-            raise LoaderStateError("source", f"is {self.source!r}, not one of {SOURCES}")
+            raise LoaderStateError("source", f"is {self.source!r}, not one of {tuple(SOURCES)}")
         for name in ("skipped", "found"):
             for k, entry in enumerate(getattr(self, name)):
                 if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], int)

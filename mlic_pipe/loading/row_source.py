@@ -73,9 +73,13 @@ class RowSource:
     def name(self, row: int) -> str:
         return self.index.name(row)
 
+    def resuming(self, epoch: int) -> bool:
+        """Whether `epoch` starts from a saved state (`resume`) rather than from its beginning."""
+        return self._resume is not None and self._resume.epoch == epoch
+
     def share(self, epoch: int, agreed: dict[int, str]) -> Resume:
         """This rank's rows of `epoch` before any skip found in it, and where delivery starts."""
-        if self._resume is not None and self._resume.epoch == epoch:
+        if self.resuming(epoch):
             return self._resume
         c = self.config
         share = epoch_share(len(self.index), agreed, c.seed, epoch, c.shuffle, c.rank, c.world_size, c.batch_size,
@@ -90,7 +94,7 @@ class RowSource:
         return share.offset + -(-len(share.initial) // self.config.batch_size)
 
     def set_epoch(self, epoch: int) -> int:
-        if self._resume is not None and self._resume.epoch != epoch:
+        if not self.resuming(epoch):
             self._resume = None  # a resume applies to its own epoch only
         return self._resume.start if self._resume else 0
 
@@ -115,7 +119,12 @@ class RowSource:
                     padded=self._resume.initial.padded.tolist() if explicit else None,
                     offset=self._resume.offset if self._resume is not None else 0, checkpoint=None)
 
-    def resume(self, states: list[LoaderState], agreed: dict[int, str]) -> dict[int, str]:
+    def resume(self, states: list[LoaderState], agreed: dict[int, str], rest_of=None) -> dict[int, str]:
+        """Start mid-epoch from `states`; see `Source.resume`.
+
+        `rest_of(state, bad)`: what an old rank had not delivered, with the `bad` rows replaced (default: its share
+        as the state describes it, `LoaderState.rest`; a shard stream's is worked out from the tars instead).
+        """
         first, c = states[0], self.config
         if first.world_size == c.world_size:  # the same ranks: each continues its own share exactly
             own = next(s for s in states if s.rank == c.rank)
@@ -123,7 +132,8 @@ class RowSource:
             return own.found_rows(self.index)
         for old in states:  # every new rank read every old rank's finds: they are agreed now, on all ranks alike
             agreed.update(old.found_rows(self.index))
-        rests = [state.rest(self.index) for state in sorted(states, key=lambda s: s.rank)]
+        rest_of = rest_of or (lambda state, bad: state.rest(self.index))
+        rests = [rest_of(state, agreed) for state in sorted(states, key=lambda s: s.rank)]
         share = reshard(rests, c.rank, c.world_size, c.batch_size)
         self._resume = Resume(first.epoch, share, first.batches, first.batches, True)
         return {}

@@ -21,8 +21,8 @@ import torch
 
 from mlic_pipe.errors import LoaderStateError, MLICDataError
 from mlic_pipe.loading.order import RankRows, without_bad
-from mlic_pipe.loading.resume import LoaderState, reshard
-from mlic_pipe.loading.row_source import Resume, RowSource
+from mlic_pipe.loading.resume import LoaderState
+from mlic_pipe.loading.row_source import RowSource
 from mlic_pipe.loading.shard_stream import ShardStream, rank_span, shard_steps, shard_total, stream_rows
 from mlic_pipe.loading.source import Read, SourceConfig
 from mlic_pipe.pipeline import dali_reason
@@ -112,8 +112,7 @@ class ShardSource:
         return self.index.name(row)
 
     def _rest_of(self, epoch: int) -> _ShardRest | None:
-        return self._rest if self._rest is not None and self._rest._resume is not None \
-            and self._rest._resume.epoch == epoch else None
+        return self._rest if self._rest is not None and self._rest.resuming(epoch) else None
 
     def steps(self, epoch: int, agreed: dict[int, str]) -> int:
         rest = self._rest_of(epoch)
@@ -127,15 +126,13 @@ class ShardSource:
                         "read: use batch.rows")
 
     def set_epoch(self, epoch: int) -> int:
-        if self._rest is not None:
-            return self._rest.set_epoch(epoch) if self._rest_of(epoch) else self._drop_rest()
+        if self._rest_of(epoch) is None:
+            self._rest = None  # a resume applies to its own epoch only
         if self._checkpoint is not None and self._checkpoint[0] != epoch:
             self._checkpoint = None
+        if self._rest is not None:
+            return self._rest.set_epoch(epoch)
         return self._checkpoint[1] if self._checkpoint else 0
-
-    def _drop_rest(self) -> int:
-        self._rest = None
-        return 0
 
     def open(self, epoch: int, agreed: dict[int, str], found: dict[int, str]):
         rest = self._rest_of(epoch)
@@ -182,15 +179,8 @@ class ShardSource:
                                    f"saved on ({first.world_size}), not {c.world_size}: the rest of the epoch is "
                                    "read by row, from local tars", f"resume on {first.world_size} ranks, or use a "
                                    "local copy of the shards")
-        self._rest = _ShardRest(self.index, c, self.kind)
-        if own is not None:  # the same ranks continuing a rest that was itself resharded
-            return self._rest.resume(states, agreed)
-        for old in states:
-            agreed.update(old.found_rows(self.index))
-        rests = [self._stream_rest(state, agreed) for state in sorted(states, key=lambda s: s.rank)]
-        share = reshard(rests, c.rank, c.world_size, c.batch_size)
-        self._rest._resume = Resume(first.epoch, share, first.batches, first.batches, True)
-        return {}
+        self._rest = _ShardRest(self.index, c, self.kind)  # an explicit share: resumed as a file list's
+        return self._rest.resume(states, agreed, rest_of=self._stream_rest)
 
     def _stream_rest(self, state: LoaderState, bad: dict[int, str]) -> RankRows:
         """What old rank `state.rank` had not delivered of its epoch, the undecodable rows replaced by repeats."""
