@@ -137,13 +137,10 @@ class CheckReport:
 def check_index(index: LabelIndex | ShardIndex, *, workers: int | None = None, progress: bool = True) -> CheckReport:
     """Inspect every image header of `index` (in threads: this is I/O-bound) and summarise."""
     workers = workers or min(32, 4 * (os.cpu_count() or 1))
-    if isinstance(index, ShardIndex):  # every byte against its checksum; then the images, read at their offsets
+    if isinstance(index, ShardIndex):  # every byte against its checksum first
         index.check_members(progress=progress)
+    if hasattr(index, "read_encoded"):  # images held as bytes (our shards, Arrow tables, tar members): by row
         names = [index.name(row) for row in range(len(index))]
-        inspect = lambda row: inspect_image(names[row], index.read_component(row, "image"))  # noqa: E731
-        items = range(len(index))
-    elif hasattr(index, "read_encoded"):  # images held as bytes (Arrow tables, tar members): read by row
-        names = index.files
         inspect = lambda row: inspect_image(names[row], index.read_encoded([row])[0].tobytes())  # noqa: E731
         items = range(len(index))
     else:

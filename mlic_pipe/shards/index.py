@@ -126,10 +126,6 @@ class ShardIndex:
             if not is_remote(shard.path):
                 check_members(shard, self.entries(shard), shard.sums_path, shard.digests["sums"])
 
-    def read_component(self, row: int, component: str) -> bytes:
-        """The bytes of one component of sample `row` ("image", "lbl", "ign", "row"), read at its offset."""
-        return next(self.read_components([row], component))
-
     def read_components(self, rows, component: str):
         """The bytes of `component` of each of `rows`, in order; a tar stays open while consecutive rows are in it."""
         handle, path = None, None
