@@ -156,8 +156,8 @@ def check_index(index: LabelIndex | ShardIndex, *, workers: int | None = None, p
     return CheckReport(
         num_images=len(index),
         classes=list(index.classes),
-        labels_per_image=index.targets.sum(axis=1),
-        class_counts=index.targets.sum(axis=0),
-        num_ignored=0 if index.ignore is None else int(index.ignore.sum()),
+        labels_per_image=index.positives.row_counts(),
+        class_counts=index.positives.class_counts(),
+        num_ignored=0 if index.ignored is None else index.ignored.total(),
         files_by_problem=ordered,
     )

@@ -18,11 +18,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from mlic_pipe.datasets.index import LabelIndex
+from mlic_pipe.datasets.labels import SparseLabels
 
 __all__ = ["cache_dir", "cached_index"]
 
 # Bump when a reader changes what it produces, so stale caches are not reused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: labels saved in CSR form (`SparseLabels`), class ids alongside
 
 
 def cache_dir() -> Path:
@@ -48,10 +49,13 @@ def _save(path: Path, index: LabelIndex) -> None:
     arrays = {
         "files": np.frombuffer("\n".join(index.files).encode(), dtype=np.uint8),
         "classes": np.frombuffer("\n".join(index.classes).encode(), dtype=np.uint8),
-        "targets": index.targets,
+        "positives_indptr": index.positives.indptr, "positives_indices": index.positives.indices,
     }
-    if index.ignore is not None:
-        arrays["ignore"] = index.ignore
+    if index.ignored is not None:
+        arrays.update(ignored_indptr=index.ignored.indptr, ignored_indices=index.ignored.indices,
+                      ignored_complement=np.array(index.ignored.complement))
+    if index.class_ids is not None:
+        arrays["class_ids"] = np.frombuffer("\n".join(index.class_ids).encode(), dtype=np.uint8)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -62,16 +66,23 @@ def _save(path: Path, index: LabelIndex) -> None:
         raise
 
 
+def _lines(data, name: str) -> list[str] | None:
+    if name not in data.files:
+        return None
+    text = data[name].tobytes().decode()
+    return text.split("\n") if text else []
+
+
 def _load(path: Path) -> LabelIndex:
     with np.load(path) as data:
-        files = data["files"].tobytes().decode()
-        classes = data["classes"].tobytes().decode()
-        return LabelIndex(
-            files=files.split("\n") if files else [],
-            targets=data["targets"],
-            ignore=data["ignore"] if "ignore" in data.files else None,
-            classes=classes.split("\n") if classes else [],
-        )
+        classes = _lines(data, "classes")
+        ignored = None
+        if "ignored_indptr" in data.files:
+            ignored = SparseLabels(data["ignored_indptr"], data["ignored_indices"], len(classes),
+                                   bool(data["ignored_complement"]))
+        return LabelIndex(files=_lines(data, "files"), classes=classes, class_ids=_lines(data, "class_ids"),
+                          targets=SparseLabels(data["positives_indptr"], data["positives_indices"], len(classes)),
+                          ignore=ignored)
 
 
 def cached_index(kind: str, sources: Sequence[str | os.PathLike], params: dict,

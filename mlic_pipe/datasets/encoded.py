@@ -7,7 +7,6 @@ size) is a file list's. ``files`` holds what names each row in messages and load
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -17,12 +16,14 @@ from mlic_pipe.datasets.index import LabelIndex
 __all__ = ["EncodedIndex"]
 
 
-@dataclass
 class EncodedIndex(LabelIndex):
     """`LabelIndex` plus `fetch`: dataset rows -> their encoded images (uint8 arrays), and the source kind."""
 
-    fetch: Callable[[np.ndarray], list[np.ndarray]] | None = None
-    source_kind: str = "hf"  # "hf" or "webdataset": saved in loader states (`mlic_pipe.loading.source`)
+    def __init__(self, files, targets, ignore, classes, fetch: Callable[[np.ndarray], list[np.ndarray]],
+                 source_kind: str = "hf", class_ids=None):
+        super().__init__(files, targets, ignore, classes, class_ids)
+        self.fetch = fetch
+        self.source_kind = source_kind  # "hf" or "webdataset": saved in loader states (`mlic_pipe.loading.source`)
 
     def read_encoded(self, rows) -> list[np.ndarray]:
         """The encoded images of `rows`, in order."""
@@ -31,6 +32,7 @@ class EncodedIndex(LabelIndex):
     def subset(self, keep) -> "EncodedIndex":
         keep = np.asarray(keep, dtype=bool)
         positions, fetch = np.flatnonzero(keep), self.fetch
-        return EncodedIndex(files=[f for f, k in zip(self.files, keep) if k], targets=self.targets[keep],
-                            ignore=None if self.ignore is None else self.ignore[keep], classes=list(self.classes),
-                            fetch=lambda rows: fetch(positions[rows]), source_kind=self.source_kind)
+        return EncodedIndex(files=[f for f, k in zip(self.files, keep) if k], targets=self.positives.take(keep),
+                            ignore=None if self.ignored is None else self.ignored.take(keep), classes=self.classes,
+                            fetch=lambda rows: fetch(positions[rows]), source_kind=self.source_kind,
+                            class_ids=self.class_ids)

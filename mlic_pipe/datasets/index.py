@@ -4,11 +4,11 @@ from __future__ import annotations
 import os
 import warnings
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import numpy as np
 
+from mlic_pipe.datasets.labels import DENSE_LIMIT, SparseLabels
 from mlic_pipe.errors import MLICDataError
 
 __all__ = ["LabelIndex", "MISSING_FILES", "MissingPolicy", "check_present", "short_digest"]
@@ -17,33 +17,32 @@ MissingPolicy = Literal["raise", "drop", "keep"]
 MISSING_FILES = ("raise", "drop")  # the policies offered to users; "keep" is `mlic-pipe check`'s own
 
 
-@dataclass
 class LabelIndex:
-    """Image files and their multi-hot labels.
+    """Image files and their multi-label annotations, held sparse.
 
     Attributes:
         files: absolute image paths, one per row.
-        targets: (N, C) uint8 in {0, 1}.
-        ignore: (N, C) bool, True where a label is unknown (VOC 'difficult'); such entries are
-            excluded from metrics. None when the format has no such notion.
         classes: the C column names, in column order.
+        class_ids: the formats' own ids of the classes where they differ from the names (Open Images' MIDs,
+            one per column), else None.
+        positives: `SparseLabels`, the positive (row, class) entries.
+        ignored: `SparseLabels` of the entries whose label is unknown (VOC's 'difficult', Open Images'
+            unverified classes), excluded from the loss and the metrics; None when the format has no such notion.
+
+    Memory is O(labels): a batch's dense rows come from `labels_for` / `ignore_for`. The dense (N, C)
+    `targets` and `ignore` remain for small sets (tests, the graph head) and refuse past `DENSE_LIMIT`.
+    Readers pass `targets` / `ignore` either as (N, C) tables or as `SparseLabels`.
     """
 
-    files: list[str]
-    targets: np.ndarray
-    ignore: np.ndarray | None
-    classes: list[str]
-
-    def __post_init__(self) -> None:
-        self.targets = np.ascontiguousarray(self.targets, dtype=np.uint8)
+    def __init__(self, files: Sequence[str], targets, ignore, classes: Sequence[str],
+                 class_ids: Sequence[str] | None = None):
+        self.files, self.classes = list(files), list(classes)
+        self.class_ids = None if class_ids is None else list(class_ids)
         n, c = len(self.files), len(self.classes)
-        if self.targets.shape != (n, c):
-            raise ValueError(f"targets has shape {self.targets.shape}, expected ({n}, {c}) "
-                             "= (len(files), len(classes))")
-        if self.ignore is not None:
-            self.ignore = np.ascontiguousarray(self.ignore, dtype=bool)
-            if self.ignore.shape != (n, c):
-                raise ValueError(f"ignore has shape {self.ignore.shape}, expected ({n}, {c})")
+        self.positives = _as_sparse(targets, n, c, "targets")
+        self.ignored = None if ignore is None else _as_sparse(ignore, n, c, "ignore")
+        if self.class_ids is not None and len(self.class_ids) != c:
+            raise ValueError(f"{len(self.class_ids)} class ids for {c} classes")
 
     def __len__(self) -> int:
         return len(self.files)
@@ -51,6 +50,47 @@ class LabelIndex:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def has_ignore(self) -> bool:
+        return self.ignored is not None
+
+    def labels_for(self, rows) -> np.ndarray:
+        """(len(rows), C) uint8 in {0, 1}: the positives of `rows`."""
+        return self.positives.dense(rows)
+
+    def ignore_for(self, rows) -> np.ndarray | None:
+        """(len(rows), C) bool, True where the label of `rows` is unknown; None without an ignore set."""
+        return None if self.ignored is None else self.ignored.dense(rows, dtype=bool)
+
+    @property
+    def targets(self) -> np.ndarray:
+        """The whole (N, C) uint8 table; refused past `DENSE_LIMIT` entries (use `labels_for`)."""
+        self._refuse_large("targets")
+        return self.positives.dense()
+
+    @property
+    def ignore(self) -> np.ndarray | None:
+        """The whole (N, C) bool ignore table, or None; refused past `DENSE_LIMIT` entries (use `ignore_for`)."""
+        if self.ignored is None:
+            return None
+        self._refuse_large("ignore")
+        return self.ignored.dense(dtype=bool)
+
+    @targets.setter
+    def targets(self, table) -> None:
+        self.positives = _as_sparse(table, len(self), self.num_classes, "targets")
+
+    @ignore.setter
+    def ignore(self, table) -> None:
+        self.ignored = None if table is None else _as_sparse(table, len(self), self.num_classes, "ignore")
+
+    def _refuse_large(self, what: str) -> None:
+        entries = len(self) * self.num_classes
+        if entries > DENSE_LIMIT:
+            raise MemoryError(f"{what} of {len(self)} images x {self.num_classes} classes would be a dense table of "
+                              f"{entries / 2**30:.1f} Gi entries (the limit is {DENSE_LIMIT / 2**30:.2f} Gi); read "
+                              f"rows with labels_for(rows) / ignore_for(rows), or counts from index.positives")
 
     def name(self, row: int) -> str:
         """What names row `row` in messages and loader states: its file."""
@@ -72,12 +112,18 @@ class LabelIndex:
     def subset(self, keep: np.ndarray | Sequence[bool]) -> "LabelIndex":
         """The rows where `keep` is True (a boolean mask over rows), in the same order."""
         keep = np.asarray(keep, dtype=bool)
-        return LabelIndex(
-            files=[f for f, k in zip(self.files, keep) if k],
-            targets=self.targets[keep],
-            ignore=None if self.ignore is None else self.ignore[keep],
-            classes=list(self.classes),
-        )
+        return LabelIndex(files=[f for f, k in zip(self.files, keep) if k], targets=self.positives.take(keep),
+                          ignore=None if self.ignored is None else self.ignored.take(keep),
+                          classes=self.classes, class_ids=self.class_ids)
+
+
+def _as_sparse(labels, num_rows: int, num_classes: int, what: str) -> SparseLabels:
+    """A reader's labels, given as an (N, C) table or as `SparseLabels`, checked against (N, C)."""
+    sparse = labels if isinstance(labels, SparseLabels) else SparseLabels.from_dense(np.asarray(labels))
+    if sparse.shape != (num_rows, num_classes):
+        raise ValueError(f"{what} has shape {sparse.shape}, expected ({num_rows}, {num_classes}) "
+                         "= (len(files), len(classes))")
+    return sparse
 
 
 def short_digest(parts) -> str:

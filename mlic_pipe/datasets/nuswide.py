@@ -131,7 +131,7 @@ def load_nuswide(root: str | os.PathLike, split: str = "train", *, image_dir: st
 
     def parse() -> LabelIndex:
         index = _parse(image_dir, list_file, label_files, concepts)
-        return index.subset(index.targets.any(axis=1)) if drop_empty else index
+        return index.subset(index.positives.row_counts() > 0) if drop_empty else index
 
     index = cached_index("nuswide", [concepts_file, list_file, *label_files],
                          {"drop_empty": drop_empty, "image_dir": image_dir}, parse, use_cache=use_cache)

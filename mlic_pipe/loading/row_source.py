@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mlic_pipe.datasets.labels import SparseLabels
 from mlic_pipe.loading.order import RankRows, epoch_share, without_bad
 from mlic_pipe.loading.resume import LoaderState, reshard
 from mlic_pipe.loading.source import Read, SourceConfig
@@ -65,7 +66,6 @@ class RowSource:
         self.index, self.config, self.kind = index, config, kind
         self.read_encoded = getattr(index, "read_encoded", None)
         self._resume: Resume | None = None
-        self._table: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     def __len__(self) -> int:
         return len(self.index)
@@ -105,13 +105,10 @@ class RowSource:
         self._resume = None
 
     def targets(self, read: Read, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self._table is None:  # the (N, C) table, once, on the loader's device
-            ignore = self.index.ignore
-            self._table = (torch.as_tensor(np.asarray(self.index.targets), dtype=torch.float32).to(device),
-                           None if ignore is None else torch.as_tensor(ignore, dtype=torch.bool).to(device))
-        on_device = read.rows.to(device, non_blocking=True)
-        targets, ignore = self._table
-        return targets[on_device], None if ignore is None else ignore[on_device]
+        rows = read.rows.numpy()
+        index = self.index
+        ignore = None if index.ignored is None else rows_on_device(index.ignored, rows, device, torch.bool)
+        return rows_on_device(index.positives, rows, device, torch.float32), ignore
 
     def save(self, delivered: int) -> dict:
         explicit = self._resume is not None and self._resume.explicit
@@ -137,3 +134,16 @@ class RowSource:
         share = reshard(rests, c.rank, c.world_size, c.batch_size)
         self._resume = Resume(first.epoch, share, first.batches, first.batches, True)
         return {}
+
+
+def rows_on_device(labels: SparseLabels, rows: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The dense (len(rows), C) rows of `labels`, built on `device` from the batch's listed entries alone.
+
+    Only the (position, class) pairs cross to the device (a few per image, not C), and no (N, C) table
+    exists anywhere: what lets Open Images' 9,605 classes load at the speed of COCO's 80.
+    """
+    position, cols = labels.pairs(rows)
+    pairs = torch.from_numpy(np.stack([position, cols])).to(device, non_blocking=True)
+    table = torch.full((len(rows), labels.num_classes), labels.complement, dtype=dtype, device=device)
+    table[pairs[0], pairs[1]] = not labels.complement
+    return table

@@ -59,7 +59,7 @@ class MLICModel(nn.Module):
 def _graph_head(num_features: int, num_classes: int, **kwargs) -> GraphReweight:
     """graph re-weighting of a pooling head (needs adjacency=cooccurrence_adjacency(train targets))"""
     if "adjacency" not in kwargs:
-        raise ValueError("the graph head needs adjacency=cooccurrence_adjacency(train_index.targets)")
+        raise ValueError("the graph head needs adjacency=cooccurrence_adjacency(train_index.positives)")
     cosine = kwargs.pop("cosine", False)
     return GraphReweight(num_features, num_classes, head=PoolHead(num_features, num_classes, cosine=cosine), **kwargs)
 

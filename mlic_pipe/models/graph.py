@@ -28,24 +28,43 @@ GRAPH_LAYERS = ("gcn", "gat")
 
 
 def cooccurrence_adjacency(targets, threshold: float = 0.4, rho: float = 0.25) -> torch.Tensor:
-    """deep-object-reid's ``gen_A`` from (N, C) {0, 1} training targets: the (C, C) label graph.
+    """deep-object-reid's ``gen_A`` from training targets: the (C, C) label graph.
+
+    `targets`: (N, C) {0, 1}, or `SparseLabels` (a `LabelIndex.positives`), counted pair by pair without a
+    dense table, so a set of millions of images costs O(labels) here.
 
     1. ``P(j | i) = count(i and j) / count(i)`` for i != j (0 for a class never seen), the matrix
        ML-GCN's adjacency file holds.
     2. Binarize: 1 where ``P(j | i) >= threshold``.
     3. Rescale each column to sum to `rho` (``A * rho / (column sum + 1e-6)``), then add the identity.
     """
-    y = torch.as_tensor(np.asarray(targets) if not isinstance(targets, torch.Tensor) else targets)
-    y = y.detach().cpu().to(torch.float64)
-    if y.ndim != 2:
-        raise ValueError(f"targets must be (N, C), got {tuple(y.shape)}")
-    counts = y.T @ y
+    counts = _cooccurrence_counts(targets)
     occurrences = counts.diagonal().clone()
     counts.fill_diagonal_(0)
     binary = (counts / occurrences.clamp_min(1)[:, None] >= threshold).to(torch.float64)
     if rho != 0:
         binary = binary * rho / (binary.sum(0, keepdim=True) + 1e-6) + torch.eye(len(binary), dtype=torch.float64)
     return binary.to(torch.float32)
+
+
+def _cooccurrence_counts(targets) -> torch.Tensor:
+    """(C, C) float64: how many images hold both class i and class j (the diagonal: how many hold i)."""
+    if hasattr(targets, "indptr"):  # SparseLabels: every pair of classes within each image's list
+        if targets.complement:
+            raise ValueError("co-occurrence needs the positives, not a complement set")
+        c, lengths = targets.num_classes, np.diff(targets.indptr)
+        entry_length = np.repeat(lengths, lengths)  # each listed entry pairs with every entry of its image
+        first = np.repeat(targets.indices.astype(np.int64), entry_length)
+        row_start = np.repeat(np.repeat(targets.indptr[:-1], lengths), entry_length)
+        within = np.arange(len(first)) - np.repeat(np.cumsum(entry_length) - entry_length, entry_length)
+        second = targets.indices[row_start + within].astype(np.int64)
+        counts = np.bincount(first * c + second, minlength=c * c).reshape(c, c)
+        return torch.from_numpy(counts.astype(np.float64))
+    y = torch.as_tensor(np.asarray(targets) if not isinstance(targets, torch.Tensor) else targets)
+    y = y.detach().cpu().to(torch.float64)
+    if y.ndim != 2:
+        raise ValueError(f"targets must be (N, C), got {tuple(y.shape)}")
+    return y.T @ y
 
 
 def propagation_matrix(adjacency: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ from functools import cached_property
 import numpy as np
 
 from mlic_pipe.datasets.index import short_digest
+from mlic_pipe.datasets.labels import SparseLabels
 from mlic_pipe.errors import MLICDataError
 from mlic_pipe.shards.format import IMAGE_EXTENSIONS, MANIFEST, read_index, write_index
 from mlic_pipe.shards.integrity import check_members, check_small_members, file_digest
@@ -164,14 +165,39 @@ class ShardIndex:
                                dtype=np.uint8).reshape(len(rows), self.label_bytes)
         return np.unpackbits(packed, axis=1, count=self.num_classes, bitorder="big")
 
-    @cached_property
-    def targets(self) -> np.ndarray:
-        """(N, C) uint8, read from every .lbl (costs a read per sample; the loader never needs it)."""
-        return self.labels(range(len(self)))
+    def labels_for(self, rows) -> np.ndarray:
+        return self.labels(rows)
+
+    def ignore_for(self, rows) -> np.ndarray | None:
+        return self.labels(rows, "ign").astype(bool) if self.has_ignore else None
 
     @cached_property
+    def positives(self) -> SparseLabels:
+        """Every sample's positives (as `LabelIndex.positives`), read from each .lbl (a read per sample; the
+        loader never needs it: labels travel with the samples)."""
+        return self._sparse("lbl")
+
+    @cached_property
+    def ignored(self) -> SparseLabels | None:
+        return self._sparse("ign") if self.has_ignore else None
+
+    def _sparse(self, component: str) -> SparseLabels:
+        parts, chunk = [], 4096  # a few MB of dense rows at a time, whatever the size of the set
+        for first in range(0, len(self), chunk):
+            parts.append(SparseLabels.from_dense(self.labels(range(first, min(first + chunk, len(self))), component)))
+        indptr = np.concatenate([[0]] + [p.indptr[1:] + offset for p, offset in
+                                        zip(parts, np.cumsum([0] + [len(p.indices) for p in parts[:-1]]))])
+        indices = np.concatenate([p.indices for p in parts]) if parts else np.zeros(0, dtype=np.int32)
+        return SparseLabels(indptr, indices, self.num_classes)
+
+    @property
+    def targets(self) -> np.ndarray:
+        """(N, C) uint8, read from every .lbl (for small sets and tests)."""
+        return self.positives.dense()
+
+    @property
     def ignore(self) -> np.ndarray | None:
-        return self.labels(range(len(self)), "ign").astype(bool) if self.has_ignore else None
+        return None if self.ignored is None else self.ignored.dense(dtype=bool)
 
 
 def scan_tar(path: str) -> list:

@@ -35,15 +35,13 @@ def verify_shards(directory: str, original: LabelIndex | None = None, *, progres
     if original is not None and (len(original) != len(index) or list(original.classes) != index.classes):
         raise MLICDataError(directory, f"holds {len(index)} samples of {index.num_classes} classes; the dataset "
                             f"has {len(original)} of {original.num_classes}", "rerun `mlic-pipe shard`")
-    labels = None if original is None else pack_labels(original.targets)
-    ignore = None if original is None or original.ignore is None else pack_labels(original.ignore)
     with tqdm(total=len(index), desc="verifying shards", unit="img", disable=not progress) as bar:
         for shard in index.shards:
-            _verify_shard(index, shard, original, labels, ignore, bar)
+            _verify_shard(index, shard, original, bar)
     return len(index)
 
 
-def _verify_shard(index: ShardIndex, shard, original, labels, ignore, bar) -> None:
+def _verify_shard(index: ShardIndex, shard, original, bar) -> None:
     entries = index.entries(shard)
     by_name = {name: (offset, size) for entry in entries for _, offset, size, name in entry}
     seen, sample = 0, {}
@@ -63,7 +61,7 @@ def _verify_shard(index: ShardIndex, shard, original, labels, ignore, bar) -> No
                 seen, sample = seen + 1, {}
                 bar.update(1)
             elif original is not None:
-                _compare(shard.path, key, ext, data, original, labels, ignore, shard.first_row + seen)
+                _compare(shard.path, key, ext, data, original, shard.first_row + seen)
     if seen != shard.samples:
         raise MLICDataError(shard.path, f"holds {seen} samples, dataset.json says {shard.samples}")
 
@@ -90,11 +88,12 @@ def _bits(packed: bytes, num_classes: int) -> list[int]:
     return np.flatnonzero(np.unpackbits(np.frombuffer(packed, dtype=np.uint8))[:num_classes]).tolist()
 
 
-def _compare(path, key, ext, data, original, labels, ignore, row) -> None:
+def _compare(path, key, ext, data, original, row) -> None:
     if ext in IMAGE_EXTENSIONS:
         if hashlib.blake2b(data, digest_size=16).hexdigest() != _digest(original.files[row]):
             raise MLICDataError(path, f"sample {key}: the image bytes differ from {original.files[row]}")
     elif ext in ("lbl", "ign"):
-        expected = (labels if ext == "lbl" else ignore)[row].tobytes()
+        rows = original.labels_for([row]) if ext == "lbl" else original.ignore_for([row])
+        expected = b"" if rows is None else pack_labels(rows)[0].tobytes()
         if data != expected:
             raise MLICDataError(path, f"sample {key}: the .{ext} differs from the dataset's row {row}")

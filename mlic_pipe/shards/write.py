@@ -208,8 +208,6 @@ def write_shards(index: LabelIndex, out_dir: str | os.PathLike, *, samples_per_s
 
 def _write_set(index: LabelIndex, out_dir: str, samples_per_shard: int | None, limit: int, progress: bool) -> dict:
     root, keys = sample_keys(index.files)
-    labels = pack_labels(index.targets)
-    ignore = None if index.ignore is None else pack_labels(index.ignore)
     classes = list(index.classes)
     shards, writer = [], None
     for row in tqdm(range(len(index)), desc="writing shards", unit="img", disable=not progress):
@@ -221,19 +219,19 @@ def _write_set(index: LabelIndex, out_dir: str, samples_per_shard: int | None, l
             writer = ShardWriter(out_dir, len(shards), row)
             writer.open()
         path = index.files[row]
-        components = [(_extension(path), _read_image(path)), ("lbl", labels[row].tobytes())]
+        labels, ignore = index.labels_for([row]), index.ignore_for([row])  # one row at a time: O(labels) memory
+        components = [(_extension(path), _read_image(path)), ("lbl", pack_labels(labels)[0].tobytes())]
         if ignore is not None:
-            components.append(("ign", ignore[row].tobytes()))
-        components.append(("json", label_json(row, index.targets[row], None if index.ignore is None else
-                                              index.ignore[row], classes)))
+            components.append(("ign", pack_labels(ignore)[0].tobytes()))
+        components.append(("json", label_json(row, labels[0], None if ignore is None else ignore[0], classes)))
         components.append(("row", np.int64(row).astype("<i8").tobytes()))
         writer.add(keys[row], components)
     shards.append(writer.close())
     manifest = {
         "format": FORMAT, "version": FORMAT_VERSION, "classes": list(index.classes), "num_samples": len(index),
         "label_format": LABEL_FORMAT, "label_bytes": label_bytes(index.num_classes),
-        "has_ignore": index.ignore is not None, "json_labels": True, "image_root": root,
-        "class_counts": index.targets.sum(axis=0).astype(int).tolist(), "shards": shards,
+        "has_ignore": index.has_ignore, "json_labels": True, "image_root": root,
+        "class_counts": index.positives.class_counts().tolist(), "shards": shards,
     }
     manifest_path = os.path.join(out_dir, MANIFEST)
     with open(manifest_path + ".partial", "w", encoding="utf-8") as handle:

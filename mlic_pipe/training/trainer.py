@@ -115,7 +115,7 @@ def _model(config: TrainConfig, train_index: LabelIndex, device: torch.device) -
     if config.loss == "aam":
         kwargs["cosine"] = True
     if config.head == "graph" and "adjacency" not in kwargs:
-        kwargs["adjacency"] = cooccurrence_adjacency(train_index.targets)
+        kwargs["adjacency"] = cooccurrence_adjacency(train_index.positives)
     model = build_model(config.backbone, config.head, train_index.num_classes, pretrained=config.pretrained,
                         image_size=config.image_size, uncertainty=config.sumix, **kwargs).to(device)
     return model.to(memory_format=torch.channels_last) if config.channels_last else model
