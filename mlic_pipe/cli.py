@@ -20,7 +20,7 @@ __all__ = ["FLAGS", "build_parser", "main"]
 
 DATA_HELP = ("dataset: 'demo' (built-in), a COCO .json or root, a VOCdevkit, a NUS-WIDE root (as released or "
              "rearranged), a .csv (path,labels, or ASL's nus_wid_data.csv), a .txt list of '<path> <0/1 per class>' "
-             "lines (with --classes), a shard directory written by `mlic-pipe shard`, a Hugging Face `save_to_disk` "
+             "lines (with --classes), an Open Images folder (V6/V7 label files), a shard directory written by `mlic-pipe shard`, a Hugging Face `save_to_disk` "
              "folder, or other people's WebDataset tars (a folder of .tar, a tar, or a {000..009} pattern; with "
              "--classes) (default: demo)")
 # How library option names read on this command line, where they differ from --name-with-dashes NAME.
@@ -105,6 +105,10 @@ def _load(args: argparse.Namespace, **kw):
         kw["classes"] = args.classes
     if getattr(args, "label_key", None):
         kw["label_key"] = args.label_key
+    if getattr(args, "unverified", None) not in (None, "negative"):
+        kw["unverified"] = args.unverified
+    if getattr(args, "machine_threshold", None) is not None:
+        kw["machine_threshold"] = args.machine_threshold
     return load(args.data, split=args.split or None, **kw)
 
 
@@ -287,6 +291,10 @@ def _add_data_options(parser: argparse.ArgumentParser, missing: bool = True) -> 
                         "label column of names")
     parser.add_argument("--label-key", metavar="EXT[:FIELD]", help="other people's WebDataset tars: the member that "
                         "holds the labels and its field (default json:labels; cls, txt, json:meta.tags)")
+    parser.add_argument("--unverified", default="negative", choices=("negative", "ignore"), help="Open Images: a "
+                        "class no human verified for an image is a negative (default) or unknown (ignore)")
+    parser.add_argument("--machine-threshold", type=float, metavar="T", help="Open Images: also read the "
+                        "machine-generated labels, those of confidence >= T as positives")
     parser.add_argument("--shard-root", metavar="URL", help="where a shard directory's tars and index files are, "
                         "when not beside its dataset.json (e.g. s3://bucket/prefix)")
     if missing:

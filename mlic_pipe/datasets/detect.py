@@ -12,6 +12,7 @@ from mlic_pipe.datasets.hf import is_hf_disk, load_hf_disk
 from mlic_pipe.datasets.index import LabelIndex
 from mlic_pipe.datasets.listfile import load_list
 from mlic_pipe.datasets.nuswide import find_nuswide, load_nuswide
+from mlic_pipe.datasets.openimages import find_openimages, load_openimages
 from mlic_pipe.datasets.voc import load_voc
 from mlic_pipe.datasets.wds import load_webdataset
 from mlic_pipe.errors import MLICDataError
@@ -20,7 +21,7 @@ from mlic_pipe.shards.index import ShardIndex, load_shards
 
 __all__ = ["load", "detect_format"]
 
-FORMATS = ("demo", "coco", "voc", "nuswide", "csv", "list", "shards", "hf", "webdataset")
+FORMATS = ("demo", "coco", "voc", "nuswide", "openimages", "csv", "list", "shards", "hf", "webdataset")
 
 
 def _coco_image_dir(annotation_file: str) -> str | None:
@@ -59,13 +60,16 @@ def detect_format(path: str | os.PathLike) -> str:
             return "hf"
         if find_nuswide(path) is not None:
             return "nuswide"
+        if find_openimages(path) is not None:
+            return "openimages"
         if os.path.isdir(os.path.join(path, "ImageSets", "Main")) or glob.glob(os.path.join(path, "VOC*", "ImageSets", "Main")):
             return "voc"
         if glob.glob(os.path.join(path, "annotations", "instances_*.json")):
             return "coco"
         raise MLICDataError(path, "is not a dataset layout mlic-pipe knows",
                             "expected a COCO root (annotations/instances_*.json), a VOCdevkit, a NUS-WIDE root "
-                            "(ConceptsList/Concepts81.txt or Concepts81.txt, ImageList/, TrainTestLabels/), a Hugging "
+                            "(ConceptsList/Concepts81.txt or Concepts81.txt, ImageList/, TrainTestLabels/), an Open Images "
+                            "folder (oidv7-<split>-annotations-human-imagelabels.csv, oidv7-class-descriptions.csv), a Hugging "
                             "Face `save_to_disk` folder or a .json/.csv/.txt file")
     raise MLICDataError(path, "no such file or directory")
 
@@ -77,7 +81,9 @@ def load(path_or_spec: str | os.PathLike, **kw) -> LabelIndex | ShardIndex:
         path_or_spec: "demo" or "demo:<split>"; a COCO annotation ``.json`` (images in
             ``image_dir=``, or in COCO's sibling ``<split>/`` directory); a COCO root with
             ``annotations/`` (pass ``split=``, default "train"); a VOCdevkit (``year=``, ``split=``);
-            a NUS-WIDE root as released or rearranged (``split=``); a ``.csv`` (ours, or ASL's
+            a NUS-WIDE root as released or rearranged (``split=``); an Open Images folder (V6/V7 label files,
+            ``split=`` "train" / "validation" / "test", ``classes=``, ``unverified=``, ``machine_threshold=``; see
+            `load_openimages`); a ``.csv`` (ours, or ASL's
             ``nus_wid_data.csv`` with ``split=``); a ``.txt`` list of ``<path> <0/1 per class>``
             lines (``classes=``, ``image_dir=``); or a shard directory written by
             ``mlic-pipe shard`` (its tars elsewhere with ``shard_root="s3://..."``), read as a
@@ -90,7 +96,7 @@ def load(path_or_spec: str | os.PathLike, **kw) -> LabelIndex | ShardIndex:
             `load_list`). ``split=None`` means the reader's default. A single annotation file (a
             COCO ``.json``, a list, a CSV without a split column) is its own split, so ``split`` is
             ignored there: callers such as the trainer can pass their split names whatever the layout.
-            ``classes=`` is read by the CSV, list, Hugging Face and WebDataset readers only.
+            ``classes=`` is read by the CSV, list, Open Images, Hugging Face and WebDataset readers only.
     """
     path = os.fspath(path_or_spec)
     kind = detect_format(path)
@@ -104,6 +110,8 @@ def load(path_or_spec: str | os.PathLike, **kw) -> LabelIndex | ShardIndex:
     if kind == "hf":  # images inside the Arrow table: image_dir=, missing= and use_cache= have no meaning there
         return load_hf_disk(path, split, classes=classes,
                             **{k: v for k, v in kw.items() if k in ("image_column", "label_column")})
+    if kind == "openimages":
+        return load_openimages(path, **with_split, classes=classes, **kw)
     if classes is not None and kind != "csv":
         raise MLICDataError(path, f"is a {kind} dataset, which names its own classes", "leave out {classes}")
     if kind == "demo":

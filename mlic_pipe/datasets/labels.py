@@ -13,11 +13,27 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DENSE_LIMIT", "SparseLabels"]
+__all__ = ["DENSE_LIMIT", "SparseLabels", "sorted_unique"]
 
 # Past this many (row, class) entries a dense table is refused (`LabelIndex.targets`): 256 Mi entries is
 # 256 MiB as uint8 and 1 GiB once the loader makes it float32 on a device.
 DENSE_LIMIT = 1 << 28
+
+
+def sorted_unique(values: np.ndarray, return_inverse: bool = False):
+    """`np.unique` by sorting: numpy 2's hash-based unique takes seconds on millions of int64 keys that a
+    sort dedupes in tens of milliseconds (measured here: 4.4 s against 0.04 s for 3.9M label keys)."""
+    values = np.asarray(values).reshape(-1)
+    order = np.argsort(values, kind="stable") if return_inverse else None
+    ordered = values[order] if return_inverse else np.sort(values)
+    first = np.ones(len(ordered), dtype=bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    unique = ordered[first]
+    if not return_inverse:
+        return unique
+    inverse = np.empty(len(values), dtype=np.int64)
+    inverse[order] = np.cumsum(first) - 1
+    return unique, inverse
 
 
 class SparseLabels:
@@ -60,7 +76,7 @@ class SparseLabels:
             raise ValueError(f"row indices must lie in 0..{num_rows - 1}")
         if len(cols) and (cols.min() < 0 or cols.max() >= num_classes):
             raise ValueError(f"class indices must lie in 0..{num_classes - 1}")
-        keys = np.unique(rows * num_classes + cols)  # sorted by row, then class; repeats gone
+        keys = sorted_unique(rows * num_classes + cols)  # sorted by row, then class; repeats gone
         indptr = np.zeros(num_rows + 1, dtype=np.int64)
         np.cumsum(np.bincount(keys // num_classes, minlength=num_rows), out=indptr[1:])
         return cls(indptr, keys % num_classes, num_classes, complement)

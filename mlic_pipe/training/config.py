@@ -55,6 +55,10 @@ class TrainConfig:
                                 metavar="DIR")
     classes: str | None = option(None, "class names, one a line: a .txt list file's columns, or a CSV's order",
                                  metavar="FILE")
+    unverified: str = option("negative", "Open Images: a class no human verified for an image is a negative, or "
+                             "unknown ('ignore': left out of the loss and the metrics)", choices=("negative", "ignore"))
+    machine_threshold: float | None = option(None, "Open Images: also train on machine-generated labels of at "
+                                             "least this confidence", metavar="T")
     train_split: str = option("train", "training split (VOC: trainval)")
     val_split: str | None = option("val", "validation split (VOC: test); empty for none")
     val_data: str | None = option(None, "a separate validation dataset (needed when DATA is one annotation file)",

@@ -73,6 +73,10 @@ def _load_data(config: TrainConfig) -> tuple[LabelIndex, LabelIndex | None]:
     if config.classes:
         options["classes"] = config.classes
     options["missing"] = config.missing
+    if config.unverified != "negative":
+        options["unverified"] = config.unverified
+    if config.machine_threshold is not None:
+        options["machine_threshold"] = config.machine_threshold
     train_index = load(config.data, split=config.train_split, **options)
     if config.val_data is None and isinstance(train_index, ShardIndex):
         log.info("a shard directory holds one split: pass --val-data for validation")
