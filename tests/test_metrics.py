@@ -163,3 +163,62 @@ def test_default_top3_is_the_ml_gcn_lineage_a_top3_class_counts_only_above_half(
     assert report.top3["OP"] == pytest.approx(op) and report.top3["OR"] == pytest.approx(orecall)
     plain = multilabel_metrics(torch.from_numpy(scores), torch.from_numpy(targets), top_k_threshold=None)
     assert plain.top3["OR"] > report.top3["OR"]  # plain top-3 also predicts the sub-0.5 classes
+
+
+@pytest.mark.parametrize("ignore_rate", [0.1, 0.9])
+def test_sparse_targets_and_ignore_in_column_blocks_equal_the_dense_computation(monkeypatch, ignore_rate):
+    """CSR targets, an ignore set (listed, or as its complement when mostly True) and blocks of a few columns."""
+    import mlic_pipe.metrics as metrics
+    from mlic_pipe.datasets.labels import SparseLabels
+
+    scores, targets, ignore = random_case(5, ignore_rate=ignore_rate)
+    sparse_targets = SparseLabels.from_dense(targets)
+    known = SparseLabels.from_dense(~ignore)
+    sparse_ignore = SparseLabels(known.indptr, known.indices, known.num_classes, complement=True)
+    dense_report = multilabel_metrics(scores, targets, ignore)
+    monkeypatch.setattr(metrics, "BLOCK_ENTRIES", 2 * len(scores))  # two columns a block
+    for ignore_form in (sparse_ignore, SparseLabels.from_dense(ignore), ignore):
+        report = multilabel_metrics(scores, sparse_targets, ignore_form)
+        assert report.ap == pytest.approx(dense_report.ap, nan_ok=True, rel=1e-12)
+        assert report.threshold == pytest.approx(dense_report.threshold, rel=1e-12)
+        assert report.top3 == pytest.approx(dense_report.top3, rel=1e-12)
+        thresholds, best = f1_optimal_thresholds(scores, sparse_targets, ignore_form)
+        dense_thresholds, dense_best = f1_optimal_thresholds(scores, targets, ignore)
+        assert torch.equal(thresholds, dense_thresholds) and torch.allclose(best, dense_best, equal_nan=True)
+    valid = ~np.isnan(sklearn_ap(scores, targets, ignore))
+    assert np.allclose(np.array(dense_report.ap)[valid], sklearn_ap(scores, targets, ignore)[valid])
+
+
+def test_accumulator_at_9605_classes_keeps_labels_sparse_and_matches_sklearn():
+    """Open Images' shape: few positives, most entries unknown; stored as O(labels), scored per class like sklearn."""
+    rng = np.random.default_rng(0)
+    n, c = 96, 9605
+    targets = np.zeros((n, c), dtype=np.uint8)
+    known = np.zeros((n, c), dtype=bool)
+    for row in range(n):
+        verified = rng.choice(200, 12, replace=False)  # 200 busy classes; the rest never verified
+        known[row, verified] = True
+        targets[row, verified[:5]] = 1
+    scores = rng.random((n, c)).astype(np.float32)
+    accumulator = MetricAccumulator([f"c{k}" for k in range(c)])
+    for part in np.array_split(np.arange(n), 3):
+        accumulator.update(torch.from_numpy(scores[part]), torch.from_numpy(targets[part]),
+                           torch.from_numpy(~known[part]))
+    assert sum(t.nbytes + i.nbytes for t, i in zip(accumulator._targets, accumulator._ignore)) < 20_000
+    assert all(i.complement for i in accumulator._ignore)
+    report = accumulator.compute()
+    expected = sklearn_ap(scores.astype(np.float64), targets, ~known)
+    assert np.array(report.ap) == pytest.approx(expected, nan_ok=True, rel=1e-9)
+    assert report.mAP == pytest.approx(np.nanmean(expected), rel=1e-9)
+    assert len(report.classes_without_positives) == int(np.isnan(expected).sum()) > 9000
+    assert f"over the {int((~np.isnan(expected)).sum())} of 9605 classes with a positive" in report.format()
+    assert "more" in report.format().splitlines()[-1]
+
+
+def test_the_logged_report_says_how_many_classes_the_map_runs_over():
+    scores, targets, ignore = random_case(1)
+    targets[:, :2] = 0  # three classes without a positive (the last one already has none)
+    logged = multilabel_metrics(scores, targets, classes=list("abcdefg")).as_dict()
+    assert logged["num_classes_scored"] == 4 and logged["num_classes_without_positives"] == 3
+    assert logged["classes_without_positives"] == ["a", "b", "g"]
+    assert logged["mAP"] == pytest.approx(np.nanmean(sklearn_ap(scores, targets, ignore)), rel=1e-12)

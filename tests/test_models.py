@@ -405,3 +405,26 @@ def test_gat_attention_dropout_is_the_published_0_1_in_training_only():
     torch.testing.assert_close(layer.train()(nodes, adjacency), expected)
     assert not torch.allclose(expected, published(nodes, adjacency, False))  # the dropout did drop something
     torch.testing.assert_close(layer.eval()(nodes, adjacency), published(nodes, adjacency, False))
+
+
+def test_ml_decoder_at_open_images_scale_runs_forward_and_backward_on_the_cpu():
+    """9,605 classes through 100 group queries (the paper's Open Images setting): a logit is its query's output
+    times its column of the group weights, and the loss reaches every query's weights."""
+    torch.manual_seed(0)
+    head = MLDecoder(512, 9605, num_queries=100)  # paper sizes: embed 768, 8 heads, feed-forward 2048
+    assert head.classes_per_query == 97
+    captured = {}
+    head.layers[-1].register_forward_hook(lambda module, args, out: captured.update(queries=out))
+    features = torch.randn(2, 512, 7, 7)
+    logits = head(features)
+    assert logits.shape == (2, 9605)
+    for c in (0, 96, 97, 5000, 9604):
+        q, k = divmod(c, 97)
+        expected = captured["queries"][:, q] @ head.group_weight[q, :, k] + head.group_bias[c]
+        torch.testing.assert_close(logits[:, c], expected, rtol=1e-4, atol=1e-4)
+    targets = torch.zeros(2, 9605)
+    targets[0, [3, 4000]] = targets[1, 9604] = 1
+    torch.nn.functional.binary_cross_entropy_with_logits(logits, targets).backward()
+    grad = head.group_weight.grad
+    assert torch.isfinite(grad).all() and (grad.abs().flatten(1).amax(1) > 0).all()  # every query learns
+    assert head.input_projection.weight.grad.abs().sum() > 0
