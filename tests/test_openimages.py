@@ -113,13 +113,18 @@ def _reference(path, columns, image_ids):
     return positive, negative - positive
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_random_files_equal_a_csv_module_reading(tmp_path, seed):
+@pytest.mark.parametrize("seed, piece_bytes", [(0, 8 << 20), (1, 100)])
+def test_random_files_equal_a_csv_module_reading(tmp_path, monkeypatch, seed, piece_bytes):
+    """Also cut into 100-byte pieces: lines, runs of an image and empty lines across the threads' pieces."""
+    import mlic_pipe.datasets.openimages as openimages
+
+    monkeypatch.setattr(openimages, "PIECE_BYTES", piece_bytes)
     rng = np.random.default_rng(seed)
     mids = ["/m/cat", "/m/dog", "/m/car", "/m/tree", "/m/bat1", "/m/bat2"]
     ids = sorted({f"{value:016x}" for value in rng.integers(0, 2**62, 300).tolist()})
     lines = [f"{image_id},{rng.choice(['verification', 'crowdsource-verification'])},{rng.choice(mids)},"
-             f"{rng.integers(0, 2)}\n" for image_id in ids for _ in range(rng.integers(1, 6))]
+             f"{rng.integers(0, 2)}\n" + ("\n" if rng.random() < 0.05 else "")
+             for image_id in ids for _ in range(rng.integers(1, 6))]
     machine = [f"{image_id},machine,{rng.choice(mids)},{rng.integers(0, 11) / 10:.1f}\n"
                for image_id in ids[::2] + [f"{7:016x}"] for _ in range(3)]
     root = _v7(tmp_path / "oi", "".join(lines), split="train", trainable=mids[:4], machine="".join(machine))
