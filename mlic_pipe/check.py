@@ -85,6 +85,9 @@ def inspect_image(path: str, data: bytes | None = None) -> list[str]:
     return problems
 
 
+CLASSES_SHOWN = 25  # per end of the frequency table, when a set has more than twice as many classes
+
+
 @dataclass
 class CheckReport:
     """What `check_index` found. `files_by_problem` maps a problem name to the files that have it."""
@@ -113,9 +116,18 @@ class CheckReport:
             lines.append(f"{'ignored labels':<16}{self.num_ignored} (e.g. VOC 'difficult'; excluded from metrics)")
         lines.append("")
         lines.append("class frequencies")
-        width = max(len(c) for c in self.classes)
+        ranked = sorted(zip(self.classes, self.class_counts.tolist()), key=lambda x: -x[1])
+        if len(ranked) > 2 * CLASSES_SHOWN:  # thousands of classes (Open Images): the commonest and the rarest
+            never = sum(1 for _, count in ranked if count == 0)
+            lines[-1] += (f" (the {CLASSES_SHOWN} commonest and rarest of {len(ranked)}; {never} classes have no "
+                          f"positive here)")
+            ranked = ranked[:CLASSES_SHOWN] + [("...", None)] + ranked[-CLASSES_SHOWN:]
+        width = max(len(c) for c, _ in ranked)
         peak = max(int(self.class_counts.max()), 1)
-        for name, count in sorted(zip(self.classes, self.class_counts.tolist()), key=lambda x: -x[1]):
+        for name, count in ranked:
+            if count is None:
+                lines.append(f"  {name}")
+                continue
             bar = "#" * round(30 * count / peak)
             lines.append(f"  {name:<{width}}  {count:>7}  {100 * count / max(self.num_images, 1):5.1f}%  {bar}")
         lines.append("")

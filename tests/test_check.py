@@ -166,3 +166,17 @@ def test_data_error_hints_fit_the_caller(tmp_path):
         "pass --on-error skip or --images DIR"
     assert spell_options("{epochs} must be {epochs:3}", {}) == "--epochs must be --epochs 3"
     assert spell_options("{epochs:3}") == "epochs=3"
+
+
+def test_a_set_of_thousands_of_classes_shows_the_commonest_and_rarest_only():
+    from mlic_pipe.check import CLASSES_SHOWN, CheckReport
+
+    counts = np.arange(9605)[::-1] % 700  # descending-ish, with zeros
+    report = CheckReport(num_images=800, classes=[f"class {k}" for k in range(9605)],
+                         labels_per_image=np.full(800, 3), class_counts=counts, num_ignored=0, files_by_problem={})
+    table = report.format().split("class frequencies")[1].split("\n\n")[0].splitlines()
+    assert f"the {CLASSES_SHOWN} commonest and rarest of 9605; {int((counts == 0).sum())} classes have" in table[0]
+    shown = [line.split()[:2] for line in table[1:] if line.strip() != "..."]
+    assert len(shown) == 2 * CLASSES_SHOWN
+    order = sorted(range(9605), key=lambda k: -counts[k])
+    assert [f"class {k}" for k in order[:CLASSES_SHOWN] + order[-CLASSES_SHOWN:]] == [" ".join(s) for s in shown]
