@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from mlic_pipe.datasets.cache import cached_index
 from mlic_pipe.datasets.index import LabelIndex, MissingPolicy, check_present
+from mlic_pipe.datasets.labels import SparseLabels
 from mlic_pipe.errors import MLICDataError
 
 __all__ = ["load_coco"]
@@ -53,11 +54,10 @@ def _ids(records: list, field: str, what: str, annotation_file: str) -> np.ndarr
 
 
 def _multi_hot(annotations: list, image_ids: np.ndarray, cat_ids_sorted: np.ndarray,
-               annotation_file: str) -> np.ndarray:
-    """(images, categories) uint8: 1 where an annotation puts the category on the image (crowd included)."""
-    targets = np.zeros((len(image_ids), len(cat_ids_sorted)), dtype=np.uint8)
+               annotation_file: str) -> SparseLabels:
+    """(images, categories) in CSR: an entry where an annotation puts the category on the image (crowd included)."""
     if not annotations:
-        return targets
+        return SparseLabels.from_pairs([], [], len(image_ids), len(cat_ids_sorted))
     ann_images = _ids(annotations, "image_id", "annotation", annotation_file)
     ann_cats = _ids(annotations, "category_id", "annotation", annotation_file)
     order = np.argsort(image_ids, kind="stable")
@@ -73,8 +73,7 @@ def _multi_hot(annotations: list, image_ids: np.ndarray, cat_ids_sorted: np.ndar
         raise MLICDataError(annotation_file, f"{int(bad.sum())} annotations refer to category ids not in "
                             f"'categories', e.g. {sorted(set(ann_cats[bad].tolist()))[:5]}",
                             "the file is inconsistent: download it again")
-    targets[rows, cols] = 1
-    return targets
+    return SparseLabels.from_pairs(rows, cols, len(image_ids), len(cat_ids_sorted))
 
 
 def _parse(annotation_file: str, image_dir: str, drop_empty: bool) -> LabelIndex:
@@ -117,7 +116,7 @@ def _parse(annotation_file: str, image_dir: str, drop_empty: bool) -> LabelIndex
         raise MLICDataError(annotation_file, "every image needs a 'file_name'") from None
     index = LabelIndex(files=files, targets=targets, ignore=None, classes=names)
     if drop_empty:
-        index = index.subset(targets.any(axis=1))
+        index = index.subset(targets.row_counts() > 0)
         if len(index) == 0:
             raise MLICDataError(annotation_file, "no image has an annotation, so drop_empty=True left nothing")
     return index

@@ -18,9 +18,8 @@ import logging
 import os
 from typing import Sequence
 
-import numpy as np
-
 from mlic_pipe.datasets.index import LabelIndex, MissingPolicy, check_present
+from mlic_pipe.datasets.labels import SparseLabels
 from mlic_pipe.datasets.listfile import read_classes
 from mlic_pipe.errors import MLICDataError
 
@@ -133,13 +132,12 @@ def load_csv(path: str | os.PathLike, image_dir: str | os.PathLike | None = None
         rows = _pick_split(rows, path, split)
     column = {name: i for i, name in enumerate(classes)}
     base = os.path.abspath(image_dir) if image_dir is not None else os.path.dirname(path)
-    targets = np.zeros((len(rows), len(classes)), dtype=np.uint8)
-    for row, (number, _, names, _) in enumerate(rows):
+    for number, _, names, _ in rows:
         unknown = [name for name in names if name not in column]
         if unknown:
             raise MLICDataError(path, f"line {number} has labels {unknown} not in the given classes",
                                 "add them to classes, or fix the row")
-        targets[row, [column[name] for name in names]] = 1
+    targets = SparseLabels.from_lists([[column[name] for name in names] for _, _, names, _ in rows], len(classes))
     files = [os.path.normpath(os.path.join(base, file)) for _, file, _, _ in rows]
     index = LabelIndex(files=files, targets=targets, ignore=None, classes=classes)
     present = check_present(index.files, path, missing)

@@ -3,7 +3,7 @@
 The images stay encoded in the dataset's Arrow table (an ``Image`` column holds ``{"bytes", "path"}``;
 a row with no bytes is read from its path): the loader fetches a batch's bytes by row and DALI decodes
 them, so PIL never runs on the hot path. The labels are read once, column-wise through Arrow, into the
-index's multi-hot table. Label columns understood:
+index's sparse labels. Label columns understood:
 
 - ``Sequence(ClassLabel)`` (``List(ClassLabel)``): class indices; the ClassLabel names the classes;
 - ``ClassLabel``: one class per image (a single-label set read as multi-label);
@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from mlic_pipe.datasets.encoded import EncodedIndex
+from mlic_pipe.datasets.labels import SparseLabels
 from mlic_pipe.errors import MLICDataError
 
 __all__ = ["is_hf_disk", "load_hf", "load_hf_disk"]
@@ -102,7 +103,7 @@ def _read_path(path: str | None) -> np.ndarray:
 
 
 def _labels(dataset, column: str, classes, name: str, datasets) -> tuple[list[str], np.ndarray]:
-    """The class names and the (N, C) uint8 multi-hot table of `column`, read column-wise through Arrow."""
+    """The class names and the labels of `column` (CSR), read column-wise through Arrow."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -144,6 +145,4 @@ def _labels(dataset, column: str, classes, name: str, datasets) -> tuple[list[st
             raise MLICDataError(f"{name}[{parents[unknown[0]]}]", f"has class {items[unknown[0]]!r}, not one of the "
                                 f"{len(out)} classes", "add it to {classes:}")
         columns = np.fromiter((lookup[item] for item in items), dtype=np.int64, count=len(items))
-    targets = np.zeros((n, len(out)), dtype=np.uint8)
-    targets[parents, columns] = 1
-    return out, targets
+    return out, SparseLabels.from_pairs(parents, columns, n, len(out))

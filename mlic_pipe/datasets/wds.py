@@ -28,6 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from mlic_pipe.datasets.encoded import EncodedIndex
+from mlic_pipe.datasets.labels import SparseLabels
 from mlic_pipe.datasets.listfile import read_classes
 from mlic_pipe.errors import MLICDataError
 from mlic_pipe.shards.format import IMAGE_EXTENSIONS, read_index, write_index
@@ -176,9 +177,7 @@ def load_webdataset(spec: str | os.PathLike | Sequence[str], classes: Sequence[s
             files.append(where)
             locations.append((number, *image))
             rows.append(columns)
-    targets = np.zeros((len(files), len(names)), dtype=np.uint8)
-    for row, columns in enumerate(rows):
-        targets[row, columns] = 1
+    targets = SparseLabels.from_lists(rows, len(names))
     table = np.asarray(locations, dtype=np.int64).reshape(-1, 3)
 
     def fetch(wanted: np.ndarray) -> list[np.ndarray]:
