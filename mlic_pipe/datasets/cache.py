@@ -54,6 +54,8 @@ def _save(path: Path, index: LabelIndex) -> None:
     if index.ignored is not None:
         arrays.update(ignored_indptr=index.ignored.indptr, ignored_indices=index.ignored.indices,
                       ignored_complement=np.array(index.ignored.complement))
+    if index.notes:
+        arrays["notes"] = np.frombuffer("\n".join(index.notes).encode(), dtype=np.uint8)
     if index.class_ids is not None:
         arrays["class_ids"] = np.frombuffer("\n".join(index.class_ids).encode(), dtype=np.uint8)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
@@ -80,9 +82,11 @@ def _load(path: Path) -> LabelIndex:
         if "ignored_indptr" in data.files:
             ignored = SparseLabels(data["ignored_indptr"], data["ignored_indices"], len(classes),
                                    bool(data["ignored_complement"]))
-        return LabelIndex(files=_lines(data, "files"), classes=classes, class_ids=_lines(data, "class_ids"),
-                          targets=SparseLabels(data["positives_indptr"], data["positives_indices"], len(classes)),
-                          ignore=ignored)
+        index = LabelIndex(files=_lines(data, "files"), classes=classes, class_ids=_lines(data, "class_ids"),
+                           targets=SparseLabels(data["positives_indptr"], data["positives_indices"], len(classes)),
+                           ignore=ignored)
+        index.notes = _lines(data, "notes") or []
+        return index
 
 
 def cached_index(kind: str, sources: Sequence[str | os.PathLike], params: dict,

@@ -28,6 +28,8 @@ class LabelIndex:
         positives: `SparseLabels`, the positive (row, class) entries.
         ignored: `SparseLabels` of the entries whose label is unknown (VOC's 'difficult', Open Images'
             unverified classes), excluded from the loss and the metrics; None when the format has no such notion.
+        notes: what the parse left out and why (e.g. label rows of classes that are not columns); the cache
+            keeps them, so a cached restart reports them too.
 
     Memory is O(labels): a batch's dense rows come from `labels_for` / `ignore_for`. The dense (N, C)
     `targets` and `ignore` remain for small sets (tests, the graph head) and refuse past `DENSE_LIMIT`.
@@ -37,6 +39,7 @@ class LabelIndex:
     def __init__(self, files: Sequence[str], targets, ignore, classes: Sequence[str],
                  class_ids: Sequence[str] | None = None):
         self.files, self.classes = list(files), list(classes)
+        self.notes: list[str] = []
         self.class_ids = None if class_ids is None else list(class_ids)
         n, c = len(self.files), len(self.classes)
         self.positives = _as_sparse(targets, n, c, "targets")

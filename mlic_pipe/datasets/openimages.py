@@ -330,15 +330,16 @@ def _columns(info: dict, classes: Sequence[str] | None) -> tuple[list[str], list
 # -- the index --------------------------------------------------------------------------------------------------
 
 
-def _pairs(rows: _Rows, image_of: np.ndarray, column_of: dict[str, int], num_classes: int, path: str):
-    """(keys = image * C + column, confidence) of the rows whose class is a column; the others counted, reported."""
+def _pairs(rows: _Rows, image_of: np.ndarray, column_of: dict[str, int], num_classes: int, path: str,
+           notes: list[str]):
+    """(keys = image * C + column, confidence) of the rows whose class is a column; the others counted in `notes`."""
     column = np.array([column_of.get(mid, -1) for mid in rows.mids], dtype=np.int64)[rows.mid]
     inside = column >= 0
     outside = len(column) - int(inside.sum())
     if outside:
         examples = sorted({rows.mids[code] for code in rows.mid[~inside][:1000].tolist()})[:3]
-        warnings.warn(f"{path}: {outside} of {len(column)} label rows name a class outside the {num_classes} "
-                      f"columns (e.g. {', '.join(examples)}); they are left out", stacklevel=4)
+        notes.append(f"{path}: {outside} of {len(column)} label rows name a class outside the {num_classes} "
+                     f"columns (e.g. {', '.join(examples)}); they are left out")
     return image_of[rows.image[inside]] * num_classes + column[inside], rows.confidence[inside]
 
 
@@ -362,12 +363,13 @@ def _parse(info: dict, files: dict, split: str, image_dir: str, classes, unverif
     image_ids = human.image_ids if machine is None else sorted_unique(np.concatenate([human.image_ids,
                                                                                       machine.image_ids]))
     n = len(image_ids)
-    keys, confidence = _pairs(human, np.searchsorted(image_ids, human.image_ids), column_of, c, files["human"])
+    notes: list[str] = []
+    keys, confidence = _pairs(human, np.searchsorted(image_ids, human.image_ids), column_of, c, files["human"], notes)
     positive = sorted_unique(keys[confidence >= 0.5])  # human labels are 0 or 1: a positive wins a disagreement
     verified_negative = _without(sorted_unique(keys[confidence < 0.5]), positive)
     if machine is not None:
         machine_keys, machine_confidence = _pairs(machine, np.searchsorted(image_ids, machine.image_ids),
-                                                  column_of, c, files["machine"])
+                                                  column_of, c, files["machine"], notes)
         chosen = _without(sorted_unique(machine_keys[machine_confidence >= machine_threshold]), verified_negative)
         positive = sorted_unique(np.concatenate([positive, chosen]))
     targets = SparseLabels.from_pairs(positive // c, positive % c, n, c)
@@ -377,7 +379,9 @@ def _parse(info: dict, files: dict, split: str, image_dir: str, classes, unverif
         ignore = SparseLabels.from_pairs(known // c, known % c, n, c, complement=True)
     prefix = os.path.join(image_dir, split, "")
     paths = [f"{prefix}{image_id}.jpg" for image_id in image_ids.astype(str).tolist()]
-    return LabelIndex(files=paths, targets=targets, ignore=ignore, classes=names, class_ids=mids)
+    index = LabelIndex(files=paths, targets=targets, ignore=ignore, classes=names, class_ids=mids)
+    index.notes = notes
+    return index
 
 
 def load_openimages(root: str | os.PathLike, split: str = "train",
@@ -434,5 +438,7 @@ def load_openimages(root: str | os.PathLike, split: str = "train",
     index = cached_index("openimages", sources, params,
                          lambda: _parse(info, files, split, image_dir, classes, unverified, machine_threshold),
                          use_cache=use_cache)
+    for note in index.notes:  # on a cached restart too: nothing left out silently
+        warnings.warn(note, stacklevel=2)
     present = check_present(index.files, files["human"], missing)
     return index if present.all() else index.subset(present)
