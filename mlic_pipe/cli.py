@@ -460,7 +460,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `mlic-pipe` command. Run from a shell (`argv` None), it also keeps the image decoders' raw lines out of
+    stderr (`mlic_pipe.native_stderr`); called with an argument list (tests, scripts) it leaves descriptor 2 alone."""
     args = build_parser().parse_args(argv)
+    if argv is None:
+        from mlic_pipe.native_stderr import filter_native_stderr
+
+        filter_native_stderr()
     _configure_logging(getattr(args, "quiet", False))
     try:
         return args.run(args)

@@ -163,8 +163,13 @@ class MLICLoader:
         """Fail now, not at step 1, if the mixer cannot work with this batch and image size."""
         blank = torch.zeros((self.batch_size, self.image_size, self.image_size, 3), dtype=torch.uint8)
         for mixer in getattr(self.mixer, "mixers", [] if self.mixer is None else [self.mixer]):
-            plan = plan_batch(mixer, blank, self.image_size, np.random.default_rng(self.seed), device="cpu")
-            plan.validate(self.batch_size, self.image_size)
+            try:
+                plan = plan_batch(mixer, blank, self.image_size, np.random.default_rng(self.seed), device="cpu")
+                plan.validate(self.batch_size, self.image_size)
+            except ValueError as error:  # a user's choice of sizes, not a bug: a ConfigError naming the options
+                raise ConfigError(f"{{mix}} {getattr(mixer, 'name', type(mixer).__name__)} cannot run on batches "
+                                  f"of {{batch_size:{self.batch_size}}} at {{image_size:{self.image_size}}}: "
+                                  f"{error}") from None
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration epoch `epoch` (as DistributedSampler.set_epoch); iterating advances it."""
