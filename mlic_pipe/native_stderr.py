@@ -87,9 +87,13 @@ def filter_native_stderr(log_dir: str | None = None) -> bool:
         return False
     log_path = os.path.join(folder, f"decoder-stderr-{os.getpid()}.log")
     read, write = os.pipe()
-    # this file run as a script: the child imports nothing of the package (no torch: it starts in ~30 ms)
-    child = subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__), log_path], stdin=read,
-                             stdout=original, stderr=original, close_fds=True)
+    try:  # this file run as a script: the child imports nothing of the package (no torch: it starts in ~30 ms)
+        child = subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__), log_path], stdin=read,
+                                 stdout=original, stderr=original, close_fds=True)
+    except OSError:  # no interpreter to start (an embedded Python): stay unfiltered rather than fail the command
+        for fd in (read, write, original):
+            os.close(fd)
+        return False
     os.close(read)
     sys.stderr.flush()
     os.dup2(write, 2)
