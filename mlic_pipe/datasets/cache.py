@@ -82,11 +82,9 @@ def _load(path: Path) -> LabelIndex:
         if "ignored_indptr" in data.files:
             ignored = SparseLabels(data["ignored_indptr"], data["ignored_indices"], len(classes),
                                    bool(data["ignored_complement"]))
-        index = LabelIndex(files=_lines(data, "files"), classes=classes, class_ids=_lines(data, "class_ids"),
-                           targets=SparseLabels(data["positives_indptr"], data["positives_indices"], len(classes)),
-                           ignore=ignored)
-        index.notes = _lines(data, "notes") or []
-        return index
+        return LabelIndex(files=_lines(data, "files"), classes=classes, class_ids=_lines(data, "class_ids"),
+                          targets=SparseLabels(data["positives_indptr"], data["positives_indices"], len(classes)),
+                          ignore=ignored, notes=_lines(data, "notes") or ())
 
 
 def cached_index(kind: str, sources: Sequence[str | os.PathLike], params: dict,

@@ -32,14 +32,14 @@ class LabelIndex:
             keeps them, so a cached restart reports them too.
 
     Memory is O(labels): a batch's dense rows come from `labels_for` / `ignore_for`. The dense (N, C)
-    `targets` and `ignore` remain for small sets (tests, the graph head) and refuse past `DENSE_LIMIT`.
+    `targets` and `ignore` remain for small sets (tests, notebooks) and refuse past `DENSE_LIMIT`.
     Readers pass `targets` / `ignore` either as (N, C) tables or as `SparseLabels`.
     """
 
     def __init__(self, files: Sequence[str], targets, ignore, classes: Sequence[str],
-                 class_ids: Sequence[str] | None = None):
+                 class_ids: Sequence[str] | None = None, notes: Sequence[str] = ()):
         self.files, self.classes = list(files), list(classes)
-        self.notes: list[str] = []
+        self.notes = list(notes)
         self.class_ids = None if class_ids is None else list(class_ids)
         n, c = len(self.files), len(self.classes)
         self.positives = _as_sparse(targets, n, c, "targets")

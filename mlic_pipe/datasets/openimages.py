@@ -379,9 +379,7 @@ def _parse(info: dict, files: dict, split: str, image_dir: str, classes, unverif
         ignore = SparseLabels.from_pairs(known // c, known % c, n, c, complement=True)
     prefix = os.path.join(image_dir, split, "")
     paths = [f"{prefix}{image_id}.jpg" for image_id in image_ids.astype(str).tolist()]
-    index = LabelIndex(files=paths, targets=targets, ignore=ignore, classes=names, class_ids=mids)
-    index.notes = notes
-    return index
+    return LabelIndex(files=paths, targets=targets, ignore=ignore, classes=names, class_ids=mids, notes=notes)
 
 
 def load_openimages(root: str | os.PathLike, split: str = "train",
