@@ -203,3 +203,19 @@ def test_the_loader_hands_out_open_images_targets_and_unknowns_per_batch(tmp_pat
         assert torch.equal(batch.ignore, torch.from_numpy(~HAND_KNOWN[rows]))
         seen += rows[~batch.padded.numpy()].tolist()
     assert sorted(seen) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("distinct", [3, 700, 20_000])
+def test_interning_gives_one_code_per_word_through_collisions(distinct):
+    """Codes agree with the words (checked against a dict); many words force re-hashing of colliding buckets."""
+    from mlic_pipe.datasets.openimages import _intern
+
+    rng = np.random.default_rng(distinct)
+    vocabulary = rng.integers(0, 2**63, (distinct, 2), dtype=np.int64).astype(np.uint64)
+    words = vocabulary[rng.integers(0, distinct, 60_000)]
+    code, holders = _intern(words)
+    assert len(holders) == len({tuple(w) for w in words.tolist()})
+    assert np.array_equal(words[holders[code]], words)  # every row's code names a row with the same word
+    first_code = {}
+    for word, c in zip(map(tuple, words.tolist()), code.tolist()):
+        assert first_code.setdefault(word, c) == c

@@ -106,6 +106,10 @@ def test_cache_round_trip_keeps_csr_complement_and_class_ids(tmp_path, monkeypat
     assert calls == [1] and first is made and second is not made
     assert second.positives == made.positives and second.ignored == made.ignored and second.ignored.complement
     assert second.files == made.files and second.classes == made.classes and second.class_ids == made.class_ids
+    saved, = (tmp_path / "cache" / "index").iterdir()
+    saved.write_bytes(saved.read_bytes()[:100])  # a truncated cache file: parsed again, never garbage
+    third = cache.cached_index("t", [source], {}, lambda: calls.append(1) or made)
+    assert calls == [1, 1] and third is made
 
 
 def test_cooccurrence_from_csr_equals_the_dense_product():

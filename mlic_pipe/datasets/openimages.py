@@ -122,7 +122,7 @@ def _words(buffer: np.ndarray, starts: np.ndarray, lengths: np.ndarray, path: st
 def _intern(words: np.ndarray, salt: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Codes for equal 16-byte words: (code of each row, a row holding each code).
 
-    A hash table indexed by 21 bits of a multiplicative hash; each row is checked against its bucket's
+    A hash table indexed by up to 21 bits of a multiplicative hash; each row is checked against its bucket's
     representative over the full 16 bytes. Rows whose bucket another word holds (a collision: a few dozen of
     Open Images' 20k MIDs share a bucket) are interned again with another hash, and so on; no sort anywhere.
     """
@@ -130,12 +130,13 @@ def _intern(words: np.ndarray, salt: int = 0) -> tuple[np.ndarray, np.ndarray]:
     multipliers = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93)
     with np.errstate(over="ignore"):
         hashed = ((pair[:, 0] * np.uint64(multipliers[salt % 4])) ^
-                  (pair[:, 1] * np.uint64(multipliers[(salt + 1) % 4])) ^ np.uint64(salt * 0x632BE59BD9B4E019))
-    bucket = (hashed >> np.uint64(43)).astype(np.int64)
-    holder = np.full(1 << 21, -1, dtype=np.int64)
+                  (pair[:, 1] * np.uint64(multipliers[(salt + 1) % 4])) ^ np.uint64((salt * 0x632BE59BD9B4E019) % 2**64))
+    bits = int(min(21, max(10, np.ceil(np.log2(max(len(pair), 1) * 4)))))  # a table a piece can afford
+    bucket = (hashed >> np.uint64(64 - bits)).astype(np.int64)
+    holder = np.full(1 << bits, -1, dtype=np.int64)
     holder[bucket] = np.arange(len(bucket))  # any row of the bucket will do as its representative
     used = np.flatnonzero(holder >= 0)
-    code_of_bucket = np.full(1 << 21, -1, dtype=np.int64)
+    code_of_bucket = np.full(1 << bits, -1, dtype=np.int64)
     code_of_bucket[used] = np.arange(len(used))
     code, holders = code_of_bucket[bucket], holder[used]
     lost = np.flatnonzero((pair[holder[bucket]] != pair).any(axis=1))  # their bucket holds another word
@@ -160,91 +161,121 @@ _SPECIAL = np.zeros(256, dtype=np.uint8)
 _SPECIAL[[ord(","), ord("\n"), ord("\r"), ord('"')]] = [1, 2, 3, 4]
 
 
-def _read_bytes(path: str) -> np.ndarray:
-    """The file's bytes followed by 16 zero bytes (room for the field gathers), read without a copy."""
+def _pieces(path: str, handle) -> tuple[int, list[tuple[int, int]]]:
+    """Check the header; return where the rows start and the (begin, end) byte ranges of whole lines to scan."""
+    size = os.fstat(handle.fileno()).st_size
+    head = os.pread(handle.fileno(), 65536, 0)
+    header_end = head.find(b"\n") if b"\n" in head else len(head)
+    header = head[:header_end].rstrip(b"\r").decode("utf-8", "replace").split(",")
+    if header != _HEADER:
+        raise MLICDataError(path, f"has the columns {header}, expected {_HEADER}", _HINT)
+    pieces, begin = [], header_end + 1
+    while begin < size:
+        cut = min(begin + PIECE_BYTES, size)
+        if cut < size:  # end the piece at a line end
+            ahead = os.pread(handle.fileno(), 65536, cut)
+            cut = cut + ahead.find(b"\n") + 1 if b"\n" in ahead else size
+        pieces.append((begin, cut))
+        begin = cut
+    return size, pieces
+
+
+def _read_piece(fd: int, begin: int, end: int, path: str) -> np.ndarray:
+    """Bytes begin..end of the file, a newline added if the last line lacks one, carriage returns dropped, then
+    16 zero bytes (room for the field gathers)."""
+    buffer = np.zeros(end - begin + 17, dtype=np.uint8)
     try:
-        size = os.path.getsize(path)
-        buffer = np.zeros(size + 17, dtype=np.uint8)
-        with open(path, "rb") as handle:
-            if handle.readinto(memoryview(buffer)[:size]) != size:
-                raise OSError("the file changed while it was read")
+        if os.preadv(fd, [memoryview(buffer)[:end - begin]], begin) != end - begin:
+            raise OSError("the file changed while it was read")
     except OSError as error:
         raise MLICDataError(path, f"cannot be read ({error})") from None
-    if size and buffer[size - 1] != 10:
-        buffer[size] = 10  # a last line without its newline
-        return buffer[:size + 1 + 16]
-    return buffer[:size + 16]
+    length = end - begin
+    if length and buffer[length - 1] != 10:
+        buffer[length] = 10
+        length += 1
+    text = buffer[:length]
+    if np.count_nonzero(text == 13):  # CRLF line endings: the carriage returns carry nothing
+        text = text[text != 13]
+        return np.concatenate([text, np.zeros(16, dtype=np.uint8)])
+    return buffer[:length + 16]
 
 
 def parse_label_csv(path: str, workers: int | None = None) -> _Rows:
     """Read an image-level label CSV (``ImageID,Source,LabelName,Confidence``) without a per-row Python loop.
 
-    The bytes are cut at line ends into ~8 MB pieces scanned on `workers` threads (default: every core;
-    numpy releases the GIL in these loops), which also keeps each piece's temporaries in cache.
+    The file is read in ~8 MB pieces cut at line ends and scanned on `workers` threads (default: every core;
+    numpy releases the GIL in these loops). A piece hands back only its runs of ImageIDs, its rows' MID codes
+    into its own small vocabulary and the confidences, so memory is ~16 bytes a row plus a piece per thread,
+    not the file plus its fields.
     """
-    buffer = _read_bytes(path)
-    text = buffer[:-16]
-    if np.count_nonzero(text == 13):  # CRLF line endings: the carriage returns carry nothing
-        text = text[text != 13]
-        buffer = np.concatenate([text, np.zeros(16, dtype=np.uint8)])
-        text = buffer[:-16]
-    head = text[:65536].tobytes()
-    header_end = head.find(b"\n") if b"\n" in head else len(text)
-    header = head[:header_end].decode("utf-8", "replace").split(",")
-    if header != _HEADER:
-        raise MLICDataError(path, f"has the columns {header}, expected {_HEADER}", _HINT)
-    pieces, begin = [], header_end + 1
-    while begin < len(text):
-        cut = min(begin + PIECE_BYTES, len(text))
-        if cut < len(text):  # end the piece at a line end
-            ahead = text[cut:cut + 65536].tobytes()
-            cut = cut + ahead.find(b"\n") + 1 if b"\n" in ahead else len(text)
-        pieces.append((begin, cut))
-        begin = cut
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        parts = list(pool.map(lambda piece: _scan(buffer, *piece, path), pieces))
-    empty = np.zeros((0, 2), dtype=np.uint64)
-    ids = np.concatenate([part[0] for part in parts]) if parts else empty
-    mids = np.concatenate([part[1] for part in parts]) if parts else empty
-    confidence = np.concatenate([part[2] for part in parts]) if parts else np.zeros(0, dtype=np.float32)
-    # images: the files list each image's rows together, so an image is a run of equal ImageIDs
-    new = np.ones(len(ids), dtype=bool)
-    new[1:] = (ids[1:] != ids[:-1]).any(axis=1)
-    run_ids = np.ascontiguousarray(ids[new]).view("S16").ravel()
+    try:
+        handle = open(path, "rb")
+    except OSError as error:
+        raise MLICDataError(path, f"cannot be read ({error})") from None
+    with handle:
+        _, pieces = _pieces(path, handle)
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            parts = list(pool.map(lambda piece: _scan(_read_piece(handle.fileno(), *piece, path), path), pieces))
+    if not parts:
+        return _Rows(np.zeros(0, dtype="S16"), np.zeros(0, dtype=np.int64), [], np.zeros(0, dtype=np.int64),
+                     np.zeros(0, dtype=np.float32))
+    # images: the files list each image's rows together, so an image is a run of equal ImageIDs (a run cut by a
+    # piece boundary, or an image listed twice, is merged here)
+    run_ids = np.concatenate([part.run_ids for part in parts])
     image_ids, run_image = sorted_unique(run_ids, return_inverse=True)
-    image = run_image.reshape(-1)[np.cumsum(new) - 1]  # an image split over several runs still gets one index
-    mid_code, holders = _intern(mids)
-    return _Rows(image_ids, image, _text(mids[holders]), mid_code, confidence)
+    image = np.repeat(run_image.reshape(-1), np.concatenate([part.run_lengths for part in parts]))
+    # MIDs: each piece's vocabulary interned once more, globally
+    vocabulary = np.concatenate([part.vocabulary for part in parts])
+    global_code, holders = _intern(vocabulary)
+    offsets = np.cumsum([0] + [len(part.vocabulary) for part in parts[:-1]])
+    mid = np.concatenate([global_code[offset + part.mid] for part, offset in zip(parts, offsets)])
+    confidence = np.concatenate([part.confidence for part in parts])
+    return _Rows(image_ids, image, _text(vocabulary[holders]), mid, confidence)
 
 
-def _scan(buffer: np.ndarray, begin: int, end: int, path: str):
-    """The ImageID and LabelName words and the confidences of the whole lines in buffer[begin:end]."""
-    kind_of_byte = _SPECIAL[buffer[begin:end]]  # one pass finds every comma and line end
+class _Piece:
+    """What a scanned piece hands back: runs of ImageIDs, MID codes into its vocabulary, confidences."""
+
+    def __init__(self, run_ids, run_lengths, vocabulary, mid, confidence):
+        self.run_ids, self.run_lengths, self.vocabulary, self.mid, self.confidence = (
+            run_ids, run_lengths, vocabulary, mid, confidence)
+
+
+def _scan(buffer: np.ndarray, path: str) -> _Piece:
+    """The rows of one piece (whole lines, 16 spare bytes after them)."""
+    text = buffer[:-16]
+    kind_of_byte = _SPECIAL[text]  # one pass finds every comma and line end
     where = np.flatnonzero(kind_of_byte)
     kinds = kind_of_byte[where]
-    where += begin
+    del kind_of_byte
     if (kinds == 4).any():
         raise MLICDataError(path, "has quoted fields, which Open Images label files never have", _HINT)
     pattern = np.array([1, 1, 1, 2], dtype=np.uint8)  # three commas, then the line's end
     line_starts = None
     if len(kinds) % 4 or not (kinds.reshape(-1, 4) == pattern).all():
         # empty lines carry nothing: a newline right after a newline (or at the piece's start)
-        previous = np.concatenate([[begin - 1], where[:-1]])
+        previous = np.concatenate([[-1], where[:-1]])
         empty = (kinds == 2) & (where == previous + 1) & np.concatenate([[True], kinds[:-1] == 2])
         where, kinds, previous = where[~empty], kinds[~empty], previous[~empty]
         if len(kinds) % 4 or not (kinds.reshape(-1, 4) == pattern).all():
-            _raise_bad_line(path, buffer[:end], where, kinds, begin)
+            _raise_bad_line(path, text, where, kinds, 0)
         line_starts = previous.reshape(-1, 4)[:, 0] + 1  # a line starts after the newline before its first comma
     marks = where.reshape(-1, 4)
     commas, line_ends = marks[:, :3], marks[:, 3]
     if line_starts is None:
-        line_starts = np.concatenate([[begin], line_ends[:-1] + 1]).astype(np.int64)
+        line_starts = np.concatenate([[0], line_ends[:-1] + 1]).astype(np.int64)
     ids = _words(buffer, line_starts, commas[:, 0] - line_starts, path, "ImageID")
+    new = np.ones(len(ids), dtype=bool)
+    new[1:] = (ids[1:] != ids[:-1]).any(axis=1)
+    starts = np.flatnonzero(new)
+    run_ids = np.ascontiguousarray(ids[starts]).view("S16").ravel()
+    del ids
     mids = _words(buffer, commas[:, 1] + 1, commas[:, 2] - commas[:, 1] - 1, path, "LabelName")
+    mid, holders = _intern(mids)
     confidence = _confidence(buffer, commas[:, 2] + 1, line_ends - commas[:, 2] - 1, path)
-    return ids, mids, confidence
+    return _Piece(run_ids, np.diff(np.append(starts, len(new))), mids[holders], mid.astype(np.int32), confidence)
 
 
 def _raise_bad_line(path: str, text: np.ndarray, where: np.ndarray, kinds: np.ndarray, begin: int) -> None:
