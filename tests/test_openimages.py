@@ -219,3 +219,30 @@ def test_interning_gives_one_code_per_word_through_collisions(distinct):
     first_code = {}
     for word, c in zip(map(tuple, words.tolist()), code.tolist()):
         assert first_code.setdefault(word, c) == c
+
+
+def test_open_images_shards_carry_the_partial_labels_compactly_and_verify(tmp_path):
+    """Mostly-unknown labels go into each sample's .json as the few known indices; verify and the loader agree."""
+    import json
+    import tarfile
+
+    from mlic_pipe.loader import MLICLoader
+    from mlic_pipe.shards import load_shards, verify_shards, write_shards
+
+    root = _v7(tmp_path / "oi", HAND_ROWS, images=True)
+    index = load_openimages(root, "validation", unverified="ignore")
+    write_shards(index, str(tmp_path / "shards"), progress=False)
+    verify_shards(str(tmp_path / "shards"), index, progress=False)
+    with tarfile.open(next((tmp_path / "shards").glob("*.tar"))) as tar:
+        records = [json.loads(tar.extractfile(m).read()) for m in tar if m.name.endswith(".json")]
+    # the shorter list of each row: rows 0 and 3 have one unknown class of 3, rows 1 and 2 one known
+    assert [r.get("ignore") for r in records] == [[2], None, None, [2]]
+    assert [r.get("known") for r in records] == [None, [2], [1], None]
+    assert records[1] == {"row": 1, "labels": [2], "classes": ["Car"], "known": [2]}
+    shards = load_shards(str(tmp_path / "shards"))
+    seen = 0
+    for batch in MLICLoader(shards, 2, image_size=16, train=False, device="cpu", num_threads=1):
+        rows = batch.rows.numpy()
+        assert torch.equal(batch.ignore, torch.from_numpy(~HAND_KNOWN[rows]))
+        seen += int((~batch.padded).sum())
+    assert seen == 4

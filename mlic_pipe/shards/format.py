@@ -11,7 +11,7 @@ sample, consecutive members named ``<key>.<component>``:
 - ``<key>.ign``: the ignore mask (VOC 'difficult'), packed alike, when the dataset has one;
 - ``<key>.json``: the same labels for everyone else (`label_json`): ``{"row": r, "labels": [class
   indices], "classes": [their names], "ignore": [indices]}`` (``ignore`` only when the set has an
-  ignore mask), so ``webdataset.WebDataset`` and the readers built on it see the labels without
+  ignore mask; ``"known": [indices]`` instead when most labels are unknown, see `ignore_record`), so ``webdataset.WebDataset`` and the readers built on it see the labels without
   our bit order; `mlic-pipe shard --verify` checks that it agrees with ``.lbl`` / ``.ign`` / ``.row``.
   Sets written before it (no ``json_labels`` in dataset.json) load as they are;
 - ``<key>.row``: the sample's row (int64, little-endian): its identity in skips, resume and `Batch.rows`.
@@ -33,7 +33,7 @@ import torch
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "IMAGE_EXTENSIONS", "INDEX_VERSION", "LABEL_FORMAT", "MANIFEST", "label_bytes",
-    "label_json", "pack_labels", "read_index", "shard_names", "unpack_labels", "write_index",
+    "ignore_record", "label_json", "pack_labels", "read_index", "shard_names", "unpack_labels", "write_index",
 ]
 
 FORMAT = "mlic-pipe-shards"
@@ -56,8 +56,17 @@ def label_json(row: int, labels: np.ndarray, ignore: np.ndarray | None, classes:
     positive = np.flatnonzero(labels).tolist()
     record = {"row": int(row), "labels": positive, "classes": [classes[k] for k in positive]}
     if ignore is not None:
-        record["ignore"] = np.flatnonzero(ignore).tolist()
+        record.update(ignore_record(np.flatnonzero(ignore).tolist(), len(classes)))
     return json.dumps(record, separators=(",", ":")).encode()
+
+
+def ignore_record(ignored: list[int], num_classes: int) -> dict:
+    """The .json's unknown labels: ``{"ignore": [indices]}``, or ``{"known": [indices]}`` (every other index is
+    unknown) when most are unknown, as with Open Images' unverified classes: a few numbers, not 9,000 a sample."""
+    if 2 * len(ignored) <= num_classes:
+        return {"ignore": ignored}
+    unknown = set(ignored)
+    return {"known": [k for k in range(num_classes) if k not in unknown]}
 
 
 def label_bytes(num_classes: int) -> int:

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from mlic_pipe.datasets.index import LabelIndex
 from mlic_pipe.errors import MLICDataError
-from mlic_pipe.shards.format import IMAGE_EXTENSIONS, pack_labels
+from mlic_pipe.shards.format import IMAGE_EXTENSIONS, ignore_record, pack_labels
 from mlic_pipe.shards.index import ShardIndex, load_shards
 
 __all__ = ["verify_shards"]
@@ -77,7 +77,7 @@ def _check_json(path: str, key: str, sample: dict, row: int, index: ShardIndex) 
     expected = {"row": row, "labels": _bits(sample.get("lbl", b""), index.num_classes)}
     expected["classes"] = [index.classes[k] for k in expected["labels"]]
     if index.has_ignore:
-        expected["ignore"] = _bits(sample.get("ign", b""), index.num_classes)
+        expected.update(ignore_record(_bits(sample.get("ign", b""), index.num_classes), index.num_classes))
     if record != expected:
         wrong = sorted(name for name in set(expected) | set(record) if record.get(name) != expected.get(name))
         raise MLICDataError(path, f"sample {key}: .json disagrees with .lbl/.ign/.row in {', '.join(wrong)}",
