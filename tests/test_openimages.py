@@ -165,6 +165,7 @@ def test_random_files_equal_a_csv_module_reading(tmp_path, monkeypatch, seed, pi
     (HEADER + f"{IDS[0]},verification,/m/cat,high\n", "not a number"),
     (HEADER + f'{IDS[0]},"verification",/m/cat,1\n', "quoted fields"),
     (HEADER + f"{IDS[0]}{IDS[0]},verification,/m/cat,1\n", "ImageID field is 32 bytes"),
+    (HEADER + "\n\n", "lists no image"),
 ])
 def test_malformed_label_files_name_the_file(tmp_path, text, message):
     root = _v7(tmp_path / "oi", "")

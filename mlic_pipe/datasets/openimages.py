@@ -394,6 +394,9 @@ def _parse(info: dict, files: dict, split: str, image_dir: str, classes, unverif
     image_ids = human.image_ids if machine is None else sorted_unique(np.concatenate([human.image_ids,
                                                                                       machine.image_ids]))
     n = len(image_ids)
+    if n == 0:
+        raise MLICDataError(files["human"], "lists no image (a header and no label rows)",
+                            "download the file again; an empty split has nothing to train or evaluate on")
     notes: list[str] = []
     keys, confidence = _pairs(human, np.searchsorted(image_ids, human.image_ids), column_of, c, files["human"], notes)
     positive = sorted_unique(keys[confidence >= 0.5])  # human labels are 0 or 1: a positive wins a disagreement
