@@ -161,10 +161,10 @@ def test_random_files_equal_a_csv_module_reading(tmp_path, monkeypatch, seed, pi
 @pytest.mark.parametrize("text, message", [
     ("ImageID,LabelName,Confidence\nab,/m/cat,1\n", "has the columns"),
     (HEADER + f"{IDS[0]},verification,/m/cat,1\n{IDS[1]},verification,/m/cat,1,extra\n", "has 5 fields"),
-    (HEADER + f"{IDS[0]},verification,/m/cat,2\n", "Confidence must lie in"),
+    (HEADER + f"{IDS[0]},verification,/m/cat,2\n", r"Confidence is 2\.0; it must lie in \[0, 1\]"),
     (HEADER + f"{IDS[0]},verification,/m/cat,high\n", "not a number"),
     (HEADER + f'{IDS[0]},"verification",/m/cat,1\n', "quoted fields"),
-    (HEADER + f"{IDS[0]}{IDS[0]},verification,/m/cat,1\n", "ImageID field is 32 bytes"),
+    (HEADER + f"{IDS[0]}{IDS[0]},verification,/m/cat,1\n", "ImageID field is 32 bytes \\('000a1249"),
     (HEADER + "\n\n", "lists no image"),
 ])
 def test_malformed_label_files_name_the_file(tmp_path, text, message):

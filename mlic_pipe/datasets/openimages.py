@@ -109,8 +109,9 @@ def _words(buffer: np.ndarray, starts: np.ndarray, lengths: np.ndarray, path: st
     spare bytes), then the bytes past the field masked off: no (L, 16) byte matrix.
     """
     if len(lengths) and lengths.max() > 16:
-        line = int(np.argmax(lengths > 16)) + 2
-        raise MLICDataError(path, f"line {line}: the {what} field is {int(lengths.max())} bytes; Open Images' are "
+        first = int(np.argmax(lengths > 16))
+        shown = buffer[starts[first]:starts[first] + min(int(lengths[first]), 60)].tobytes().decode("utf-8", "replace")
+        raise MLICDataError(path, f"a row's {what} field is {int(lengths[first])} bytes ({shown!r}); Open Images' are "
                             "at most 16", "check that this is an Open Images image-level label file")
     eights = np.ndarray(shape=(len(buffer) - 8,), dtype="<u8", buffer=buffer, strides=(1,))
     words = np.empty((len(starts), 2), dtype=np.uint64)
@@ -301,8 +302,9 @@ def _confidence(padded: np.ndarray, starts: np.ndarray, lengths: np.ndarray, pat
         except ValueError:
             raise MLICDataError(path, "has a Confidence that is not a number", _HINT) from None
     if len(value) and (np.isnan(value).any() or value.min() < 0 or value.max() > 1):
-        line = int(np.argmax(np.isnan(value) | (value < 0) | (value > 1))) + 2
-        raise MLICDataError(path, f"line {line}: Confidence must lie in [0, 1]", _HINT)
+        bad = int(np.argmax(np.isnan(value) | (value < 0) | (value > 1)))
+        raise MLICDataError(path, f"a row's Confidence is {float(value[bad])}; it must lie in [0, 1]",
+                            "check that this is an Open Images image-level label file")
     return value
 
 
