@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from mlic_pipe.datasets.labels import SparseLabels
+from mlic_pipe.datasets.labels import SparseLabels, sorted_member
 from mlic_pipe.distributed import is_distributed
 
 __all__ = ["MetricAccumulator", "MetricReport", "average_precision", "f1_optimal_thresholds",
@@ -114,11 +114,11 @@ class _Labels:
             counts = torch.ones_like(rows, dtype=torch.bool) if self._counts is None else self._counts[rows, cols]
             return self._targets[rows, cols], counts
         keys = (cols.to(torch.int64) * self.shape[0] + rows.to(torch.int64)).numpy()
-        targets = torch.from_numpy(_member(self._positive, keys))
+        targets = torch.from_numpy(sorted_member(self._positive, keys))
         if self._ignore is None:
             return targets, torch.ones_like(targets)
         listed, complement = self._ignore
-        inside = torch.from_numpy(_member(listed, keys))
+        inside = torch.from_numpy(sorted_member(listed, keys))
         return targets, inside if complement else ~inside
 
 
@@ -135,13 +135,6 @@ def _dense_columns(keys: np.ndarray, n: int, first: int, last: int, value: bool)
     chosen = torch.from_numpy(keys[lo:hi])
     table[chosen % n, chosen // n - first] = value
     return table
-
-
-def _member(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    at = np.searchsorted(keys, wanted)
-    found = at < len(keys)
-    found[found] = keys[at[found]] == wanted[found]
-    return found
 
 
 def _as_inputs(scores, targets, ignore=None) -> tuple[torch.Tensor, _Labels]:
@@ -409,10 +402,12 @@ class MetricAccumulator:
         c = scores[0].shape[1]
         all_scores = torch.cat(scores)
         if all(part is None for part in ignore):
-            return all_scores, _stack(targets, c), None
+            return all_scores, SparseLabels.stack(targets), None
         masks = [_sparse_mask(np.zeros((len(s), c), dtype=bool)) if part is None else part
                  for s, part in zip(scores, ignore)]
-        return all_scores, _stack(targets, c), _stack(masks, c)
+        complement = any(mask.complement for mask in masks)  # one form for all: the complement wherever one uses it
+        masks = [_as_complement(mask) if complement else mask for mask in masks]
+        return all_scores, SparseLabels.stack(targets), SparseLabels.stack(masks)
 
     def compute(self, distributed: bool = True) -> MetricReport:
         scores, targets, ignore = self._gathered(distributed)
@@ -433,14 +428,3 @@ def _as_complement(part: SparseLabels) -> SparseLabels:
         return part
     listed = SparseLabels.from_dense(part.dense(dtype=bool) == 0)
     return SparseLabels(listed.indptr, listed.indices, listed.num_classes, complement=True)
-
-
-def _stack(parts: list[SparseLabels], num_classes: int) -> SparseLabels:
-    """Row blocks one after another, in one form (the complement wherever any block uses it)."""
-    complement = any(part.complement for part in parts)
-    if complement:  # bring every block to the complement form: list the entries that are *not* set
-        parts = [_as_complement(part) for part in parts]
-    offsets = np.cumsum([0] + [len(part.indices) for part in parts[:-1]])
-    indptr = np.concatenate([[0]] + [part.indptr[1:] + offset for part, offset in zip(parts, offsets)])
-    indices = np.concatenate([part.indices for part in parts])
-    return SparseLabels(indptr, indices, num_classes, complement)

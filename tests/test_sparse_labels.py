@@ -23,6 +23,10 @@ def test_dense_round_trip_rows_counts_and_take():
     assert np.array_equal(labels.take(mask).dense(), table[mask])
     assert np.array_equal(labels.row_counts(), table.sum(1)) and np.array_equal(labels.class_counts(), table.sum(0))
     assert labels.total() == table.sum() and labels.nbytes == 41 * 8 + table.sum() * 4
+    stacked = SparseLabels.stack([labels.take(np.arange(0, 7)), labels.take([]), labels.take(np.arange(7, 40))])
+    assert stacked == labels
+    with pytest.raises(ValueError, match="same classes and form"):
+        SparseLabels.stack([labels, SparseLabels(labels.indptr, labels.indices, 13, complement=True)])
     position, cols = labels.pairs(rows)
     expected = np.argwhere(table[rows])
     assert np.array_equal(np.stack([position, cols], 1), expected)

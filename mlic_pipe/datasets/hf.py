@@ -102,7 +102,7 @@ def _read_path(path: str | None) -> np.ndarray:
         return np.zeros(0, dtype=np.uint8)
 
 
-def _labels(dataset, column: str, classes, name: str, datasets) -> tuple[list[str], np.ndarray]:
+def _labels(dataset, column: str, classes, name: str, datasets) -> tuple[list[str], SparseLabels]:
     """The class names and the labels of `column` (CSR), read column-wise through Arrow."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -128,7 +128,7 @@ def _labels(dataset, column: str, classes, name: str, datasets) -> tuple[list[st
             if len(bad):
                 raise MLICDataError(f"{name}[{bad[0]}]", f"has {lengths[bad[0]]} multi-hot values, but "
                                     f"{len(classes)} classes were given", "pass the classes of the columns")
-            return list(classes), (items.reshape(n, len(classes)) >= 0.5).astype(np.uint8)
+            return list(classes), SparseLabels.from_dense(items.reshape(n, len(classes)) >= 0.5)
     if names is not None:  # indices into the ClassLabel's names; `classes` may reorder them
         items = np.asarray(names, dtype=object)[items.astype(np.int64)] if classes is not None else items
     out = list(classes) if classes is not None else list(names)

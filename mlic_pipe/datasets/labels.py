@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DENSE_LIMIT", "SparseLabels", "sorted_unique"]
+__all__ = ["DENSE_LIMIT", "SparseLabels", "sorted_member", "sorted_unique"]
 
 # Past this many (row, class) entries a dense table is refused (`LabelIndex.targets`): 256 Mi entries is
 # 256 MiB as uint8 and 1 GiB once the loader makes it float32 on a device.
@@ -34,6 +34,14 @@ def sorted_unique(values: np.ndarray, return_inverse: bool = False):
     inverse = np.empty(len(values), dtype=np.int64)
     inverse[order] = np.cumsum(first) - 1
     return unique, inverse
+
+
+def sorted_member(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """(len(wanted),) bool: which of `wanted` occur in the sorted array `keys` (a binary search each)."""
+    at = np.searchsorted(keys, wanted)
+    found = at < len(keys)
+    found[found] = keys[at[found]] == wanted[found]
+    return found
 
 
 class SparseLabels:
@@ -80,6 +88,15 @@ class SparseLabels:
         indptr = np.zeros(num_rows + 1, dtype=np.int64)
         np.cumsum(np.bincount(keys // num_classes, minlength=num_rows), out=indptr[1:])
         return cls(indptr, keys % num_classes, num_classes, complement)
+
+    @classmethod
+    def stack(cls, parts: list["SparseLabels"]) -> "SparseLabels":
+        """Row blocks of the same classes and form (all listed sets, or all complements), one after another."""
+        if not parts or len({(p.num_classes, p.complement) for p in parts}) != 1:
+            raise ValueError("stack needs at least one block, all of the same classes and form")
+        offsets = np.cumsum([0] + [len(p.indices) for p in parts[:-1]])
+        indptr = np.concatenate([[0]] + [p.indptr[1:] + offset for p, offset in zip(parts, offsets)])
+        return cls(indptr, np.concatenate([p.indices for p in parts]), parts[0].num_classes, parts[0].complement)
 
     @classmethod
     def from_lists(cls, lists, num_classes: int) -> "SparseLabels":

@@ -32,7 +32,7 @@ import numpy as np
 from mlic_pipe.datasets.cache import cached_index
 from mlic_pipe.datasets.index import LabelIndex, MissingPolicy, check_present
 from mlic_pipe.datasets.listfile import read_classes
-from mlic_pipe.datasets.labels import SparseLabels, sorted_unique
+from mlic_pipe.datasets.labels import SparseLabels, sorted_member, sorted_unique
 from mlic_pipe.errors import MLICDataError
 
 __all__ = ["find_openimages", "label_file", "load_openimages", "parse_label_csv"]
@@ -93,9 +93,6 @@ class _Rows:
     def __init__(self, image_ids: np.ndarray, image: np.ndarray, mids: list[str], mid: np.ndarray,
                  confidence: np.ndarray):
         self.image_ids, self.image, self.mids, self.mid, self.confidence = image_ids, image, mids, mid, confidence
-
-    def __len__(self) -> int:
-        return len(self.image)
 
 
 # byte masks keeping the first k bytes of a little-endian uint64, k = 0..8
@@ -162,7 +159,7 @@ _SPECIAL = np.zeros(256, dtype=np.uint8)
 _SPECIAL[[ord(","), ord("\n"), ord("\r"), ord('"')]] = [1, 2, 3, 4]
 
 
-def _pieces(path: str, handle) -> tuple[int, list[tuple[int, int]]]:
+def _pieces(path: str, handle) -> list[tuple[int, int]]:
     """Check the header; return where the rows start and the (begin, end) byte ranges of whole lines to scan."""
     size = os.fstat(handle.fileno()).st_size
     head = os.pread(handle.fileno(), 65536, 0)
@@ -178,7 +175,7 @@ def _pieces(path: str, handle) -> tuple[int, list[tuple[int, int]]]:
             cut = cut + ahead.find(b"\n") + 1 if b"\n" in ahead else size
         pieces.append((begin, cut))
         begin = cut
-    return size, pieces
+    return pieces
 
 
 def _read_piece(fd: int, begin: int, end: int, path: str) -> np.ndarray:
@@ -216,7 +213,7 @@ def parse_label_csv(path: str, workers: int | None = None) -> _Rows:
     except OSError as error:
         raise MLICDataError(path, f"cannot be read ({error})") from None
     with handle:
-        _, pieces = _pieces(path, handle)
+        pieces = _pieces(path, handle)
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
             parts = list(pool.map(lambda piece: _scan(_read_piece(handle.fileno(), *piece, path), path), pieces))
     if not parts:
@@ -378,10 +375,7 @@ def _pairs(rows: _Rows, image_of: np.ndarray, column_of: dict[str, int], num_cla
 
 def _without(keys: np.ndarray, drop: np.ndarray) -> np.ndarray:
     """The sorted unique `keys` not in the sorted unique `drop`."""
-    at = np.searchsorted(drop, keys)
-    found = at < len(drop)
-    found[found] = drop[at[found]] == keys[found]
-    return keys[~found]
+    return keys[~sorted_member(drop, keys)]
 
 
 def _parse(info: dict, files: dict, split: str, image_dir: str, classes, unverified: Unverified,

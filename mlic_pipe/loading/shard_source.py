@@ -89,11 +89,9 @@ class _ShardRest(RowSource):
 
     def targets(self, read: Read, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
         rows = read.rows.tolist()
-        targets = torch.from_numpy(self.index.labels(rows)).to(device, non_blocking=True).float()
-        ignore = None
-        if self.index.has_ignore:
-            ignore = torch.from_numpy(self.index.labels(rows, "ign")).to(device, non_blocking=True).bool()
-        return targets, ignore
+        targets = torch.from_numpy(self.index.labels_for(rows)).to(device, non_blocking=True).float()
+        ignore = self.index.ignore_for(rows)
+        return targets, None if ignore is None else torch.from_numpy(ignore).to(device, non_blocking=True)
 
 
 class ShardSource:

@@ -182,13 +182,10 @@ class ShardIndex:
         return self._sparse("ign") if self.has_ignore else None
 
     def _sparse(self, component: str) -> SparseLabels:
-        parts, chunk = [], 4096  # a few MB of dense rows at a time, whatever the size of the set
-        for first in range(0, len(self), chunk):
-            parts.append(SparseLabels.from_dense(self.labels(range(first, min(first + chunk, len(self))), component)))
-        indptr = np.concatenate([[0]] + [p.indptr[1:] + offset for p, offset in
-                                        zip(parts, np.cumsum([0] + [len(p.indices) for p in parts[:-1]]))])
-        indices = np.concatenate([p.indices for p in parts]) if parts else np.zeros(0, dtype=np.int32)
-        return SparseLabels(indptr, indices, self.num_classes)
+        chunk = 4096  # a few MB of dense rows at a time, whatever the size of the set
+        parts = [SparseLabels.from_dense(self.labels(range(first, min(first + chunk, len(self))), component))
+                 for first in range(0, len(self), chunk)]
+        return SparseLabels.stack(parts) if parts else SparseLabels(np.zeros(1), [], self.num_classes)
 
     @property
     def targets(self) -> np.ndarray:
