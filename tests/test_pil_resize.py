@@ -73,7 +73,6 @@ def test_resize_of_smooth_and_extreme_images_equals_pillow():
 def test_dali_operator_resizes_each_decoded_window_as_pillow():
     """Through DALI's threads: every sample of a batch (different window shapes) equals Pillow on that window."""
     import nvidia.dali.fn as fn
-    import nvidia.dali.types as types
     from nvidia.dali import pipeline_def
 
     rng = np.random.default_rng(0)
