@@ -132,16 +132,19 @@ if AVAILABLE:
     def _copy_span(src, image, y, x_start, x_end, scale, shift, target, t, ty):
         """Pixels x_start .. x_end - 1 of source row y, normalized (zeros for a dropped image).
 
-        Loops run over slices from 0, so the compiler sees non-negative indices and vectorizes.
+        Loops run over slices from 0, so the compiler sees non-negative indices and vectorizes; the three
+        channels in one loop read each source pixel once (an interleaved load, not three strided ones).
         """
-        for c in range(3):
-            row = target[t, c, ty][x_start:x_end]
-            if image < 0:
-                row[:] = 0.0
-                continue
-            line, sc, sh = _source_row(src, image, y)[3 * x_start:3 * x_end], scale[c], shift[c]
-            for i in range(x_end - x_start):
-                row[i] = np.float32(line[3 * i + c]) * sc + sh
+        red, green, blue = target[t, 0, ty][x_start:x_end], target[t, 1, ty][x_start:x_end], target[t, 2, ty][x_start:x_end]
+        if image < 0:
+            red[:], green[:], blue[:] = 0.0, 0.0, 0.0
+            return
+        line = _source_row(src, image, y)[3 * x_start:3 * x_end]
+        s0, s1, s2, h0, h1, h2 = scale[0], scale[1], scale[2], shift[0], shift[1], shift[2]
+        for i in range(x_end - x_start):
+            red[i] = np.float32(line[3 * i]) * s0 + h0
+            green[i] = np.float32(line[3 * i + 1]) * s1 + h1
+            blue[i] = np.float32(line[3 * i + 2]) * s2 + h2
 
     @njit(**_JIT)
     def _vertical(src, image, y_lo, y_hi, fy, area, scale, shift, blend):
@@ -153,39 +156,54 @@ if AVAILABLE:
         normalize-then-resample by float32 rounding only (the weights sum to 1).
         """
         size = blend.shape[1]
-        for c in range(3):
-            out, sc, sh = blend[c], scale[c], shift[c]
-            if area:
-                out[:] = 0.0
-                for iy in range(y_lo, y_hi):
-                    line = _source_row(src, image, iy)
-                    for x in range(size):
-                        out[x] += np.float32(line[3 * x + c])
-                sc = sc / np.float32(y_hi - y_lo)
+        red, green, blue = blend[0], blend[1], blend[2]
+        if area:  # sum the rows, then scale once; each pixel's three channels in one loop (one interleaved load)
+            blend[:] = 0.0
+            for iy in range(y_lo, y_hi):
+                line = _source_row(src, image, iy)
+                for x in range(size):
+                    red[x] += np.float32(line[3 * x])
+                    green[x] += np.float32(line[3 * x + 1])
+                    blue[x] += np.float32(line[3 * x + 2])
+            for c in range(3):
+                out, sc, sh = blend[c], scale[c] / np.float32(y_hi - y_lo), shift[c]
                 for x in range(size):
                     out[x] = out[x] * sc + sh
-            else:
-                top, bottom, wy = _source_row(src, image, y_lo), _source_row(src, image, y_hi), np.float32(1.0) - fy
-                for x in range(size):
-                    out[x] = (wy * np.float32(top[3 * x + c]) + fy * np.float32(bottom[3 * x + c])) * sc + sh
+        else:
+            top, bottom, wy = _source_row(src, image, y_lo), _source_row(src, image, y_hi), np.float32(1.0) - fy
+            s0, s1, s2, h0, h1, h2 = scale[0], scale[1], scale[2], shift[0], shift[1], shift[2]
+            for x in range(size):
+                red[x] = (wy * np.float32(top[3 * x]) + fy * np.float32(bottom[3 * x])) * s0 + h0
+                green[x] = (wy * np.float32(top[3 * x + 1]) + fy * np.float32(bottom[3 * x + 1])) * s1 + h1
+                blue[x] = (wy * np.float32(top[3 * x + 2]) + fy * np.float32(bottom[3 * x + 2])) * s2 + h2
 
     @njit(**_JIT)
-    def _horizontal(line, low, up, frac, area, row):
-        """The second half of a resample: ``row[i]`` from the planar `line` at taps ``low[i]``, ``up[i]``.
+    def _horizontal(blend, low, up, frac, area, target, t, ty, x_start, x_end):
+        """The second half of a resample: output pixels x_start .. x_end - 1 of row ty from the planar `blend`.
 
-        Bilinear: ``(1 - frac) * line[low] + frac * line[up]``; area: the mean of ``line[low:up]``.
-        Every argument is a slice starting at the first pixel, and the taps are unsigned, so the
-        loop has no wraparound checks.
+        Bilinear: ``(1 - frac) * blend[c, low] + frac * blend[c, up]``; area: the mean of ``blend[c, low:up]``.
+        The taps are slices starting at the first pixel and unsigned, so the loop has no wraparound checks;
+        the three channels go in one loop, so each pixel's taps are read once.
         """
+        b0, b1, b2 = blend[0], blend[1], blend[2]
+        r0, r1, r2 = target[t, 0, ty][x_start:x_end], target[t, 1, ty][x_start:x_end], target[t, 2, ty][x_start:x_end]
         if area:
-            for i in range(row.shape[0]):
-                total = np.float32(0.0)
-                for ix in range(low[i], up[i]):
-                    total += line[ix]
-                row[i] = total / np.float32(up[i] - low[i])
+            for i in range(r0.shape[0]):
+                lo, hi = low[i], up[i]
+                t0, t1, t2 = np.float32(0.0), np.float32(0.0), np.float32(0.0)
+                for ix in range(lo, hi):
+                    t0 += b0[ix]
+                    t1 += b1[ix]
+                    t2 += b2[ix]
+                count = np.float32(hi - lo)
+                r0[i], r1[i], r2[i] = t0 / count, t1 / count, t2 / count
         else:
-            for i in range(row.shape[0]):
-                row[i] = (np.float32(1.0) - frac[i]) * line[low[i]] + frac[i] * line[up[i]]
+            for i in range(r0.shape[0]):
+                lo, hi, f = low[i], up[i], frac[i]
+                g = np.float32(1.0) - f
+                r0[i] = g * b0[lo] + f * b0[hi]
+                r1[i] = g * b1[lo] + f * b1[hi]
+                r2[i] = g * b2[lo] + f * b2[hi]
 
     @njit(**_JIT)
     def _splice_row(src, cells, rows, cols, y, size, tables, area, align_corners, scale, shift, target, t, ty,
@@ -196,15 +214,13 @@ if AVAILABLE:
         for cx in range(cols):
             image = cells[cy * cols + cx]
             x_start, x_end = cx * size // cols, (cx + 1) * size // cols
-            if image >= 0:
-                _vertical(src, image, y_lo, y_hi, fy, area, scale, shift, blend)
-            for c in range(3):
-                row = target[t, c, ty]
-                if image < 0:
-                    row[x_start:x_end] = 0.0
-                else:
-                    _horizontal(blend[c], low_x[cols, x_start:x_end], up_x[cols, x_start:x_end],
-                                frac_x[cols, x_start:x_end], area, row[x_start:x_end])
+            if image < 0:
+                for c in range(3):
+                    target[t, c, ty][x_start:x_end] = 0.0
+                continue
+            _vertical(src, image, y_lo, y_hi, fy, area, scale, shift, blend)
+            _horizontal(blend, low_x[cols, x_start:x_end], up_x[cols, x_start:x_end], frac_x[cols, x_start:x_end],
+                        area, target, t, ty, x_start, x_end)
 
     @njit(**_JIT)
     def _resized_row(src, partner, y, box, nearest, align_corners, scale, shift, target, t, ty, blend, taps):
@@ -216,8 +232,7 @@ if AVAILABLE:
             low_x[x], up_x[x], frac_x[x] = _box_tap(x, x1 - x0, size, nearest, align_corners)
         y_lo, y_hi, fy = _box_tap(y - y0, y1 - y0, size, nearest, align_corners)
         _vertical(src, partner, y_lo, y_hi, fy, False, scale, shift, blend)
-        for c in range(3):
-            _horizontal(blend[c], low_x[:x1 - x0], up_x[:x1 - x0], frac_x[:x1 - x0], False, target[t, c, ty][x0:x1])
+        _horizontal(blend, low_x[:x1 - x0], up_x[:x1 - x0], frac_x[:x1 - x0], False, target, t, ty, x0, x1)
 
     @njit(**_JIT)
     def _mix_row(src, plan_row, lam, masks, half_lut, y, size, align_corners, scale, shift, target, t, ty, work):
@@ -238,14 +253,19 @@ if AVAILABLE:
         if mode == _DENSE:  # the mask row once, as float32 (float16 masks through a 65536-entry table)
             for x in range(size):
                 weight[x] = half_lut[np.uint16(masks[k, y, x])] if half_lut.size > 1 else np.float32(masks[k, y, x])
-        for c in range(3):
-            row, line, sc, sh = target[t, c, ty], _source_row(src, partner, y), scale[c], shift[c]
-            if mode == _CONSTANT:
-                for x in range(size):
-                    row[x] = lam * row[x] + (one - lam) * (np.float32(line[3 * x + c]) * sc + sh)
-            elif mode == _DENSE:
-                for x in range(size):
-                    row[x] = weight[x] * row[x] + (one - weight[x]) * (np.float32(line[3 * x + c]) * sc + sh)
+        elif mode == _CONSTANT:
+            weight[:] = lam
+        else:
+            return
+        # the three channels in one loop: each partner pixel read once (an interleaved load)
+        r0, r1, r2, line = target[t, 0, ty], target[t, 1, ty], target[t, 2, ty], _source_row(src, partner, y)
+        s0, s1, s2, h0, h1, h2 = scale[0], scale[1], scale[2], shift[0], shift[1], shift[2]
+        for x in range(size):
+            w = weight[x]
+            v = one - w
+            r0[x] = w * r0[x] + v * (np.float32(line[3 * x]) * s0 + h0)
+            r1[x] = w * r1[x] + v * (np.float32(line[3 * x + 1]) * s1 + h1)
+            r2[x] = w * r2[x] + v * (np.float32(line[3 * x + 2]) * s2 + h2)
 
     @njit(**_JIT)
     def _half_bits(u, magnitude, bfloat):
