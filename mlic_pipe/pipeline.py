@@ -31,6 +31,7 @@ from mlic_pipe.loading.crops import CropSettings, multiscale_windows
 from mlic_pipe.loading.diagnose import what_is_wrong
 from mlic_pipe.loading.graph_draws import table_lookup, uniform_index
 from mlic_pipe.loading.order import sample_uniforms
+from mlic_pipe.loading.thread_priority import build_at_lower_priority
 
 __all__ = ["DRAWS", "DecodeSettings", "build_pipeline", "crop_window", "decode_augment", "probe_decode", "probe_encoded"]
 
@@ -50,6 +51,9 @@ class DecodeSettings:
         num_threads: DALI CPU worker threads.
         prefetch: DALI prefetch queue depth (batches decoded ahead).
         hw_decoder_load: share of JPEGs sent to the GPU's hardware decoder (A100/H100), GPU only.
+        decode_nice: how many nice levels below the caller DALI's threads run in a CPU pipeline, so the render
+            and the model the step waits on get the cores first and the decode every cycle they leave
+            (`mlic_pipe.loading.thread_priority`; Linux); 0 keeps the caller's priority.
         antialias: antialiased downscaling in the resize: on the CPU PIL's bilinear resize, bit for bit
             (`mlic_pipe.loading.pil_resize`, as the papers' loaders resize), on the GPU DALI's; False: DALI's
             plain bilinear resize on either.
@@ -64,6 +68,7 @@ class DecodeSettings:
     prefetch: int = 2
     hw_decoder_load: float = 0.65
     antialias: bool = True
+    decode_nice: int = 10
 
     @property
     def cropping(self) -> CropSettings:
@@ -90,6 +95,8 @@ class DecodeSettings:
             raise ConfigError(f"{{prefetch}} must be at least 1, got {self.prefetch}")
         if not 0 <= self.hw_decoder_load <= 1:
             raise ConfigError(f"{{hw_decoder_load}} must be within [0, 1], got {self.hw_decoder_load}")
+        if not 0 <= self.decode_nice <= 19:
+            raise ConfigError(f"{{decode_nice}} must be within [0, 19], got {self.decode_nice}")
 
 
 DRAWS = 5  # per-sample uniforms: crop area (multiscale: the window), crop aspect, crop x, crop y, flip
@@ -252,7 +259,7 @@ def build_pipeline(files: list[str] | None, rows: list[int], batch_size: int, se
     pipe = graph(files, rows, settings, device_id is not None, draws, policy_draws, encoded_source,
                  batch_size=batch_size, num_threads=settings.num_threads, device_id=device_id, seed=seed & 0x7FFFFFFF,
                  prefetch_queue_depth=settings.prefetch)
-    pipe.build()
+    build_at_lower_priority(pipe, settings.decode_nice if device_id is None else 0)
     return pipe
 
 

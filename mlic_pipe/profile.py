@@ -72,7 +72,8 @@ class ProfileReport:
             lines.append(f"  {name:<30}{ms:>10.1f}{100 * ms / self.step_ms:>8.1f}%")
         lines.append(f"  {'total':<30}{self.step_ms:>10.1f}{100.0:>8.1f}%")
         lines += ["  (DALI reads and decodes ahead in its own threads: its row is the time a step waited for it;",
-                  "   on a CPU it shares the cores with the render, which then takes longer than alone)",
+                  "   on a CPU they run at a lower priority, so the render goes first and the decode fills the rest)"
+                  if self.device == "cpu" else "   the decode runs on the GPU beside the render)",
                   ""]
         if self.renderer:
             first = "" if self.render_first_call_s is None else \
