@@ -45,6 +45,7 @@ class ProfileReport:
     stage_ms: dict[str, float] = field(default_factory=dict)
     renderer: str = ""
     render_first_call_s: float | None = None  # the compiled CPU renderer's first call: compile or cache load
+    resize: str = ""  # the decode's resize (`_resize`)
     auto_augment: str = ""
     auto_augment_ms: tuple[float, float] | None = None  # bare DALI ms per batch (with the policy, without it)
 
@@ -79,6 +80,8 @@ class ProfileReport:
             first = "" if self.render_first_call_s is None else \
                 f"; its first call took {self.render_first_call_s:.1f} s (compiling once per machine, else loading it)"
             lines.append(f"  renderer: {self.renderer}{first}")
+        if self.resize:
+            lines.append(f"  resize: {self.resize}")
         if self.auto_augment_ms is not None:
             with_it, without = self.auto_augment_ms
             lines.append(f"  auto-augment {self.auto_augment}: +{with_it - without:.1f} ms per batch of DALI work "
@@ -180,6 +183,7 @@ def profile_pipeline(index: LabelIndex, *, data: str = "demo", batch_size: int =
         stage_ms["model"] = 1000 * float(np.mean(model_seconds))
     mixer = loader.mixer
     renderer, first_call = _renderer(loader.device)
+    resize = _resize(loader.device, loader.settings.antialias)
     policy = loader.settings.auto_augment
     policy_ms = None if policy is None else _stage_cost(index, loader, steps)
     return ProfileReport(data=data, images=len(index), classes=index.num_classes, device=str(loader.device),
@@ -187,6 +191,7 @@ def profile_pipeline(index: LabelIndex, *, data: str = "demo", batch_size: int =
                          outputs_per_step=float(np.mean(outputs)), image_size=image_size,
                          dtype=str(dtype).replace("torch.", ""), steps=steps, warmup=warmup, seconds=seconds,
                          model=model, stage_ms=stage_ms, renderer=renderer, render_first_call_s=first_call,
+                         resize=resize,
                          auto_augment=str(policy or ""), auto_augment_ms=policy_ms)
 
 
@@ -233,3 +238,16 @@ def _renderer(device: torch.device) -> tuple[str, float | None]:
         return "the torch reference (numba missing: pip install numba for the compiled renderer)", None
     first = max(cpu_render.compile_seconds().values(), default=None)
     return "the compiled one-pass CPU renderer (numba)", first
+
+
+def _resize(device: torch.device, antialias: bool) -> str:
+    """Which resize the decode ran, and what compiling (or loading) the CPU one cost this process."""
+    if device.type == "cuda" or not antialias:
+        return "DALI's" + (" (no antialiasing)" if not antialias else "")
+    from mlic_pipe.loading import pil_resize
+
+    if pil_resize.available() is not None:
+        return f"DALI's (the compiled PIL resize cannot be built: {pil_resize.available()})"
+    seconds = sum(pil_resize.compile_seconds().values())
+    return (f"PIL's bilinear, bit for bit, compiled into DALI's threads (numba); {seconds:.1f} s to compile or "
+            "load it")

@@ -109,6 +109,8 @@ def test_profile_times_every_stage_and_the_model(demo_root, capsys, tmp_path):
     assert numbers["augmentation_ms"] == pytest.approx(sum(numbers["stage_ms"][s] for s in ("plan", "render", "targets")))
     assert numbers["outputs_per_step"] == 10
     assert numbers["auto_augment_ms"] is None and "auto-augment" not in table
+    assert "resize: PIL's bilinear, bit for bit" in table and numbers["resize"].startswith("PIL's bilinear")
+    assert "lower priority" in table  # the note on the decode's threads, on the CPU
 
 
 def test_profile_times_auto_augment_apart(demo_root, capsys, tmp_path):

@@ -79,6 +79,7 @@ def test_dali_operator_resizes_each_decoded_window_as_pillow():
     images = [rng.integers(0, 256, (int(h), int(w), 3), dtype=np.uint8)
               for h, w in rng.integers(20, 300, (6, 2))]
 
+
     @pipeline_def
     def graph():
         decoded = fn.external_source(source=lambda: images, batch=True, layout="HWC")
@@ -126,6 +127,23 @@ def test_cpu_pipeline_evaluates_as_torchvisions_resize_on_pil_images(pngs, size)
             np.testing.assert_array_equal(got, np.asarray(resize(rgb)))
 
 
+def test_training_pipeline_flips_the_resized_image_where_drawn(pngs):
+    """Training (flips drawn per sample): the pixels equal PIL's resize, flipped where the draw says."""
+    from mlic_pipe.loading.crops import CropSettings
+    from mlic_pipe.loading.order import sample_uniforms
+    from mlic_pipe.pipeline import DRAWS
+
+    settings = DecodeSettings(image_size=96, train=True, crop=CropSettings(mode="squash"), flip_prob=0.5)
+    rows = list(range(len(pngs)))
+    flips = sample_uniforms(1, 0, np.asarray(rows), DRAWS)[:, 4] < 0.5
+    assert flips.any() and not flips.all()  # both kinds in the batch (seed 1 draws so)
+    trained = build_pipeline(pngs, rows, len(pngs), settings, device_id=None, seed=1).run()[0]
+    for i, path in enumerate(pngs):
+        with Image.open(path) as image:
+            expected = _pil_passes(np.asarray(image.convert("RGB")), 96, 96)
+        np.testing.assert_array_equal(np.asarray(trained.at(i)), expected[:, ::-1] if flips[i] else expected)
+
+
 def test_without_the_compiled_resize_the_pipeline_uses_dalis_and_says_so(pngs, monkeypatch):
     monkeypatch.setattr(pil_resize, "available", lambda: "numba missing (simulated)")
     pil_resize._warn_once.cache_clear()
@@ -134,4 +152,7 @@ def test_without_the_compiled_resize_the_pipeline_uses_dalis_and_says_so(pngs, m
         pipe = build_pipeline(pngs, list(range(len(pngs))), len(pngs), settings, device_id=None, seed=0)
     images, _ = pipe.run()
     assert np.asarray(images.at(0)).shape == (64, 64, 3)
+    train = DecodeSettings(image_size=64, train=True, flip_prob=1.0)  # DALI's resize, then DALI's flip
+    flipped = build_pipeline(pngs, list(range(len(pngs))), len(pngs), train, device_id=None, seed=0).run()[0]
+    assert np.asarray(flipped.at(0)).shape == (64, 64, 3)
     pil_resize._warn_once.cache_clear()

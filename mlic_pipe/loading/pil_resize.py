@@ -12,7 +12,7 @@ the 8-bit passes). The tests hold it to ``Image.resize(..., Image.BILINEAR)`` bi
 How it runs: DALI's numba operator (``nvidia.dali.plugin.numba``) calls a compiled C function for each
 sample on DALI's own threads, without the GIL. DALI's wrapper compiles its C functions again whenever a
 pipeline is built (seconds, and the loader builds one per epoch), so this module compiles them once, with
-numba's disk cache (``cache=True``: ~10 s the first time on a machine, well under a second to load), and hands
+numba's disk cache (``cache=True``: ~2-5 s the first time on a machine, ~0.4 s to load afterwards), and hands
 DALI their addresses (`_PrecompiledNumbaFunction`). The output size lives in the shape function, one small
 C function per size, compiled once per process (~0.1 s).
 

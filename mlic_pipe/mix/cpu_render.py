@@ -135,7 +135,8 @@ if AVAILABLE:
         Loops run over slices from 0, so the compiler sees non-negative indices and vectorizes; the three
         channels in one loop read each source pixel once (an interleaved load, not three strided ones).
         """
-        red, green, blue = target[t, 0, ty][x_start:x_end], target[t, 1, ty][x_start:x_end], target[t, 2, ty][x_start:x_end]
+        red, green, blue = (target[t, 0, ty][x_start:x_end], target[t, 1, ty][x_start:x_end],
+                            target[t, 2, ty][x_start:x_end])
         if image < 0:
             red[:], green[:], blue[:] = 0.0, 0.0, 0.0
             return
@@ -186,7 +187,8 @@ if AVAILABLE:
         the three channels go in one loop, so each pixel's taps are read once.
         """
         b0, b1, b2 = blend[0], blend[1], blend[2]
-        r0, r1, r2 = target[t, 0, ty][x_start:x_end], target[t, 1, ty][x_start:x_end], target[t, 2, ty][x_start:x_end]
+        r0, r1, r2 = (target[t, 0, ty][x_start:x_end], target[t, 1, ty][x_start:x_end],
+                      target[t, 2, ty][x_start:x_end])
         if area:
             for i in range(r0.shape[0]):
                 lo, hi = low[i], up[i]
