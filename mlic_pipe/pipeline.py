@@ -57,6 +57,8 @@ class DecodeSettings:
         antialias: antialiased downscaling in the resize: on the CPU PIL's bilinear resize, bit for bit
             (`mlic_pipe.loading.pil_resize`, as the papers' loaders resize), on the GPU DALI's; False: DALI's
             plain bilinear resize on either.
+        resize: "auto" (as `antialias` says) or "dali": DALI's antialiased resize on the CPU too (the GPU's
+            pixels, at about half the CPU speed; the benchmarks' baseline).
     """
 
     image_size: int = 448
@@ -68,6 +70,7 @@ class DecodeSettings:
     prefetch: int = 2
     hw_decoder_load: float = 0.65
     antialias: bool = True
+    resize: str = "auto"
     decode_nice: int = 10
 
     @property
@@ -95,6 +98,8 @@ class DecodeSettings:
             raise ConfigError(f"{{prefetch}} must be at least 1, got {self.prefetch}")
         if not 0 <= self.hw_decoder_load <= 1:
             raise ConfigError(f"{{hw_decoder_load}} must be within [0, 1], got {self.hw_decoder_load}")
+        if self.resize not in ("auto", "dali"):
+            raise ConfigError(f"{{resize}} must be 'auto' or 'dali', got {self.resize!r}")
         if not 0 <= self.decode_nice <= 19:
             raise ConfigError(f"{{decode_nice}} must be within [0, 19], got {self.decode_nice}")
 
@@ -190,7 +195,7 @@ def decode_augment(encoded, uniforms, settings: DecodeSettings, gpu: bool, polic
     else:
         images = fn.decoders.image_slice(encoded, *window, device=decoder, output_type=types.RGB,
                                          normalized_anchor=False, normalized_shape=False, axis_names="WH", **gpu_args)
-    images = _resize(images, size, settings.antialias, gpu)
+    images = _resize(images, size, settings.antialias, gpu or settings.resize == "dali")
     if settings.train and settings.flip_prob > 0:
         images = fn.flip(images, horizontal=fn.cast(uniforms[4] < settings.flip_prob, dtype=types.INT32))
     if settings.policy is not None:
@@ -198,10 +203,10 @@ def decode_augment(encoded, uniforms, settings: DecodeSettings, gpu: bool, polic
     return images
 
 
-def _resize(images, size: int, antialias: bool, gpu: bool):
+def _resize(images, size: int, antialias: bool, dali: bool):
     """The window to S x S: on the CPU PIL's bilinear resize (`pil_resize`, the papers' and ~2x DALI's speed
-    there); on the GPU, or without antialiasing, DALI's."""
-    if antialias and not gpu:
+    there); on the GPU (`dali`), or without antialiasing, DALI's."""
+    if antialias and not dali:
         from mlic_pipe.loading.pil_resize import pil_resize  # numba and DALI's plugin load when first needed
 
         resized = pil_resize(images, size)

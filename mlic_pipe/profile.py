@@ -183,7 +183,7 @@ def profile_pipeline(index: LabelIndex, *, data: str = "demo", batch_size: int =
         stage_ms["model"] = 1000 * float(np.mean(model_seconds))
     mixer = loader.mixer
     renderer, first_call = _renderer(loader.device)
-    resize = _resize(loader.device, loader.settings.antialias)
+    resize = _resize(loader.device, loader.settings)
     policy = loader.settings.auto_augment
     policy_ms = None if policy is None else _stage_cost(index, loader, steps)
     return ProfileReport(data=data, images=len(index), classes=index.num_classes, device=str(loader.device),
@@ -240,10 +240,10 @@ def _renderer(device: torch.device) -> tuple[str, float | None]:
     return "the compiled one-pass CPU renderer (numba)", first
 
 
-def _resize(device: torch.device, antialias: bool) -> str:
-    """Which resize the decode ran, and what compiling (or loading) the CPU one cost this process."""
-    if device.type == "cuda" or not antialias:
-        return "DALI's" + (" (no antialiasing)" if not antialias else "")
+def _resize(device: torch.device, settings) -> str:
+    """Which resize the decode ran (`DecodeSettings` `settings`), and what compiling the CPU one cost this process."""
+    if device.type == "cuda" or not settings.antialias or settings.resize == "dali":
+        return "DALI's" + (" (no antialiasing)" if not settings.antialias else "")
     from mlic_pipe.loading import pil_resize
 
     if pil_resize.available() is not None:

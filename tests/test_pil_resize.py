@@ -156,3 +156,18 @@ def test_without_the_compiled_resize_the_pipeline_uses_dalis_and_says_so(pngs, m
     flipped = build_pipeline(pngs, list(range(len(pngs))), len(pngs), train, device_id=None, seed=0).run()[0]
     assert np.asarray(flipped.at(0)).shape == (64, 64, 3)
     pil_resize._warn_once.cache_clear()
+
+
+def test_resize_dali_keeps_dalis_resize_on_the_cpu(pngs):
+    """``resize="dali"``: DALI's antialiased resize (not Pillow's numbers); a bad value names the field."""
+    from mlic_pipe.errors import ConfigError
+
+    settings = DecodeSettings(image_size=224, train=False, resize="dali")
+    images, _ = build_pipeline(pngs, list(range(len(pngs))), len(pngs), settings, device_id=None, seed=0).run()
+    with Image.open(pngs[0]) as image:
+        pillow = _pil_passes(np.asarray(image.convert("RGB")), 224, 224)
+    got = np.asarray(images.at(0))
+    assert got.shape == pillow.shape and not np.array_equal(got, pillow)
+    assert np.abs(got.astype(int) - pillow).mean() < 3  # the same picture, resampled another way
+    with pytest.raises(ConfigError, match="resize.*'auto' or 'dali'"):
+        DecodeSettings(resize="pillow").validate()

@@ -1,13 +1,16 @@
 """`pil_resize`: the CPU decode's resize, PIL's bilinear resize bit for bit, as a DALI operator compiled by numba.
 
-Why: on the CPU, DALI's antialiased resize is the costliest step of the decode: measured on the demo photos
-(640 x 480 JPEGs, a 0.7-1.0 area crop) on one core, ~1.4 ms to decode a crop and ~4 ms to resize it to
-224 x 224, about twice what PIL takes for the same resize, so a DataLoader with PIL workers kept up with
-DALI on a CPU. The papers' loaders resize with PIL (torchvision's RandomResizedCrop and Resize on PIL
-images), so the resize here is PIL's: Pillow's bilinear filter, its support widened by the downscale factor
-(antialiasing), taps rounded to 22-bit fixed point, the horizontal pass first and rounded to uint8 before
-the vertical one (Pillow's ``src/libImaging/Resample.c``: ``precompute_coeffs``, ``normalize_coeffs_8bpc``,
-the 8-bit passes). The tests hold it to ``Image.resize(..., Image.BILINEAR)`` bit for bit.
+Why: on the CPU, DALI's antialiased resize was the costliest step of the decode: on the demo photos (640 x 480
+JPEGs, a 0.7-1.0 area window) on one core, decoding a window took ~1.4 ms and resizing it ~4 ms to 224 x 224,
+about twice what PIL takes for the same resize, so a DataLoader with PIL workers kept up with DALI on a CPU.
+With this resize the loader's whole CPU decode stage runs 1.18x (S=224) and 1.77x (S=448) as fast
+(``benchmarks/test_bench_decode_resize.py``, 2 cores). The papers' loaders resize with PIL (torchvision's
+RandomResizedCrop and Resize on PIL images), so the resize here is PIL's: Pillow's bilinear filter, its support
+widened by the downscale factor (antialiasing), taps rounded to 22-bit fixed point, the horizontal pass first and
+rounded to uint8 before the vertical one (Pillow's ``src/libImaging/Resample.c``: ``precompute_coeffs``,
+``normalize_coeffs_8bpc``, the 8-bit passes). The tests hold it to Pillow bit for bit. (Pillow 13 runs the
+vertical pass first when the height shrinks much more than the width, which moves near-ties by one level; this
+keeps the horizontal-first order of every earlier Pillow, the one the papers ran.)
 
 How it runs: DALI's numba operator (``nvidia.dali.plugin.numba``) calls a compiled C function for each
 sample on DALI's own threads, without the GIL. DALI's wrapper compiles its C functions again whenever a
@@ -16,8 +19,9 @@ numba's disk cache (``cache=True``: ~2-5 s the first time on a machine, ~0.4 s t
 DALI their addresses (`_PrecompiledNumbaFunction`). The output size lives in the shape function, one small
 C function per size, compiled once per process (~0.1 s).
 
-Where it is used: the CPU pipeline with ``antialias=True`` (the default). The GPU pipeline keeps DALI's
-resize (fast there); ``antialias=False`` keeps DALI's plain bilinear one. Without numba or the DALI plugin,
+Where it is used: the CPU pipeline with ``antialias=True`` and ``resize="auto"`` (the defaults). The GPU pipeline
+keeps DALI's resize (fast there); ``antialias=False`` keeps DALI's plain bilinear one; ``resize="dali"`` DALI's
+antialiased one (the GPU's pixels on the CPU). Without numba or the DALI plugin,
 `available` says why and the pipeline uses DALI's resize with one warning.
 """
 from __future__ import annotations
