@@ -33,7 +33,8 @@ from mlic_pipe.loading.graph_draws import table_lookup, uniform_index
 from mlic_pipe.loading.order import sample_uniforms
 from mlic_pipe.loading.thread_priority import build_at_lower_priority
 
-__all__ = ["DRAWS", "DecodeSettings", "build_pipeline", "crop_window", "decode_augment", "probe_decode", "probe_encoded"]
+__all__ = ["DRAWS", "DecodeSettings", "build_pipeline", "crop_window", "decode_augment", "prepare_decode", "probe_decode",
+           "probe_encoded"]
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,18 @@ def decode_augment(encoded, uniforms, settings: DecodeSettings, gpu: bool, polic
     return images
 
 
+def prepare_decode(settings: DecodeSettings, gpu: bool) -> None:
+    """Import and compile what the graph's CPU resize needs, before a build whose new threads are lowered.
+
+    Importing numba and DALI's numba plugin starts threads of their own; done during the build, they would be
+    taken for DALI's (`mlic_pipe.loading.thread_priority`). Cached: only a process's first call does work.
+    """
+    if settings.antialias and settings.resize == "auto" and not gpu:
+        from mlic_pipe.loading import pil_resize
+
+        pil_resize.available()
+
+
 def _resize(images, size: int, antialias: bool, dali: bool):
     """The window to S x S: on the CPU PIL's bilinear resize (`pil_resize`: the papers' resize, about twice as
     fast as DALI's there); on the GPU (`dali`), or without antialiasing, DALI's."""
@@ -264,6 +277,7 @@ def build_pipeline(files: list[str] | None, rows: list[int], batch_size: int, se
     pipe = graph(files, rows, settings, device_id is not None, draws, policy_draws, encoded_source,
                  batch_size=batch_size, num_threads=settings.num_threads, device_id=device_id, seed=seed & 0x7FFFFFFF,
                  prefetch_queue_depth=settings.prefetch)
+    prepare_decode(settings, device_id is not None)
     build_at_lower_priority(pipe, settings.decode_nice if device_id is None else 0)
     return pipe
 

@@ -11,8 +11,11 @@ CPU-bound loop, is unchanged; the step's own stages run at about their own cost,
 the decode shows as what it is.
 
 Linux only: its threads are tasks with their own nice value (``setpriority(PRIO_PROCESS, tid)``) listed in
-``/proc/self/task``; elsewhere, or where the call is refused, nothing changes. Only threads DALI names
-(``[DALI]...``) and that appeared during the build are touched, so no other library's threads are.
+``/proc/self/task``; elsewhere, or where the call is refused, nothing changes. The threads touched are those that
+appear during the build: DALI's, all of which end with the pipeline. Not by name: DALI names a thread a moment
+after starting it, so a name read right after the build can still be the process's. Whatever the build imports
+for the first time (numba, DALI's plugins) may start threads of its own, so callers import it first
+(`mlic_pipe.pipeline.prepare_decode`).
 """
 from __future__ import annotations
 
@@ -40,23 +43,21 @@ def thread_names() -> dict[int, str]:
 
 
 def build_at_lower_priority(pipe, nice: int) -> list[int]:
-    """``pipe.build()``, then the DALI threads it started run `nice` levels below the caller; their ids.
+    """``pipe.build()``, then the threads the build started run `nice` levels below the caller; their ids.
 
-    `nice` 0 builds only. The threads are DALI's own, which end with the pipeline: its thread pool, where the
-    operators (the decode, the resize) run, started by the build; an executor thread DALI may add at the first
-    run only hands batches on (measured: ~1% of the pool's CPU time) and keeps the caller's priority.
+    `nice` 0 builds only. The threads are DALI's, which end with the pipeline: its thread pool, where the
+    operators (the decode, the resize) run, and its executor's; an executor thread DALI may add at the first run
+    only hands batches on (measured: ~1% of the pool's CPU time) and keeps the caller's priority.
     """
     before = set(thread_names()) if nice else set()
     pipe.build()
     if not nice:
         return []
     lowered = []
-    for tid, name in thread_names().items():
-        if tid in before or not name.startswith("[DALI]"):
-            continue
+    for tid in set(thread_names()) - before:
         try:
             os.setpriority(os.PRIO_PROCESS, tid, min(os.getpriority(os.PRIO_PROCESS, tid) + nice, 19))
-        except (OSError, AttributeError):  # not Linux, or not allowed: the decode keeps the caller's priority
+        except (OSError, AttributeError):  # not Linux, not allowed, or the thread ended: its priority stays
             continue
         lowered.append(tid)
     return lowered
