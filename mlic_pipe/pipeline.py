@@ -33,7 +33,7 @@ from mlic_pipe.loading.graph_draws import table_lookup, uniform_index
 from mlic_pipe.loading.order import sample_uniforms
 from mlic_pipe.loading.thread_priority import build_at_lower_priority
 
-__all__ = ["DRAWS", "DecodeSettings", "build_pipeline", "crop_window", "decode_augment", "prepare_decode", "probe_decode",
+__all__ = ["DRAWS", "DecodeSettings", "build_decode", "build_pipeline", "crop_window", "decode_augment", "probe_decode",
            "probe_encoded"]
 
 
@@ -83,6 +83,11 @@ class DecodeSettings:
     def policy(self) -> AutoAugment | None:
         """The auto-augment in effect: `auto_augment` when training, else None."""
         return self.auto_augment if self.train else None
+
+    def resizes_with_pil(self, gpu: bool) -> bool:
+        """Whether the graph resizes with the compiled PIL resize (`mlic_pipe.loading.pil_resize`): on the CPU,
+        antialiased, `resize` "auto" (where it cannot be built, DALI's resize stands in, with a warning)."""
+        return self.antialias and self.resize == "auto" and not gpu
 
     @property
     def needs_draws(self) -> bool:
@@ -196,7 +201,7 @@ def decode_augment(encoded, uniforms, settings: DecodeSettings, gpu: bool, polic
     else:
         images = fn.decoders.image_slice(encoded, *window, device=decoder, output_type=types.RGB,
                                          normalized_anchor=False, normalized_shape=False, axis_names="WH", **gpu_args)
-    images = _resize(images, size, settings.antialias, gpu or settings.resize == "dali")
+    images = _resize(images, settings, gpu)
     if settings.train and settings.flip_prob > 0:
         images = fn.flip(images, horizontal=fn.cast(uniforms[4] < settings.flip_prob, dtype=types.INT32))
     if settings.policy is not None:
@@ -204,28 +209,30 @@ def decode_augment(encoded, uniforms, settings: DecodeSettings, gpu: bool, polic
     return images
 
 
-def prepare_decode(settings: DecodeSettings, gpu: bool) -> None:
-    """Import and compile what the graph's CPU resize needs, before a build whose new threads are lowered.
+def build_decode(pipe: Pipeline, settings: DecodeSettings, gpu: bool) -> None:
+    """Build `pipe`, a graph of `decode_augment`: on the CPU, its threads below the caller's priority.
 
-    Importing numba and DALI's numba plugin starts threads of their own; done during the build, they would be
-    taken for DALI's (`mlic_pipe.loading.thread_priority`). Cached: only a process's first call does work.
+    What the graph's CPU resize needs is imported and compiled first: importing numba and DALI's numba plugin
+    starts threads of their own, which a build would otherwise take for DALI's (`mlic_pipe.loading.thread_priority`).
     """
-    if settings.antialias and settings.resize == "auto" and not gpu:
+    if settings.resizes_with_pil(gpu):
         from mlic_pipe.loading import pil_resize
 
-        pil_resize.available()
+        pil_resize.available()  # cached: only a process's first call does work
+    build_at_lower_priority(pipe, 0 if gpu else settings.decode_nice)
 
 
-def _resize(images, size: int, antialias: bool, dali: bool):
+def _resize(images, settings: DecodeSettings, gpu: bool):
     """The window to S x S: on the CPU PIL's bilinear resize (`pil_resize`: the papers' resize, about twice as
-    fast as DALI's there); on the GPU (`dali`), or without antialiasing, DALI's."""
-    if antialias and not dali:
-        from mlic_pipe.loading.pil_resize import pil_resize  # numba and DALI's plugin load when first needed
+    fast as DALI's there); on the GPU, without antialiasing, or with `resize` "dali", DALI's."""
+    if settings.resizes_with_pil(gpu):
+        from mlic_pipe.loading.pil_resize import pil_resize
 
-        resized = pil_resize(images, size)
+        resized = pil_resize(images, settings.image_size)
         if resized is not None:
             return resized
-    return fn.resize(images, resize_x=size, resize_y=size, antialias=antialias)
+    size = settings.image_size
+    return fn.resize(images, resize_x=size, resize_y=size, antialias=settings.antialias)
 
 
 class _Encoded:
@@ -277,8 +284,7 @@ def build_pipeline(files: list[str] | None, rows: list[int], batch_size: int, se
     pipe = graph(files, rows, settings, device_id is not None, draws, policy_draws, encoded_source,
                  batch_size=batch_size, num_threads=settings.num_threads, device_id=device_id, seed=seed & 0x7FFFFFFF,
                  prefetch_queue_depth=settings.prefetch)
-    prepare_decode(settings, device_id is not None)
-    build_at_lower_priority(pipe, settings.decode_nice if device_id is None else 0)
+    build_decode(pipe, settings, device_id is not None)
     return pipe
 
 

@@ -242,7 +242,7 @@ def _renderer(device: torch.device) -> tuple[str, float | None]:
 
 def _resize(device: torch.device, settings) -> str:
     """Which resize the decode ran (`DecodeSettings` `settings`), and what compiling the CPU one cost this process."""
-    if device.type == "cuda" or not settings.antialias or settings.resize == "dali":
+    if not settings.resizes_with_pil(device.type == "cuda"):
         return "DALI's" + (" (no antialiasing)" if not settings.antialias else "")
     from mlic_pipe.loading import pil_resize
 

@@ -35,9 +35,8 @@ from nvidia.dali import pipeline_def
 
 from mlic_pipe.errors import MLICDataError
 from mlic_pipe.loading.stream import UndecodableFiles, as_torch
-from mlic_pipe.loading.thread_priority import build_at_lower_priority
-from mlic_pipe.pipeline import (AUTO_AUGMENT_STREAM, DRAWS, DecodeSettings, dali_reason, decode_augment,
-                                prepare_decode, probe_encoded)
+from mlic_pipe.pipeline import (AUTO_AUGMENT_STREAM, DRAWS, DecodeSettings, build_decode, dali_reason,
+                                decode_augment, probe_encoded)
 from mlic_pipe.shards.format import IMAGE_EXTENSIONS
 from mlic_pipe.shards.index import ShardIndex
 
@@ -203,8 +202,7 @@ class ShardStream:
                 self.device_id is not None, self._feed, batch_size=self.batch_size,
                 num_threads=self.settings.num_threads, device_id=self.device_id, seed=self.seeds[1],
                 prefetch_queue_depth=self.settings.prefetch, checkpoint=checkpoint)
-            prepare_decode(self.settings, self.device_id is not None)
-            build_at_lower_priority(self._pipe, self.settings.decode_nice if self.device_id is None else 0)
+            build_decode(self._pipe, self.settings, self.device_id is not None)
 
     def checkpoint(self) -> bytes | None:
         """DALI's state after the last batch returned (None at the epoch's start)."""

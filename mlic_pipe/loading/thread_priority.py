@@ -15,7 +15,7 @@ Linux only: its threads are tasks with their own nice value (``setpriority(PRIO_
 appear during the build: DALI's, all of which end with the pipeline. Not by name: DALI names a thread a moment
 after starting it, so a name read right after the build can still be the process's. Whatever the build imports
 for the first time (numba, DALI's plugins) may start threads of its own, so callers import it first
-(`mlic_pipe.pipeline.prepare_decode`).
+(`mlic_pipe.pipeline.build_decode`).
 """
 from __future__ import annotations
 
