@@ -47,6 +47,8 @@ def _horizontal_first_everywhere(source, target) -> bool:
     ((1, 7), (5, 3)),  # a single source row
     ((9, 1), (1, 1)),  # a single source column to a single pixel
     ((224, 224), (224, 224)),  # same size: weights of one tap, the image back unchanged
+    ((64, 24), (33, 8)),  # one whole band of rows, rows of whole words (24 x 3 bytes)
+    ((65, 129), (7, 200)),  # a band and one row more; rows of 387 bytes, not whole words
 ])
 def test_resize_equals_pillows_bilinear_bit_for_bit(source, target):
     rng = np.random.default_rng(sum(source) + sum(target))
@@ -58,6 +60,15 @@ def test_resize_equals_pillows_bilinear_bit_for_bit(source, target):
         np.testing.assert_array_equal(out, _pil(image, *target))
     if source == target:
         np.testing.assert_array_equal(out, image)
+
+
+@pytest.mark.parametrize("rows,columns", [(8, 8), (64, 1928), (1344, 64), (16, 40)])
+def test_byte_transpose_equals_numpys(rows, columns):
+    """The 8 x 8-block byte transpose the horizontal pass runs on, against numpy's transpose."""
+    matrix = np.random.default_rng(rows + columns).integers(0, 256, (rows, columns), dtype=np.uint8)
+    target = np.empty((columns, rows), np.uint8)
+    pil_resize._transpose_bytes(matrix.reshape(-1).view(np.uint64), rows, columns, target.reshape(-1).view(np.uint64))
+    np.testing.assert_array_equal(target, matrix.T)
 
 
 def test_resize_of_smooth_and_extreme_images_equals_pillow():

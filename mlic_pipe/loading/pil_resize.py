@@ -91,40 +91,110 @@ if numba is not None:
         value = total >> PRECISION_BITS
         return 0 if value < 0 else (255 if value > 255 else value)
 
+    _BAND = 64  # source rows the horizontal pass takes at once: its int32 sums over them fill vector registers
+    _LOW_BYTES, _LOW_PAIRS, _LOW_QUADS = (np.uint64(0x00FF00FF00FF00FF), np.uint64(0x0000FFFF0000FFFF),
+                                          np.uint64(0x00000000FFFFFFFF))
+
+    @njit(**_JIT)
+    def _swap(a, b, shift, mask):
+        """One step of the 8 x 8 byte transpose: `b`'s `mask` bits and `a`'s shifted down by `shift` exchanged."""
+        t = ((a >> shift) ^ b) & mask
+        return a ^ (t << shift), b ^ t
+
+    @njit(**_JIT)
+    def _transpose_bytes(source, rows, columns, target):
+        """The byte matrix (rows, columns) written transposed, both given as flat uint64 views.
+
+        Why: the horizontal pass runs fast over rows laid side by side, and a byte-by-byte transpose took longer
+        than the pass itself. Eight words (an 8 x 8 byte block) are transposed in registers by swapping bytes,
+        then byte pairs, then quads between them. `rows` and `columns` are multiples of 8.
+        """
+        words_in, words_out = columns // 8, rows // 8
+        s8, s16, s32 = numba.uint64(8), numba.uint64(16), numba.uint64(32)
+        for block_row in range(words_out):
+            for block_column in range(words_in):
+                at = block_row * 8 * words_in + block_column
+                x0, x1 = source[at], source[at + words_in]
+                x2, x3 = source[at + 2 * words_in], source[at + 3 * words_in]
+                x4, x5 = source[at + 4 * words_in], source[at + 5 * words_in]
+                x6, x7 = source[at + 6 * words_in], source[at + 7 * words_in]
+                x0, x1 = _swap(x0, x1, s8, _LOW_BYTES)
+                x2, x3 = _swap(x2, x3, s8, _LOW_BYTES)
+                x4, x5 = _swap(x4, x5, s8, _LOW_BYTES)
+                x6, x7 = _swap(x6, x7, s8, _LOW_BYTES)
+                x0, x2 = _swap(x0, x2, s16, _LOW_PAIRS)
+                x1, x3 = _swap(x1, x3, s16, _LOW_PAIRS)
+                x4, x6 = _swap(x4, x6, s16, _LOW_PAIRS)
+                x5, x7 = _swap(x5, x7, s16, _LOW_PAIRS)
+                x0, x4 = _swap(x0, x4, s32, _LOW_QUADS)
+                x1, x5 = _swap(x1, x5, s32, _LOW_QUADS)
+                x2, x6 = _swap(x2, x6, s32, _LOW_QUADS)
+                x3, x7 = _swap(x3, x7, s32, _LOW_QUADS)
+                to = block_column * 8 * words_out + block_row
+                target[to], target[to + words_out] = x0, x1
+                target[to + 2 * words_out], target[to + 3 * words_out] = x2, x3
+                target[to + 4 * words_out], target[to + 5 * words_out] = x4, x5
+                target[to + 6 * words_out], target[to + 7 * words_out] = x6, x7
+
     @njit(**_JIT)
     def resize_into(out, image):
-        """Resize the uint8 (H, W, 3) `image` into the uint8 (h, w, 3) `out` as PIL's bilinear resize."""
+        """Resize the uint8 (H, W, 3) `image` into the uint8 (h, w, 3) `out` as PIL's bilinear resize.
+
+        Both passes run whole vectors of independent sums: the vertical one along a row, the horizontal one
+        across `_BAND` rows at a time, transposed so that a source column is contiguous (per pixel, the
+        horizontal pass had 3 channels x ~7 taps of scalar work: 2.5 ms of a 640 x 480 -> 224 resize, now ~1 ms
+        in all). Integer sums, so the order of the additions leaves every value as Pillow's.
+        """
         height, width = image.shape[0], image.shape[1]
         out_h, out_w = out.shape[0], out.shape[1]
         bounds_x, weights_x = _coefficients(width, out_w)
         bounds_y, weights_y = _coefficients(height, out_h)
         half = np.int32(1 << (PRECISION_BITS - 1))
         # the horizontal pass over only the source rows the vertical taps read, rounded to uint8 as Pillow does
-        top = bounds_y[0, 0] if out_h else 0
-        bottom = bounds_y[out_h - 1, 0] + bounds_y[out_h - 1, 1] if out_h else 0
-        rows = np.empty((max(bottom - top, 0), out_w * 3), np.uint8)
-        for y in range(top, bottom):
-            line, row = image[y], rows[y - top]
+        top = bounds_y[0, 0]
+        bottom = bounds_y[out_h - 1, 0] + bounds_y[out_h - 1, 1]
+        n_in, n_out = width * 3, out_w * 3
+        in_padded, out_padded = (n_in + 7) // 8 * 8, (n_out + 7) // 8 * 8
+        bands = (bottom - top + _BAND - 1) // _BAND
+        lines = image.reshape(height, n_in)
+        band = np.zeros((_BAND, in_padded), np.uint8)  # a band of source rows, padded to whole words
+        columns = np.empty((in_padded, _BAND), np.uint8)  # the band transposed
+        summed = np.empty((out_padded, _BAND), np.uint8)  # its horizontal pass, still transposed
+        rows = np.empty((bands * _BAND, out_padded), np.uint8)  # the horizontal pass, row by row
+        total = np.empty(_BAND, np.int32)
+        band_words, column_words = band.reshape(-1).view(np.uint64), columns.reshape(-1).view(np.uint64)
+        summed_words = summed.reshape(-1).view(np.uint64)
+        for index in range(bands):
+            start = top + index * _BAND
+            for j in range(_BAND):  # rows past the last one repeat it; their sums are never read
+                line, target = lines[min(start + j, bottom - 1)], band[j]
+                for i in range(n_in):
+                    target[i] = line[i]
+            _transpose_bytes(band_words, _BAND, in_padded, column_words)
             for x in range(out_w):
                 first, taps = bounds_x[x, 0], weights_x[x]
-                r = g = b = half
-                for tap in range(bounds_x[x, 1]):
-                    w = taps[tap]
-                    r += np.int32(line[first + tap, 0]) * w
-                    g += np.int32(line[first + tap, 1]) * w
-                    b += np.int32(line[first + tap, 2]) * w
-                row[3 * x], row[3 * x + 1], row[3 * x + 2] = _clip8(r), _clip8(g), _clip8(b)
-        # the vertical pass: whole rows at a time, so it vectorizes
-        total = np.empty(out_w * 3, np.int32)
+                for c in range(3):
+                    total[:] = half
+                    for tap in range(bounds_x[x, 1]):
+                        w, source = taps[tap], columns[(first + tap) * 3 + c]
+                        for j in range(_BAND):
+                            total[j] += np.int32(source[j]) * w
+                    target = summed[3 * x + c]
+                    for j in range(_BAND):
+                        target[j] = _clip8(total[j])
+            _transpose_bytes(summed_words, out_padded, _BAND,
+                             rows[index * _BAND:(index + 1) * _BAND].reshape(-1).view(np.uint64))
+        # the vertical pass: whole rows at a time
+        total = np.empty(n_out, np.int32)
         for y in range(out_h):
             total[:] = half
             first = bounds_y[y, 0] - top
             for tap in range(bounds_y[y, 1]):
                 w, source = weights_y[y, tap], rows[first + tap]
-                for i in range(out_w * 3):
+                for i in range(n_out):
                     total[i] += np.int32(source[i]) * w
-            target = out[y].reshape(out_w * 3)
-            for i in range(out_w * 3):
+            target = out[y].reshape(n_out)
+            for i in range(n_out):
                 target[i] = _clip8(total[i])
 
     @numba.extending.intrinsic
