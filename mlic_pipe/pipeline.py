@@ -273,7 +273,8 @@ def build_pipeline(files: list[str] | None, rows: list[int], batch_size: int, se
         device_id: CUDA device for the 'mixed' decoder and GPU resize, or None for the CPU pipeline.
         seed, epoch: with each row, fix that sample's crop and flip (training).
 
-    The reader pads the last batch by repeating its final sample; the loader cuts it back.
+    The reader pads the last batch by repeating its final sample; the loader cuts it back. Take the batches
+    through `ScheduledBatches` (``pipe.run()`` decodes one batch past the end).
     """
     settings.validate()
     draws = _Draws(rows, batch_size, seed, epoch) if settings.needs_draws else None
@@ -281,11 +282,39 @@ def build_pipeline(files: list[str] | None, rows: list[int], batch_size: int, se
     policy_draws = None if policy is None else _Draws(rows, batch_size, seed ^ AUTO_AUGMENT_STREAM, epoch, policy.draws)
     graph = pipeline_def(_decode_graph, enable_conditionals=policy is not None)  # auto-augment selects ops by sample
     encoded_source = None if read_encoded is None else _Encoded(rows, batch_size, read_encoded)
+    depth = max(1, min(settings.prefetch, -(-len(rows) // batch_size)))  # DALI's first run fills the whole queue
     pipe = graph(files, rows, settings, device_id is not None, draws, policy_draws, encoded_source,
                  batch_size=batch_size, num_threads=settings.num_threads, device_id=device_id, seed=seed & 0x7FFFFFFF,
-                 prefetch_queue_depth=settings.prefetch)
+                 prefetch_queue_depth=depth)
     build_decode(pipe, settings, device_id is not None)
     return pipe
+
+
+class ScheduledBatches:
+    """The first `count` batches of a built pipeline, one per call, none decoded past the last.
+
+    Why: ``Pipeline.run`` schedules one more run on every call (its prefetch), so the call that returns an
+    epoch's last batch starts decoding another that nobody takes: a batch of decode work per epoch (per
+    rebuild), on cores the last render needs, and the pipeline's shutdown waits for it. Here runs are
+    scheduled (``schedule_run``; DALI's first one fills the prefetch queue, which `build_pipeline` caps at
+    the batch count) only while batches are left, and ``outputs`` collects them in order.
+    """
+
+    def __init__(self, pipe: Pipeline, count: int):
+        self.pipe, self.count = pipe, count
+        self._scheduled = self._returned = 0
+
+    def __call__(self) -> tuple:
+        if self._returned >= self.count:
+            raise RuntimeError(f"all {self.count} batches of this pipeline were taken; build a new one")
+        if self._scheduled == 0:
+            self.pipe.schedule_run()
+            self._scheduled = self.pipe.prefetch_queue_depth
+        elif self._scheduled < self.count:
+            self.pipe.schedule_run()
+            self._scheduled += 1
+        self._returned += 1
+        return self.pipe.outputs()
 
 
 @pipeline_def(enable_conditionals=False)

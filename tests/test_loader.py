@@ -16,7 +16,7 @@ from mlic_pipe.datasets import LabelIndex, load
 from mlic_pipe.errors import MLICDataError
 from mlic_pipe.loader import MLICLoader, as_torch
 from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD, MixUp, SpliceMix
-from mlic_pipe.pipeline import DecodeSettings, build_pipeline
+from mlic_pipe.pipeline import DecodeSettings, ScheduledBatches, build_pipeline
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -158,6 +158,40 @@ def test_two_processes_over_gloo_deliver_the_dataset_once(demo, tmp_path):
     assert [len(r[0]) for r in results] == [12, 12] and int(results[1][1].sum()) == 1
     real = sum((r[0][~r[1]].tolist() for r in results), [])
     assert sorted(real) == list(range(23))
+
+
+@pytest.mark.parametrize("files,batch", [(10, 4), (3, 4), (8, 4)])
+def test_scheduled_batches_decode_no_batch_past_the_last(demo, monkeypatch, files, batch):
+    """Every batch as `pipe.run()` gives it, and the pipeline runs once per batch: `run` runs one more.
+
+    The runs are counted by the calls to the per-sample draws' external source, which DALI makes once per run.
+    """
+    import mlic_pipe.pipeline as pipeline_module
+
+    calls = []
+    real_draws = pipeline_module._Draws.__call__
+    monkeypatch.setattr(pipeline_module._Draws, "__call__", lambda self, info: calls.append(info.iteration) or
+                        real_draws(self, info))
+    settings, rows = DecodeSettings(image_size=32), list(range(files))
+    count = -(-files // batch)
+
+    def pipe():
+        calls.clear()
+        return build_pipeline(demo.files[:files], rows, batch, settings, device_id=None, seed=3)
+
+    reference = pipe()
+    expected = [[np.asarray(out.as_tensor()).copy() for out in reference.run()] for _ in range(count)]
+    # what this replaces: `run` decodes one batch past the end (not for a single batch: the depth is capped at 1)
+    assert len(calls) == (count + 1 if count > 1 else 1)
+    del reference
+    batches = ScheduledBatches(pipe(), count)
+    got = [[np.asarray(out.as_tensor()).copy() for out in batches()] for _ in range(count)]
+    assert sorted(calls) == list(range(count))
+    for want, have in zip(expected, got):
+        for a, b in zip(want, have):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(RuntimeError, match="all .* batches"):
+        batches()
 
 
 def test_dali_buffer_is_handed_over_without_a_copy(demo, monkeypatch):

@@ -13,7 +13,8 @@ import torch
 from mlic_pipe.datasets.index import LabelIndex
 from mlic_pipe.errors import MLICDataError
 from mlic_pipe.loading.order import RankRows
-from mlic_pipe.pipeline import DecodeSettings, build_pipeline, dali_reason, probe_decode, probe_encoded
+from mlic_pipe.pipeline import (DecodeSettings, ScheduledBatches, build_pipeline, dali_reason, probe_decode,
+                               probe_encoded)
 
 __all__ = ["DecodeStream", "UndecodableFiles", "as_torch"]
 
@@ -53,13 +54,13 @@ class DecodeStream:
                  seed: int, epoch: int, read_encoded=None):
         self.index, self.batch_size, self.settings, self.read_encoded = index, batch_size, settings, read_encoded
         self.device_id, self.seed, self.epoch = device_id, seed, epoch
-        self._pipe = None
+        self._pipe = self._batches = None
         self._rows = np.zeros(0, dtype=np.int64)
         self._position = 0
 
     def start(self, rank_rows: RankRows, position: int) -> None:
         """Read `rank_rows` from `position` on (a new pipeline; the previous one is released first)."""
-        self._pipe = None
+        self._pipe = self._batches = None
         self._rows, self._position = rank_rows.rows, position
         remaining = self._rows[position:]
         if len(remaining):
@@ -67,12 +68,13 @@ class DecodeStream:
             self._pipe = build_pipeline(files, remaining.tolist(), self.batch_size, self.settings,
                                         device_id=self.device_id, seed=self.seed, epoch=self.epoch,
                                         read_encoded=self.read_encoded)
+            self._batches = ScheduledBatches(self._pipe, -(-len(remaining) // self.batch_size))
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next batch: uint8 (n, S, S, 3) images (DALI's buffer) and their (n,) int64 dataset rows."""
         count = min(self.batch_size, len(self._rows) - self._position)
         try:
-            decoded, labels = self._pipe.run()
+            decoded, labels = self._batches()
         except RuntimeError as error:
             raise UndecodableFiles(self._find_bad(error)) from error
         self._position += count
