@@ -87,7 +87,8 @@ def _row(entries: list[dict]) -> Row:
     lows = [bench["stats"].get("min", t) for bench, t in zip(entries, times)]
     highs = [bench["stats"].get("max", t) for bench, t in zip(entries, times)]
     outputs = info.get("outputs")
-    notes = {k: info[k] for k in ("share_of_step", "overhead_vs_dali_bare", "fraction_of_copy", "first_call_s",
+    notes = {k: info[k] for k in ("share_of_step", "overhead_vs_dali_bare", "overhead_vs_dali_normalized",
+                                    "fraction_of_copy", "first_call_s",
                                     "speedup_vs_fastest_other", "cpu_budget") if k in info}
     return Row(name=_contender(entries[-1]), median_s=median,
                images_per_s=round(outputs / median, 1) if outputs else info.get("images_per_s"),

@@ -10,7 +10,11 @@ Contenders (group per size and device), each given the same CPU budget (`cpu_bud
   consumer moves the batch to the device, normalizes it once into a kept buffer, and applies the
   published SpliceMix op sequence into a kept output buffer, with the mixed targets.
 - ``dali-bare``: the same DALI pipeline as ours with no mixing and no normalization (uint8 out): the
-  ceiling, and the measure of mixing's overhead (``overhead_vs_dali_bare`` on mlic-pipe's figure).
+  ceiling (``overhead_vs_dali_bare`` on mlic-pipe's figure).
+- ``dali-normalized``: the same DALI pipeline ending in ``fn.crop_mirror_normalize`` to float32 CHW with
+  ImageNet's mean and std, as DALI's training examples end theirs: the same output dtype, layout and
+  normalization as mlic-pipe's, in DALI's threads, without the mixing; so ``overhead_vs_dali_normalized``
+  on mlic-pipe's figure is what mixing costs over DALI doing the same work otherwise.
 - ``mlic-pipe``: MLICLoader with SpliceMix (DALI decode + crop + resize + flip, the render into its
   kept buffers, the mixed targets).
 
@@ -34,12 +38,12 @@ import torch
 
 from mlic_pipe.loader import MLICLoader, as_torch
 from mlic_pipe.mix import SpliceMix, mix_targets, normalize
-from mlic_pipe.pipeline import DecodeSettings, build_pipeline
+from mlic_pipe.pipeline import DecodeSettings, ScheduledBatches, build_pipeline
 
 from benchmarks.common import demo_images, devices, measured, preset, record, synchronizer
 from benchmarks.baselines import published_splice
 
-CONTENDERS = ["torch-dataloader", "dali-bare", "mlic-pipe"]
+CONTENDERS = ["torch-dataloader", "dali-bare", "dali-normalized", "mlic-pipe"]
 _RUNNERS: dict = {}  # (name, device, size) -> (run one epoch, images read, outputs made): built and warmed once
 
 
@@ -90,8 +94,43 @@ def _dali_bare(index, device, batch, size):
         order = np.random.default_rng().permutation(len(index.files))[: steps * batch]
         pipe = build_pipeline([index.files[i] for i in order], order.tolist(), batch, settings,
                               device_id=device_id, seed=0)
+        batches = ScheduledBatches(pipe, steps)  # as the loader takes them: no run past the last batch
         for _ in range(steps):
-            images, _ = pipe.run()
+            images, _ = batches()
+            as_torch(images)
+        synchronizer(device)()
+    return run, steps * batch, steps * batch
+
+
+def _dali_normalized(index, device, batch, size):
+    """The loader's DALI graph (`pipeline._decode_graph`, built as `build_pipeline` builds it) + crop_mirror_normalize."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    from mlic_pipe.mix import RenderSettings
+    from mlic_pipe.pipeline import _decode_graph, _Draws, build_decode
+
+    device_id = None if device == "cpu" else 0
+    settings = DecodeSettings(image_size=size, num_threads=cpu_budget())
+    render = RenderSettings()
+    mean, std = [255 * m for m in render.mean], [255 * s for s in render.std]
+    steps = len(index.files) // batch
+
+    @pipeline_def
+    def graph(files, rows, draws):
+        images, labels = _decode_graph(files, rows, settings, device_id is not None, draws, None, None)
+        return fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW", mean=mean, std=std), labels
+
+    def run():
+        order = np.random.default_rng().permutation(len(index.files))[: steps * batch]
+        rows = order.tolist()
+        draws = _Draws(rows, batch, 0, 0) if settings.needs_draws else None
+        pipe = graph([index.files[i] for i in order], rows, draws, batch_size=batch,
+                     num_threads=settings.num_threads, device_id=device_id, seed=0,
+                     prefetch_queue_depth=settings.prefetch)
+        build_decode(pipe, settings, device_id is not None)
+        batches = ScheduledBatches(pipe, steps)
+        for _ in range(steps):
+            images, _ = batches()
             as_torch(images)
         synchronizer(device)()
     return run, steps * batch, steps * batch
@@ -119,7 +158,8 @@ def _torch_dataloader(index, device, batch, size):
 def _runner(name, device, size):
     key = (name, device, size)
     if key not in _RUNNERS:
-        build = {"mlic-pipe": _mlic_pipe, "dali-bare": _dali_bare, "torch-dataloader": _torch_dataloader}[name]
+        build = {"mlic-pipe": _mlic_pipe, "dali-bare": _dali_bare, "dali-normalized": _dali_normalized,
+                 "torch-dataloader": _torch_dataloader}[name]
         run, images, outputs = build(_demo(), device, preset()["loader_batch"], size)
         run()  # warm-up: workers, pipeline, kernels
         _RUNNERS[key] = (run, images, outputs)
@@ -143,9 +183,11 @@ def test_loader_epoch(benchmark, device, size, round_, name):
     record(benchmark, baseline=name == "torch-dataloader", images=images, outputs=outputs, device=device,
            batch=batch, image_size=size, images_per_epoch=images, round=round_, contender=name,
            cpu_budget=f"{cpu_budget()} DALI threads = {cpu_budget()} DataLoader workers")
-    bare = measured(benchmark.group, "dali-bare")
-    if benchmark.stats is not None and name == "mlic-pipe" and bare is not None:
-        benchmark.extra_info["overhead_vs_dali_bare"] = round(measured(benchmark.group, "mlic-pipe") / bare - 1, 3)
+    if benchmark.stats is not None and name == "mlic-pipe":
+        for peer in ("dali-bare", "dali-normalized"):
+            if measured(benchmark.group, peer) is not None:
+                overhead = measured(benchmark.group, "mlic-pipe") / measured(benchmark.group, peer) - 1
+                benchmark.extra_info[f"overhead_vs_{peer.replace('-', '_')}"] = round(overhead, 3)
 
 
 @pytest.mark.parametrize("name", ["steady-batch", "rebuild"])
