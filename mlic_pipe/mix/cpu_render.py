@@ -208,6 +208,23 @@ if AVAILABLE:
                 r2[i] = g * b2[lo] + f * b2[hi]
 
     @njit(**_JIT)
+    def _horizontal_halving(blend, target, t, ty, x_start, x_end):
+        """`_horizontal` for a cell half the source's width: the mean of source pixels 2i and 2i + 1.
+
+        What bilinear (align_corners=False) and area resampling both give at exactly 2x (taps 2i + 0.5 -> 2i,
+        2i + 1 at weight 1/2), the cell of every two-column grid at an even S. Written with the literal stride,
+        so the compiler loads the pairs as vectors instead of one tap at a time (~20% of a spliced row).
+        """
+        b0, b1, b2 = blend[0], blend[1], blend[2]
+        r0, r1, r2 = (target[t, 0, ty][x_start:x_end], target[t, 1, ty][x_start:x_end],
+                      target[t, 2, ty][x_start:x_end])
+        half = np.float32(0.5)
+        for i in range(r0.shape[0]):
+            r0[i] = half * b0[2 * i] + half * b0[2 * i + 1]
+            r1[i] = half * b1[2 * i] + half * b1[2 * i + 1]
+            r2[i] = half * b2[2 * i] + half * b2[2 * i + 1]
+
+    @njit(**_JIT)
     def _splice_row(src, cells, rows, cols, y, size, tables, area, align_corners, scale, shift, target, t, ty,
                     blend):
         """A spliced output row, cell by cell: each cell's source resampled to the cell, dropped cells zero."""
@@ -221,8 +238,11 @@ if AVAILABLE:
                     target[t, c, ty][x_start:x_end] = 0.0
                 continue
             _vertical(src, image, y_lo, y_hi, fy, area, scale, shift, blend)
-            _horizontal(blend, low_x[cols, x_start:x_end], up_x[cols, x_start:x_end], frac_x[cols, x_start:x_end],
-                        area, target, t, ty, x_start, x_end)
+            if size == 2 * (x_end - x_start) and (area or not align_corners):
+                _horizontal_halving(blend, target, t, ty, x_start, x_end)
+            else:
+                _horizontal(blend, low_x[cols, x_start:x_end], up_x[cols, x_start:x_end],
+                            frac_x[cols, x_start:x_end], area, target, t, ty, x_start, x_end)
 
     @njit(**_JIT)
     def _resized_row(src, partner, y, box, nearest, align_corners, scale, shift, target, t, ty, blend, taps):
