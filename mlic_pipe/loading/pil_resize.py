@@ -3,7 +3,8 @@
 Why: on the CPU, DALI's antialiased resize was the costliest step of the decode: on the demo photos (640 x 480
 JPEGs, a 0.7-1.0 area window) on one core, decoding a window took ~1.4 ms and resizing it ~4 ms to 224 x 224,
 about twice what PIL takes for the same resize, so a DataLoader with PIL workers kept up with DALI on a CPU.
-With this resize the loader's whole CPU decode stage runs 1.18x (S=224) and 1.77x (S=448) as fast
+This resize takes ~0.6-1.3 ms for 640 x 480 -> 224 x 224 (Pillow ~1.6-2.5 ms on the same core), and the
+loader's whole CPU decode stage runs 1.61x (S=224) and 2.25x (S=448) as fast as with DALI's
 (``benchmarks/test_bench_decode_resize.py``, 2 cores). The papers' loaders resize with PIL (torchvision's
 RandomResizedCrop and Resize on PIL images), so the resize here is PIL's: Pillow's bilinear filter, its support
 widened by the downscale factor (antialiasing), taps rounded to 22-bit fixed point, the horizontal pass first and
