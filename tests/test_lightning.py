@@ -34,6 +34,7 @@ class RowRecorder(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
+@pytest.mark.slow
 def test_lightning_ddp_takes_equal_steps_and_sees_every_image_once_per_epoch(demo_root, tmp_path):
     data = MLICDataModule("demo", batch_size=8, image_size=32, mix="splicemix", val_split=None, num_threads=1,
                           drop_last=False)

@@ -76,7 +76,8 @@ def _rank_worker(rank, world_size, init_file, root, epochs, drop_last):
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("world_size, drop_last", [(2, True), (3, True), (3, False)])
+@pytest.mark.parametrize("world_size, drop_last", [(2, True), pytest.param(3, True, marks=pytest.mark.slow),
+                                                   pytest.param(3, False, marks=pytest.mark.slow)])
 def test_ranks_take_equal_steps_agree_on_skips_and_deliver_every_loadable_row_once(tmp_path, world_size,
                                                                                    drop_last):
     build_set(tmp_path)
@@ -307,6 +308,7 @@ def _first(loader, count):
     return out
 
 
+@pytest.mark.slow
 def test_processes_resume_an_epoch_saved_on_two_ranks_on_three_delivering_exactly_the_rest(tmp_path):
     build_set(tmp_path)
     mp.spawn(_resume_worker, args=(2, str(tmp_path / "init1"), str(tmp_path), "before"), nprocs=2, join=True)
