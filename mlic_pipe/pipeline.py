@@ -306,7 +306,7 @@ class ScheduledBatches:
 
     def __call__(self) -> tuple:
         if self._returned >= self.count:
-            raise RuntimeError(f"all {self.count} batches of this pipeline were taken; build a new one")
+            raise IndexError(f"all {self.count} batches of this pipeline were taken; build a new one")
         if self._scheduled == 0:
             self.pipe.schedule_run()
             self._scheduled = self.pipe.prefetch_queue_depth

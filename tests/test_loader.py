@@ -190,7 +190,7 @@ def test_scheduled_batches_decode_no_batch_past_the_last(demo, monkeypatch, file
     for want, have in zip(expected, got):
         for a, b in zip(want, have):
             np.testing.assert_array_equal(a, b)
-    with pytest.raises(RuntimeError, match="all .* batches"):
+    with pytest.raises(IndexError, match="all .* batches"):
         batches()
 
 

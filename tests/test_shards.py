@@ -111,6 +111,20 @@ def test_one_rank_reads_every_sample_once_per_epoch_with_its_exact_labels(tmp_pa
     assert orders[0] != orders[1]  # shuffled anew each epoch
 
 
+def test_an_epoch_of_shards_runs_dali_once_per_batch(tmp_path, monkeypatch):
+    """No batch decoded past the epoch (`ScheduledBatches`): DALI calls the bad-row feed once per run."""
+    from mlic_pipe.loading.shard_stream import ShardStream
+
+    calls = []
+    real_feed = ShardStream._feed
+    monkeypatch.setattr(ShardStream, "_feed", lambda self: calls.append(1) or real_feed(self))
+    index, _ = _index(tmp_path, 13, 3)
+    write_shards(index, tmp_path / "out", samples_per_shard=5, progress=False)
+    loader = MLICLoader(load(str(tmp_path / "out")), 4, image_size=16, device="cpu", num_threads=1, drop_last=False)
+    batches = sum(1 for _ in loader)
+    assert batches == len(loader) == 4 and len(calls) == batches
+
+
 def test_the_demo_data_shards_and_reads_back_once_per_epoch_on_one_and_on_two_ranks(tmp_path):
     index = load("demo")
     write_shards(index, tmp_path / "out", shard_bytes="2M", progress=False)

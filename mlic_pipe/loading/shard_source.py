@@ -44,7 +44,7 @@ class ShardReader:
         self.own = stop - first  # positions past this rank's span are DALI's wrap-around repeats
         self.bad = {**agreed, **found}
         self.stream = ShardStream(source.index, c.batch_size, c.settings, c.device_id, c.seed, epoch, c.shuffle,
-                                  c.rank, c.world_size)
+                                  c.rank, c.world_size, self.steps)
         try:
             self.stream.start(self.bad, start, checkpoint)
         except RuntimeError as error:

@@ -35,7 +35,7 @@ from nvidia.dali import pipeline_def
 
 from mlic_pipe.errors import MLICDataError
 from mlic_pipe.loading.stream import UndecodableFiles, as_torch
-from mlic_pipe.pipeline import (AUTO_AUGMENT_STREAM, DRAWS, DecodeSettings, build_decode, dali_reason,
+from mlic_pipe.pipeline import (AUTO_AUGMENT_STREAM, DRAWS, DecodeSettings, ScheduledBatches, build_decode, dali_reason,
                                 decode_augment, probe_encoded)
 from mlic_pipe.shards.format import IMAGE_EXTENSIONS
 from mlic_pipe.shards.index import ShardIndex
@@ -174,15 +174,17 @@ class ShardStream:
     Args:
         index: the shards. batch_size: B. settings: decode settings. device_id: CUDA device or None (CPU).
         seed, epoch, shuffle, rank, world_size: fix the tar order, the span and every random draw.
+        steps: the batches of the epoch (`shard_steps`): DALI decodes none past them (`ScheduledBatches`).
     """
 
     def __init__(self, index: ShardIndex, batch_size: int, settings: DecodeSettings, device_id: int | None,
-                 seed: int, epoch: int, shuffle: bool, rank: int, world_size: int):
+                 seed: int, epoch: int, shuffle: bool, rank: int, world_size: int, steps: int):
         self.index, self.batch_size, self.settings, self.device_id = index, batch_size, settings, device_id
+        self.steps = steps
         self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
         self.order = shard_order(len(index.shards), seed, epoch, shuffle)
         self.seeds = stream_seeds(seed, epoch, rank)
-        self._pipe = None
+        self._pipe = self._batches = None
         self._bad = np.full(1, -1, dtype=np.int64)
         self.position = 0  # batches read since the epoch began
         self._checkpoint: bytes | None = None  # DALI's state after batch `position`
@@ -192,17 +194,19 @@ class ShardStream:
 
     def start(self, bad_rows, position: int = 0, checkpoint: bytes | None = None) -> None:
         """A pipeline at batch `position` (restored from `checkpoint`, taken there), replacing `bad_rows`."""
-        self._pipe = None
+        self._pipe = self._batches = None
         self._bad = np.asarray(sorted(bad_rows) or [-1], dtype=np.int64)
         self.position, self._checkpoint = position, checkpoint
+        left = max(self.steps - position, 0)
         with warnings.catch_warnings():  # the bad-row feed is constant for the pipeline's life: nothing to restore
             warnings.filterwarnings("ignore", message="Checkpointing enabled in a pipeline with external source")
             self._pipe = _shard_pipeline(
                 self.index, self.order, self.rank, self.world_size, self.shuffle, self.seeds, self.settings,
                 self.device_id is not None, self._feed, batch_size=self.batch_size,
                 num_threads=self.settings.num_threads, device_id=self.device_id, seed=self.seeds[1],
-                prefetch_queue_depth=self.settings.prefetch, checkpoint=checkpoint)
+                prefetch_queue_depth=max(1, min(self.settings.prefetch, left)), checkpoint=checkpoint)
             build_decode(self._pipe, self.settings, self.device_id is not None)
+        self._batches = ScheduledBatches(self._pipe, left)
 
     def checkpoint(self) -> bytes | None:
         """DALI's state after the last batch returned (None at the epoch's start)."""
@@ -211,7 +215,7 @@ class ShardStream:
     def next(self) -> ShardBatch:
         """The next batch of B samples (the loader cuts the epoch's last one); UndecodableFiles on a bad image."""
         try:
-            outputs = self._pipe.run()
+            outputs = self._batches()
         except RuntimeError as error:
             raise UndecodableFiles(self._find_bad(error)) from error
         self.position += 1
