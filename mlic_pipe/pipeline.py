@@ -135,8 +135,8 @@ class _Draws:
 def _batch_rows(rows: np.ndarray, iteration: int, batch_size: int) -> np.ndarray:
     """The rows of batch `iteration`, padded to `batch_size` as DALI's file reader pads (the last row repeated).
 
-    DALI prefetches past the end, so iterations beyond the rows are whole batches of the last row; the loader
-    cuts the padding off.
+    A pipeline run past the end (``Pipeline.run`` prefetches; the loader's `ScheduledBatches` does not) gets
+    whole batches of the last row there; the loader cuts the padding off.
     """
     batch = rows[iteration * batch_size:(iteration + 1) * batch_size]
     return np.concatenate([batch, np.repeat(rows[-1:], batch_size - len(batch))])
