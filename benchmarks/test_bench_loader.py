@@ -85,7 +85,8 @@ def _mlic_pipe(index, device, batch, size):
     return run, steps * batch, steps * (batch + batch // 4)
 
 
-def _dali_bare(index, device, batch, size):
+def _dali(index, device, batch, size, finish=None):
+    """The loader's DALI pipeline (`build_pipeline`) for one epoch, batches taken as the loader takes them."""
     device_id = None if device == "cpu" else 0
     settings = DecodeSettings(image_size=size, num_threads=cpu_budget())
     steps = len(index.files) // batch
@@ -93,8 +94,8 @@ def _dali_bare(index, device, batch, size):
     def run():
         order = np.random.default_rng().permutation(len(index.files))[: steps * batch]
         pipe = build_pipeline([index.files[i] for i in order], order.tolist(), batch, settings,
-                              device_id=device_id, seed=0)
-        batches = ScheduledBatches(pipe, steps)  # as the loader takes them: no run past the last batch
+                              device_id=device_id, seed=0, finish=finish)
+        batches = ScheduledBatches(pipe, steps)  # no run past the last batch
         for _ in range(steps):
             images, _ = batches()
             as_torch(images)
@@ -103,37 +104,15 @@ def _dali_bare(index, device, batch, size):
 
 
 def _dali_normalized(index, device, batch, size):
-    """The loader's DALI graph (`pipeline._decode_graph`, built as `build_pipeline` builds it) + crop_mirror_normalize."""
-    from nvidia.dali import fn, pipeline_def, types
+    """`_dali` ending in crop_mirror_normalize to float32 CHW with the render's mean and std (in [0, 255] units)."""
+    from nvidia.dali import fn, types
 
     from mlic_pipe.mix import RenderSettings
-    from mlic_pipe.pipeline import _decode_graph, _Draws, build_decode
 
-    device_id = None if device == "cpu" else 0
-    settings = DecodeSettings(image_size=size, num_threads=cpu_budget())
     render = RenderSettings()
     mean, std = [255 * m for m in render.mean], [255 * s for s in render.std]
-    steps = len(index.files) // batch
-
-    @pipeline_def
-    def graph(files, rows, draws):
-        images, labels = _decode_graph(files, rows, settings, device_id is not None, draws, None, None)
-        return fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW", mean=mean, std=std), labels
-
-    def run():
-        order = np.random.default_rng().permutation(len(index.files))[: steps * batch]
-        rows = order.tolist()
-        draws = _Draws(rows, batch, 0, 0) if settings.needs_draws else None
-        pipe = graph([index.files[i] for i in order], rows, draws, batch_size=batch,
-                     num_threads=settings.num_threads, device_id=device_id, seed=0,
-                     prefetch_queue_depth=settings.prefetch)
-        build_decode(pipe, settings, device_id is not None)
-        batches = ScheduledBatches(pipe, steps)
-        for _ in range(steps):
-            images, _ = batches()
-            as_torch(images)
-        synchronizer(device)()
-    return run, steps * batch, steps * batch
+    return _dali(index, device, batch, size, finish=lambda images: fn.crop_mirror_normalize(
+        images, dtype=types.FLOAT, output_layout="CHW", mean=mean, std=std))
 
 
 def _torch_dataloader(index, device, batch, size):
@@ -158,7 +137,7 @@ def _torch_dataloader(index, device, batch, size):
 def _runner(name, device, size):
     key = (name, device, size)
     if key not in _RUNNERS:
-        build = {"mlic-pipe": _mlic_pipe, "dali-bare": _dali_bare, "dali-normalized": _dali_normalized,
+        build = {"mlic-pipe": _mlic_pipe, "dali-bare": _dali, "dali-normalized": _dali_normalized,
                  "torch-dataloader": _torch_dataloader}[name]
         run, images, outputs = build(_demo(), device, preset()["loader_batch"], size)
         run()  # warm-up: workers, pipeline, kernels

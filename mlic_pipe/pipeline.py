@@ -33,8 +33,8 @@ from mlic_pipe.loading.graph_draws import table_lookup, uniform_index
 from mlic_pipe.loading.order import sample_uniforms
 from mlic_pipe.loading.thread_priority import build_at_lower_priority
 
-__all__ = ["DRAWS", "DecodeSettings", "build_decode", "build_pipeline", "crop_window", "decode_augment", "probe_decode",
-           "probe_encoded"]
+__all__ = ["DRAWS", "DecodeSettings", "ScheduledBatches", "build_decode", "build_pipeline", "crop_window",
+           "decode_augment", "prefetch_depth", "probe_decode", "probe_encoded"]
 
 
 @dataclass(frozen=True)
@@ -247,7 +247,7 @@ class _Encoded:
 
 
 def _decode_graph(files, rows, settings: DecodeSettings, gpu: bool, draws: _Draws | None,
-                  policy_draws: _Draws | None, encoded_source: _Encoded | None):
+                  policy_draws: _Draws | None, encoded_source: _Encoded | None, finish):
     if encoded_source is None:
         encoded, labels = fn.readers.file(files=files, labels=rows, random_shuffle=False, pad_last_batch=True,
                                           name="reader")
@@ -258,11 +258,12 @@ def _decode_graph(files, rows, settings: DecodeSettings, gpu: bool, draws: _Draw
                                                              dtype=types.FLOAT, ndim=1)
     policy_uniforms = None if policy_draws is None else fn.external_source(
         source=policy_draws, batch=True, batch_info=True, dtype=types.FLOAT, ndim=1)
-    return decode_augment(encoded, uniforms, settings, gpu, policy_uniforms), labels
+    images = decode_augment(encoded, uniforms, settings, gpu, policy_uniforms)
+    return (images if finish is None else finish(images)), labels
 
 
 def build_pipeline(files: list[str] | None, rows: list[int], batch_size: int, settings: DecodeSettings, *,
-                   device_id: int | None, seed: int, epoch: int = 0, read_encoded=None) -> Pipeline:
+                   device_id: int | None, seed: int, epoch: int = 0, read_encoded=None, finish=None) -> Pipeline:
     """A built pipeline reading `files` in the given order; outputs (uint8 NHWC images, int32 rows).
 
     Args:
@@ -272,6 +273,8 @@ def build_pipeline(files: list[str] | None, rows: list[int], batch_size: int, se
         rows: the dataset row of each file (the reader's label output).
         device_id: CUDA device for the 'mixed' decoder and GPU resize, or None for the CPU pipeline.
         seed, epoch: with each row, fix that sample's crop and flip (training).
+        finish: DALI ops applied to the uint8 NHWC images node at the graph's end (the loader passes none; the
+            loader benchmark's DALI peer normalizes there, so it is this very pipeline plus its normalization).
 
     The reader pads the last batch by repeating its final sample; the loader cuts it back. Take the batches
     through `ScheduledBatches` (``pipe.run()`` decodes one batch past the end).
@@ -282,12 +285,20 @@ def build_pipeline(files: list[str] | None, rows: list[int], batch_size: int, se
     policy_draws = None if policy is None else _Draws(rows, batch_size, seed ^ AUTO_AUGMENT_STREAM, epoch, policy.draws)
     graph = pipeline_def(_decode_graph, enable_conditionals=policy is not None)  # auto-augment selects ops by sample
     encoded_source = None if read_encoded is None else _Encoded(rows, batch_size, read_encoded)
-    depth = max(1, min(settings.prefetch, -(-len(rows) // batch_size)))  # DALI's first run fills the whole queue
-    pipe = graph(files, rows, settings, device_id is not None, draws, policy_draws, encoded_source,
+    pipe = graph(files, rows, settings, device_id is not None, draws, policy_draws, encoded_source, finish,
                  batch_size=batch_size, num_threads=settings.num_threads, device_id=device_id, seed=seed & 0x7FFFFFFF,
-                 prefetch_queue_depth=depth)
+                 prefetch_queue_depth=prefetch_depth(settings, -(-len(rows) // batch_size)))
     build_decode(pipe, settings, device_id is not None)
     return pipe
+
+
+def prefetch_depth(settings: DecodeSettings, batches: int) -> int:
+    """The prefetch queue depth of a pipeline that will give `batches` batches: ``settings.prefetch``, capped there.
+
+    DALI's first scheduled run fills the whole queue, so a deeper queue decodes batches past the last
+    (`ScheduledBatches` relies on the cap).
+    """
+    return max(1, min(settings.prefetch, batches))
 
 
 class ScheduledBatches:
@@ -296,8 +307,8 @@ class ScheduledBatches:
     Why: ``Pipeline.run`` schedules one more run on every call (its prefetch), so the call that returns an
     epoch's last batch starts decoding another that nobody takes: a batch of decode work per epoch (per
     rebuild), on cores the last render needs, and the pipeline's shutdown waits for it. Here runs are
-    scheduled (``schedule_run``; DALI's first one fills the prefetch queue, which `build_pipeline` caps at
-    the batch count) only while batches are left, and ``outputs`` collects them in order.
+    scheduled (``schedule_run``; DALI's first one fills the prefetch queue, so build the pipeline with
+    `prefetch_depth`) only while batches are left, and ``outputs`` collects them in order.
     """
 
     def __init__(self, pipe: Pipeline, count: int):

@@ -194,6 +194,22 @@ def test_scheduled_batches_decode_no_batch_past_the_last(demo, monkeypatch, file
         batches()
 
 
+def test_build_pipeline_finishes_the_graph_with_the_given_ops(demo):
+    """`finish` runs at the graph's end on the same images: here DALI's normalization, against torch's."""
+    from nvidia.dali import fn, types
+
+    mean, std = [255 * m for m in IMAGENET_MEAN], [255 * s for s in IMAGENET_STD]
+    settings, rows = DecodeSettings(image_size=32), [0, 1, 2, 3]
+    plain = build_pipeline(demo.files[:4], rows, 4, settings, device_id=None, seed=0)
+    finished = build_pipeline(demo.files[:4], rows, 4, settings, device_id=None, seed=0, finish=lambda images:
+                              fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW", mean=mean,
+                                                       std=std))
+    pixels = as_torch(ScheduledBatches(plain, 1)()[0]).permute(0, 3, 1, 2).float()
+    normalized = as_torch(ScheduledBatches(finished, 1)()[0])
+    expected = (pixels - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    torch.testing.assert_close(normalized, expected, rtol=0, atol=1e-5)
+
+
 def test_dali_buffer_is_handed_over_without_a_copy(demo, monkeypatch):
     pipe = build_pipeline(demo.files[:4], [0, 1, 2, 3], 4, DecodeSettings(image_size=32), device_id=None, seed=0)
     decoded, _ = pipe.run()

@@ -36,7 +36,7 @@ from nvidia.dali import pipeline_def
 from mlic_pipe.errors import MLICDataError
 from mlic_pipe.loading.stream import UndecodableFiles, as_torch
 from mlic_pipe.pipeline import (AUTO_AUGMENT_STREAM, DRAWS, DecodeSettings, ScheduledBatches, build_decode, dali_reason,
-                                decode_augment, probe_encoded)
+                                decode_augment, prefetch_depth, probe_encoded)
 from mlic_pipe.shards.format import IMAGE_EXTENSIONS
 from mlic_pipe.shards.index import ShardIndex
 
@@ -204,7 +204,7 @@ class ShardStream:
                 self.index, self.order, self.rank, self.world_size, self.shuffle, self.seeds, self.settings,
                 self.device_id is not None, self._feed, batch_size=self.batch_size,
                 num_threads=self.settings.num_threads, device_id=self.device_id, seed=self.seeds[1],
-                prefetch_queue_depth=max(1, min(self.settings.prefetch, left)), checkpoint=checkpoint)
+                prefetch_queue_depth=prefetch_depth(self.settings, left), checkpoint=checkpoint)
             build_decode(self._pipe, self.settings, self.device_id is not None)
         self._batches = ScheduledBatches(self._pipe, left)
 
