@@ -58,6 +58,30 @@ def test_saliencymix_plan():
     images = random_images(6, 40, seed=3, device="cpu")
     check(images, SaliencyMix(append=True).plan(6, 40, np.random.default_rng(0), images=images))
 
+@pytest.mark.parametrize("size", [33, 224, 448])
+@pytest.mark.parametrize("align_corners", [True, False])
+def test_strided_runs_rebuild_every_bilinear_tap(size, align_corners):
+    """`_axis_tables`' runs against the taps they stand for: within a run starting at x, tap x + m is
+    tap x + step * m; and the SpliceMix grids' columns (1/2 and 1/3 of S) at 224 and 448 take the stride."""
+    low, _, _, run, step = cpu_render._tables(size, 4, align_corners, False)
+    for parts in range(1, 5):
+        for cell in range(parts):
+            start, end = cell * size // parts, (cell + 1) * size // parts
+            k = int(step[parts, cell])
+            if not k:
+                continue
+            x = start
+            while x < end:
+                length = int(run[parts, x])
+                assert 1 <= length <= end - x
+                expected = int(low[parts, x]) + k * np.arange(length)
+                np.testing.assert_array_equal(low[parts, x:x + length].astype(np.int64), expected)
+                x += length
+    if size in (224, 448):
+        assert list(step[2, :2]) == [2, 2] and list(step[3, :3]) == [3, 3, 3]
+    assert not cpu_render._tables(size, 3, align_corners, True)[4].any()  # area windows: summed, no stride
+
+
 
 @pytest.mark.parametrize("out_dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("channels_last", [False, True])

@@ -3,8 +3,9 @@
 The CPU twin of the Triton kernel (`mlic_pipe.kernels.fused_render`): every output row of every
 output image is computed once from the uint8 taps it needs (its cell's source, a mask mix's
 partner), normalized with one multiply-add, blended and written once, in the output's dtype and
-memory format. A resampled cell is split in two: a vertical blend of whole source rows into a
-planar row that stays in L1 (contiguous, so it vectorizes), then the horizontal taps from it.
+memory format. A resampled cell is split in two: a vertical blend of whole source rows, channels
+still interleaved as decoded, into a row that stays in L1 (contiguous, so it vectorizes), then the
+horizontal taps from it, read at a literal stride where a cell is 1/2 or 1/3 of the source.
 Rows go to the cores in runs of consecutive rows handed out as threads come free, so the cheap
 regular rows and the costlier spliced rows of a batch keep every core busy. The bytes moved are about one read of
 the sources and one write of the result: the benchmarks measure the render against a float32
@@ -19,7 +20,8 @@ its wheel) `render` falls back to the reference with one warning.
 
 The numbers are those of `render_reference` (``F.interpolate`` per cell): taps and weights use
 PyTorch's float32 arithmetic (see the Triton kernel's docstring); normalizing after the blend
-instead of before differs by float32 rounding (the weights sum to 1); float16 and bfloat16 are
+instead of before differs by float32 rounding (the weights sum to 1, and 0-255 values blend
+exactly enough: within 1e-6 of the reference once normalized); float16 and bfloat16 are
 rounded to nearest even from the float32 row, as ``Tensor.to`` rounds.
 """
 from __future__ import annotations
@@ -114,14 +116,34 @@ if AVAILABLE:
 
     @njit(**_JIT)
     def _axis_tables(size, max_parts, align_corners, area):
-        """Per grid size p <= max_parts and coordinate x: its taps in its cell (`_cell_taps`)."""
+        """Per grid size p <= max_parts and coordinate x: its taps in its cell (`_cell_taps`), and for bilinear
+        cells the runs `_horizontal` reads at a fixed stride.
+
+        ``step[p, cell]`` is 2 or 3 when the cell's lower taps advance by that many pixels per output pixel
+        except at a few jumps (a cell 1/2 or 1/3 of the source: every SpliceMix grid at 224 and 448), else 0
+        (taps gathered one by one); ``run[p, x]`` is how many outputs from x on keep ``low - step * x``.
+        """
         low = np.zeros((max_parts + 1, size), np.uint32)  # unsigned: indexing with them skips wraparound
         up = np.zeros((max_parts + 1, size), np.uint32)
         frac = np.zeros((max_parts + 1, size), np.float32)
+        run = np.ones((max_parts + 1, size), np.uint32)
+        step = np.zeros((max_parts + 1, max_parts), np.int64)
         for parts in range(1, max_parts + 1):
             for x in range(size):
                 _, low[parts, x], up[parts, x], frac[parts, x] = _cell_taps(x, parts, size, align_corners, area)
-        return low, up, frac
+            for cell in range(parts):
+                start, end = cell * size // parts, (cell + 1) * size // parts
+                gaps = max(end - start - 1, 1)  # the mean advance per output pixel, rounded
+                k = (2 * (np.int64(low[parts, end - 1]) - np.int64(low[parts, start])) + gaps) // (2 * gaps)
+                runs = 1
+                for x in range(end - 2, start - 1, -1):
+                    if np.int64(low[parts, x + 1]) - np.int64(low[parts, x]) == k:
+                        run[parts, x] = run[parts, x + 1] + 1
+                    else:
+                        runs += 1
+                if not area and (k == 2 or k == 3) and 8 * runs <= end - start:
+                    step[parts, cell] = k
+        return low, up, frac, run, step
 
     @njit(**_JIT)
     def _source_row(src, image, y):
@@ -148,87 +170,85 @@ if AVAILABLE:
             blue[i] = np.float32(line[3 * i + 2]) * s2 + h2
 
     @njit(**_JIT)
-    def _vertical(src, image, y_lo, y_hi, fy, area, scale, shift, blend):
-        """Source rows blended down to one normalized planar row `blend[c, x]`, the first half of a resample.
+    def _vertical(src, image, y_lo, y_hi, fy, area, line):
+        """Source rows blended into one row `line` as decoded (x-major, channel-minor), the first half of a resample.
 
-        Bilinear: ``(1 - fy) * row y_lo + fy * row y_hi``; area: the mean of rows y_lo .. y_hi - 1.
-        Contiguous loops over whole source rows, so they vectorize; the horizontal half then reads
-        `blend` from L1 (`_horizontal`). Normalizing after blending differs from the reference's
-        normalize-then-resample by float32 rounding only (the weights sum to 1).
+        Bilinear: ``(1 - fy) * row y_lo + fy * row y_hi``; area: the sum of rows y_lo .. y_hi - 1 (`_horizontal`
+        divides). Both in the source's scale: `_horizontal` normalizes, once per output pixel. One contiguous loop
+        over the row's values, channels together, so it vectorizes with no shuffles; the last pixel is repeated
+        past the row's end, where `_horizontal` reads the upper tap of the last one.
         """
-        size = blend.shape[1]
-        red, green, blue = blend[0], blend[1], blend[2]
-        if area:  # sum the rows, then scale once; each pixel's three channels in one loop (one interleaved load)
-            blend[:] = 0.0
-            for iy in range(y_lo, y_hi):
-                line = _source_row(src, image, iy)
-                for x in range(size):
-                    red[x] += np.float32(line[3 * x])
-                    green[x] += np.float32(line[3 * x + 1])
-                    blue[x] += np.float32(line[3 * x + 2])
-            for c in range(3):
-                out, sc, sh = blend[c], scale[c] / np.float32(y_hi - y_lo), shift[c]
-                for x in range(size):
-                    out[x] = out[x] * sc + sh
+        width = 3 * src.shape[2]
+        row = line[:width]
+        first = _source_row(src, image, y_lo)
+        if area:
+            for j in range(width):
+                row[j] = np.float32(first[j])
+            for iy in range(y_lo + 1, y_hi):
+                more = _source_row(src, image, iy)
+                for j in range(width):
+                    row[j] += np.float32(more[j])
         else:
-            top, bottom, wy = _source_row(src, image, y_lo), _source_row(src, image, y_hi), np.float32(1.0) - fy
-            s0, s1, s2, h0, h1, h2 = scale[0], scale[1], scale[2], shift[0], shift[1], shift[2]
-            for x in range(size):
-                red[x] = (wy * np.float32(top[3 * x]) + fy * np.float32(bottom[3 * x])) * s0 + h0
-                green[x] = (wy * np.float32(top[3 * x + 1]) + fy * np.float32(bottom[3 * x + 1])) * s1 + h1
-                blue[x] = (wy * np.float32(top[3 * x + 2]) + fy * np.float32(bottom[3 * x + 2])) * s2 + h2
+            second, wy = _source_row(src, image, y_hi), np.float32(1.0) - fy
+            for j in range(width):
+                row[j] = wy * np.float32(first[j]) + fy * np.float32(second[j])
+        line[width:width + 3] = line[width - 3:width]
 
     @njit(**_JIT)
-    def _horizontal(blend, low, up, frac, area, target, t, ty, x_start, x_end):
-        """The second half of a resample: output pixels x_start .. x_end - 1 of row ty from the planar `blend`.
+    def _tap_pair(line, at, f, affine, r0, r1, r2, i):
+        """Output pixel i, bilinear between the pixels at `at` and `at` + 3 of `line`, normalized."""
+        s0, s1, s2, h0, h1, h2 = affine
+        g = np.float32(1.0) - f
+        r0[i] = (g * line[at] + f * line[at + 3]) * s0 + h0
+        r1[i] = (g * line[at + 1] + f * line[at + 4]) * s1 + h1
+        r2[i] = (g * line[at + 2] + f * line[at + 5]) * s2 + h2
 
-        Bilinear: ``(1 - frac) * blend[c, low] + frac * blend[c, up]``; area: the mean of ``blend[c, low:up]``.
-        The taps are slices starting at the first pixel and unsigned, so the loop has no wraparound checks;
-        the three channels go in one loop, so each pixel's taps are read once.
+    @njit(**_JIT)
+    def _horizontal(line, low, up, frac, run, step, area, rows, scale, shift, target, t, ty, x_start, x_end):
+        """The second half of a resample: output pixels x_start .. x_end - 1 of row ty from `line` (`_vertical`).
+
+        Bilinear: ``(1 - frac) * pixel low + frac * pixel low + 1`` (the pixel past the end repeats the last one,
+        so this is the table's upper tap), then normalized. Where the cell's taps advance at a fixed `step` of
+        2 or 3 pixels (`_axis_tables`), each run of them is read at that literal stride, which the compiler
+        turns into vector loads and shuffles; otherwise the taps are gathered one at a time. Area: the mean of
+        pixels low .. up - 1 of the `rows` rows `line` sums.
         """
-        b0, b1, b2 = blend[0], blend[1], blend[2]
         r0, r1, r2 = (target[t, 0, ty][x_start:x_end], target[t, 1, ty][x_start:x_end],
                       target[t, 2, ty][x_start:x_end])
+        affine = (scale[0], scale[1], scale[2], shift[0], shift[1], shift[2])
+        count = r0.shape[0]
         if area:
-            for i in range(r0.shape[0]):
+            for i in range(count):
                 lo, hi = low[i], up[i]
                 t0, t1, t2 = np.float32(0.0), np.float32(0.0), np.float32(0.0)
                 for ix in range(lo, hi):
-                    t0 += b0[ix]
-                    t1 += b1[ix]
-                    t2 += b2[ix]
-                count = np.float32(hi - lo)
-                r0[i], r1[i], r2[i] = t0 / count, t1 / count, t2 / count
+                    t0 += line[3 * ix]
+                    t1 += line[3 * ix + 1]
+                    t2 += line[3 * ix + 2]
+                window = np.float32(rows * (hi - lo))
+                r0[i], r1[i], r2[i] = (t0 * (scale[0] / window) + shift[0], t1 * (scale[1] / window) + shift[1],
+                                       t2 * (scale[2] / window) + shift[2])
+        elif step == 0:
+            for i in range(count):
+                _tap_pair(line, 3 * low[i], frac[i], affine, r0, r1, r2, i)
         else:
-            for i in range(r0.shape[0]):
-                lo, hi, f = low[i], up[i], frac[i]
-                g = np.float32(1.0) - f
-                r0[i] = g * b0[lo] + f * b0[hi]
-                r1[i] = g * b1[lo] + f * b1[hi]
-                r2[i] = g * b2[lo] + f * b2[hi]
-
-    @njit(**_JIT)
-    def _horizontal_halving(blend, target, t, ty, x_start, x_end):
-        """`_horizontal` for a cell half the source's width: the mean of source pixels 2i and 2i + 1.
-
-        What bilinear (align_corners=False) and area resampling both give at exactly 2x (taps 2i + 0.5 -> 2i,
-        2i + 1 at weight 1/2), the cell of every two-column grid at an even S. Written with the literal stride,
-        so the compiler loads the pairs as vectors instead of one tap at a time (~20% of a spliced row).
-        """
-        b0, b1, b2 = blend[0], blend[1], blend[2]
-        r0, r1, r2 = (target[t, 0, ty][x_start:x_end], target[t, 1, ty][x_start:x_end],
-                      target[t, 2, ty][x_start:x_end])
-        half = np.float32(0.5)
-        for i in range(r0.shape[0]):
-            r0[i] = half * b0[2 * i] + half * b0[2 * i + 1]
-            r1[i] = half * b1[2 * i] + half * b1[2 * i + 1]
-            r2[i] = half * b2[2 * i] + half * b2[2 * i + 1]
+            i = 0
+            while i < count:
+                end = min(count, i + run[i])
+                part, f, o0, o1, o2 = line[3 * low[i]:], frac[i:end], r0[i:end], r1[i:end], r2[i:end]
+                if step == 2:
+                    for m in range(end - i):
+                        _tap_pair(part, 6 * m, f[m], affine, o0, o1, o2, m)
+                else:
+                    for m in range(end - i):
+                        _tap_pair(part, 9 * m, f[m], affine, o0, o1, o2, m)
+                i = end
 
     @njit(**_JIT)
     def _splice_row(src, cells, rows, cols, y, size, tables, area, align_corners, scale, shift, target, t, ty,
-                    blend):
+                    line):
         """A spliced output row, cell by cell: each cell's source resampled to the cell, dropped cells zero."""
-        low_x, up_x, frac_x = tables
+        low_x, up_x, frac_x, run_x, step_x = tables
         cy, y_lo, y_hi, fy = _cell_taps(y, rows, size, align_corners, area)
         for cx in range(cols):
             image = cells[cy * cols + cx]
@@ -237,15 +257,13 @@ if AVAILABLE:
                 for c in range(3):
                     target[t, c, ty][x_start:x_end] = 0.0
                 continue
-            _vertical(src, image, y_lo, y_hi, fy, area, scale, shift, blend)
-            if size == 2 * (x_end - x_start) and (area or not align_corners):
-                _horizontal_halving(blend, target, t, ty, x_start, x_end)
-            else:
-                _horizontal(blend, low_x[cols, x_start:x_end], up_x[cols, x_start:x_end],
-                            frac_x[cols, x_start:x_end], area, target, t, ty, x_start, x_end)
+            _vertical(src, image, y_lo, y_hi, fy, area, line)
+            _horizontal(line, low_x[cols, x_start:x_end], up_x[cols, x_start:x_end], frac_x[cols, x_start:x_end],
+                        run_x[cols, x_start:x_end], step_x[cols, cx], area, y_hi - y_lo, scale, shift, target, t,
+                        ty, x_start, x_end)
 
     @njit(**_JIT)
-    def _resized_row(src, partner, y, box, nearest, align_corners, scale, shift, target, t, ty, blend, taps):
+    def _resized_row(src, partner, y, box, nearest, align_corners, scale, shift, target, t, ty, line, taps):
         """ResizeMix inside the box on row y: the whole partner resized to the box (bilinear or nearest)."""
         size = src.shape[1]
         y0, x0, y1, x1 = box
@@ -253,8 +271,9 @@ if AVAILABLE:
         for x in range(x1 - x0):
             low_x[x], up_x[x], frac_x[x] = _box_tap(x, x1 - x0, size, nearest, align_corners)
         y_lo, y_hi, fy = _box_tap(y - y0, y1 - y0, size, nearest, align_corners)
-        _vertical(src, partner, y_lo, y_hi, fy, False, scale, shift, blend)
-        _horizontal(blend, low_x[:x1 - x0], up_x[:x1 - x0], frac_x[:x1 - x0], False, target, t, ty, x0, x1)
+        _vertical(src, partner, y_lo, y_hi, fy, False, line)
+        _horizontal(line, low_x[:x1 - x0], up_x[:x1 - x0], frac_x[:x1 - x0], up_x[:x1 - x0], 0, False, 1, scale,
+                    shift, target, t, ty, x0, x1)
 
     @njit(**_JIT)
     def _mix_row(src, plan_row, lam, masks, half_lut, y, size, align_corners, scale, shift, target, t, ty, work):
@@ -271,7 +290,7 @@ if AVAILABLE:
             _resized_row(src, partner, y, box, mode == _RESIZED_NEAREST, align_corners, scale, shift,
                          target, t, ty, work[1], work[2:])
             return
-        weight = work[1][0]
+        weight = work[1][:size]
         if mode == _DENSE:  # the mask row once, as float32 (float16 masks through a 65536-entry table)
             for x in range(size):
                 weight[x] = half_lut[np.uint16(masks[k, y, x])] if half_lut.size > 1 else np.float32(masks[k, y, x])
@@ -387,8 +406,8 @@ if AVAILABLE:
         values = plan_table.view(np.float32)  # the erase values are float32 bits in the int32 table
         lines = count * size
         per_block = (lines + blocks - 1) // blocks
-        # the scratch output row, the vertical blend, ResizeMix's horizontal taps
-        work = (np.empty((1, 3, 1, size), np.float32), np.empty((3, size), np.float32),
+        # the scratch output row, the vertical blend (interleaved, one pixel of padding), ResizeMix's horizontal taps
+        work = (np.empty((1, 3, 1, size), np.float32), np.empty(3 * size + 3, np.float32),
                 np.empty(size, np.uint32), np.empty(size, np.uint32), np.empty(size, np.float32))
         for block in range(worker, blocks, workers):
             for line in range(block * per_block, min(lines, (block + 1) * per_block)):
