@@ -119,9 +119,10 @@ if AVAILABLE:
         """Per grid size p <= max_parts and coordinate x: its taps in its cell (`_cell_taps`), and for bilinear
         cells the runs `_horizontal` reads at a fixed stride.
 
-        ``step[p, cell]`` is 2 or 3 when the cell's lower taps advance by that many pixels per output pixel
-        except at a few jumps (a cell 1/2 or 1/3 of the source: every SpliceMix grid at 224 and 448), else 0
-        (taps gathered one by one); ``run[p, x]`` is how many outputs from x on keep ``low - step * x``.
+        ``step[p, cell]`` is 1, 2 or 3 when the cell's lower taps advance by that many pixels per output pixel
+        except at a few jumps (a cell as wide as the source, or 1/2 or 1/3 of it: every SpliceMix grid at 224
+        and 448), else 0 (taps gathered one by one); ``run[p, x]`` is how many outputs from x on keep
+        ``low - step * x``.
         """
         low = np.zeros((max_parts + 1, size), np.uint32)  # unsigned: indexing with them skips wraparound
         up = np.zeros((max_parts + 1, size), np.uint32)
@@ -141,7 +142,7 @@ if AVAILABLE:
                         run[parts, x] = run[parts, x + 1] + 1
                     else:
                         runs += 1
-                if not area and (k == 2 or k == 3) and 8 * runs <= end - start:
+                if not area and 1 <= k <= 3 and 8 * runs <= end - start:
                     step[parts, cell] = k
         return low, up, frac, run, step
 
@@ -188,6 +189,9 @@ if AVAILABLE:
                 more = _source_row(src, image, iy)
                 for j in range(width):
                     row[j] += np.float32(more[j])
+        elif fy == 0.0:  # a cell as tall as the source (1 x C grids): the row itself, the same values
+            for j in range(width):
+                row[j] = np.float32(first[j])
         else:
             second, wy = _source_row(src, image, y_hi), np.float32(1.0) - fy
             for j in range(width):
@@ -209,7 +213,7 @@ if AVAILABLE:
 
         Bilinear: ``(1 - frac) * pixel low + frac * pixel low + 1`` (the pixel past the end repeats the last one,
         so this is the table's upper tap), then normalized. Where the cell's taps advance at a fixed `step` of
-        2 or 3 pixels (`_axis_tables`), each run of them is read at that literal stride, which the compiler
+        1, 2 or 3 pixels (`_axis_tables`), each run of them is read at that literal stride, which the compiler
         turns into vector loads and shuffles; otherwise the taps are gathered one at a time. Area: the mean of
         pixels low .. up - 1 of the `rows` rows `line` sums.
         """
@@ -236,7 +240,10 @@ if AVAILABLE:
             while i < count:
                 end = min(count, i + run[i])
                 part, f, o0, o1, o2 = line[3 * low[i]:], frac[i:end], r0[i:end], r1[i:end], r2[i:end]
-                if step == 2:
+                if step == 1:
+                    for m in range(end - i):
+                        _tap_pair(part, 3 * m, f[m], affine, o0, o1, o2, m)
+                elif step == 2:
                     for m in range(end - i):
                         _tap_pair(part, 6 * m, f[m], affine, o0, o1, o2, m)
                 else:
