@@ -71,6 +71,11 @@ if AVAILABLE:
     _ERASE_Y0, _ERASE_X0, _ERASE_Y1, _ERASE_X1 = table.ERASE_Y0, table.ERASE_X0, table.ERASE_Y1, table.ERASE_X1
     _ERASE_NONE, _ERASE_COLOUR, _ERASE_NOISE = table.ERASE_NONE, table.ERASE_COLOUR, table.ERASE_NOISE
     _JIT = dict(cache=True, nogil=True, fastmath=False)
+    # Per-row functions allocate nothing, so they run without numba's reference counting: with it, every
+    # array passed or sliced costs atomic increments and decrements, ~100 ns a call, and both threads
+    # bounce the same counters (the batch's, the output's) between their cores. `_nrt` is numba's own
+    # target option (numba.core.options); a numba without it gets the counted, slower code.
+    _ROW = dict(_JIT, _nrt=False) if hasattr(numba.core.options.DefaultOptions, "_nrt") else _JIT
 
     @njit(**_JIT)
     def _bilinear_tap(local, extent, size, align_corners):
@@ -146,12 +151,7 @@ if AVAILABLE:
                     step[parts, cell] = k
         return low, up, frac, run, step
 
-    @njit(**_JIT)
-    def _source_row(src, image, y):
-        """Row `y` of source `image` as one flat (3 S) array: x-major, channel-minor, as decoded."""
-        return src[image, y].reshape(src.shape[2] * 3)
-
-    @njit(**_JIT)
+    @njit(**_ROW)
     def _copy_span(src, image, y, x_start, x_end, scale, shift, target, t, ty):
         """Pixels x_start .. x_end - 1 of source row y, normalized (zeros for a dropped image).
 
@@ -163,14 +163,14 @@ if AVAILABLE:
         if image < 0:
             red[:], green[:], blue[:] = 0.0, 0.0, 0.0
             return
-        line = _source_row(src, image, y)[3 * x_start:3 * x_end]
+        line = src[image, y][3 * x_start:3 * x_end]
         s0, s1, s2, h0, h1, h2 = scale[0], scale[1], scale[2], shift[0], shift[1], shift[2]
         for i in range(x_end - x_start):
             red[i] = np.float32(line[3 * i]) * s0 + h0
             green[i] = np.float32(line[3 * i + 1]) * s1 + h1
             blue[i] = np.float32(line[3 * i + 2]) * s2 + h2
 
-    @njit(**_JIT)
+    @njit(**_ROW)
     def _vertical(src, image, y_lo, y_hi, fy, area, line):
         """Source rows blended into one row `line` as decoded (x-major, channel-minor), the first half of a resample.
 
@@ -179,26 +179,27 @@ if AVAILABLE:
         over the row's values, channels together, so it vectorizes with no shuffles; the last pixel is repeated
         past the row's end, where `_horizontal` reads the upper tap of the last one.
         """
-        width = 3 * src.shape[2]
+        width = src.shape[2]
         row = line[:width]
-        first = _source_row(src, image, y_lo)
+        first = src[image, y_lo]
         if area:
             for j in range(width):
                 row[j] = np.float32(first[j])
             for iy in range(y_lo + 1, y_hi):
-                more = _source_row(src, image, iy)
+                more = src[image, iy]
                 for j in range(width):
                     row[j] += np.float32(more[j])
         elif fy == 0.0:  # a cell as tall as the source (1 x C grids): the row itself, the same values
             for j in range(width):
                 row[j] = np.float32(first[j])
         else:
-            second, wy = _source_row(src, image, y_hi), np.float32(1.0) - fy
+            second, wy = src[image, y_hi], np.float32(1.0) - fy
             for j in range(width):
                 row[j] = wy * np.float32(first[j]) + fy * np.float32(second[j])
-        line[width:width + 3] = line[width - 3:width]
+        for c in range(3):  # element by element: a slice copy within one array may allocate a temporary
+            line[width + c] = line[width - 3 + c]
 
-    @njit(**_JIT)
+    @njit(**_ROW)
     def _tap_pair(line, at, f, affine, r0, r1, r2, i):
         """Output pixel i, bilinear between the pixels at `at` and `at` + 3 of `line`, normalized."""
         s0, s1, s2, h0, h1, h2 = affine
@@ -207,7 +208,7 @@ if AVAILABLE:
         r1[i] = (g * line[at + 1] + f * line[at + 4]) * s1 + h1
         r2[i] = (g * line[at + 2] + f * line[at + 5]) * s2 + h2
 
-    @njit(**_JIT)
+    @njit(**_ROW)
     def _horizontal(line, low, up, frac, run, step, area, rows, scale, shift, target, t, ty, x_start, x_end):
         """The second half of a resample: output pixels x_start .. x_end - 1 of row ty from `line` (`_vertical`).
 
@@ -251,7 +252,7 @@ if AVAILABLE:
                         _tap_pair(part, 9 * m, f[m], affine, o0, o1, o2, m)
                 i = end
 
-    @njit(**_JIT)
+    @njit(**_ROW)
     def _splice_row(src, cells, rows, cols, y, size, tables, area, align_corners, scale, shift, target, t, ty,
                     line):
         """A spliced output row, cell by cell: each cell's source resampled to the cell, dropped cells zero."""
@@ -269,7 +270,7 @@ if AVAILABLE:
                         run_x[cols, x_start:x_end], step_x[cols, cx], area, y_hi - y_lo, scale, shift, target, t,
                         ty, x_start, x_end)
 
-    @njit(**_JIT)
+    @njit(**_ROW)
     def _resized_row(src, partner, y, box, nearest, align_corners, scale, shift, target, t, ty, line, taps):
         """ResizeMix inside the box on row y: the whole partner resized to the box (bilinear or nearest)."""
         size = src.shape[1]
@@ -282,7 +283,7 @@ if AVAILABLE:
         _horizontal(line, low_x[:x1 - x0], up_x[:x1 - x0], frac_x[:x1 - x0], up_x[:x1 - x0], 0, False, 1, scale,
                     shift, target, t, ty, x0, x1)
 
-    @njit(**_JIT)
+    @njit(**_ROW)
     def _mix_row(src, plan_row, lam, masks, half_lut, y, size, align_corners, scale, shift, target, t, ty, work):
         """Blend a mask mix's partner into the row: ``w * primary + (1 - w) * partner`` where w < 1."""
         mode, partner = plan_row[_MODE], plan_row[_PARTNER]
@@ -306,7 +307,7 @@ if AVAILABLE:
         else:
             return
         # the three channels in one loop: each partner pixel read once (an interleaved load)
-        r0, r1, r2, line = target[t, 0, ty], target[t, 1, ty], target[t, 2, ty], _source_row(src, partner, y)
+        r0, r1, r2, line = target[t, 0, ty], target[t, 1, ty], target[t, 2, ty], src[partner, y]
         s0, s1, s2, h0, h1, h2 = scale[0], scale[1], scale[2], shift[0], shift[1], shift[2]
         for x in range(size):
             w = weight[x]
@@ -329,7 +330,7 @@ if AVAILABLE:
             half = min(half, 0x7C00)  # past 65504 rounds to infinity
         return np.int16(sign | half)
 
-    @njit(**_JIT)
+    @njit(**_ROW)
     def _store_row(row, out, strides, n, y, half_kind):
         """Write a float32 scratch row into the output, seen as flat storage with element `strides` (any layout):
         as it is, or as float16 / bfloat16 bits (numba has no half types)."""
@@ -361,7 +362,7 @@ if AVAILABLE:
         u2 = np.float32(h2 >> np.uint64(8)) * np.float32(1.0 / 16777216.0)
         return np.sqrt(np.float32(-2.0) * np.log(u1)) * np.cos(np.float32(2.0 * np.pi) * u2)
 
-    @njit(**_JIT)
+    @njit(**_ROW)
     def _erase_row(plan_row, values, erase, y, size, shift, target, t, ty):
         """Paint row y of each erase box over the finished row, box by box in order."""
         erase_at, count, colour_scale = erase
@@ -379,7 +380,7 @@ if AVAILABLE:
                 for x in range(x0, x1):
                     row[x] = _noise(key, (c * size + y) * size + x) if kind == _ERASE_NOISE else value
 
-    @njit(**_JIT)
+    @njit(**_ROW)
     def _render_line(src, plan_row, lam, masks, half_lut, y, size, tables, area, align_corners, scale, shift,
                      target, t, ty, work):
         """Output row y: its primary (a source row, or spliced cells), then a mask mix's partner blended in."""
@@ -407,7 +408,8 @@ if AVAILABLE:
         `render_cpu` calls it once for every run on one thread (0, 1, blocks), and `_render_parallel`
         once per run (block, blocks, blocks). With `direct` the rows are computed in place in `target`,
         the float32 C-contiguous output; otherwise in a scratch row and stored into `final`, the
-        output's flat storage, at its element `strides` in its dtype (`_store_row`).
+        output's flat storage, at its element `strides` in its dtype (`_store_row`). It keeps numba's
+        reference counting, which the per-row functions go without: it allocates the scratch.
         """
         count, size = plan_table.shape[0], src.shape[1]
         values = plan_table.view(np.float32)  # the erase values are float32 bits in the int32 table
@@ -463,6 +465,9 @@ def _arrays(images: torch.Tensor, plan: MixPlan, settings: RenderSettings, out: 
     """
     uint8 = images.dtype == torch.uint8
     src = (images if uint8 else images.to(torch.float32).permute(0, 2, 3, 1)).contiguous().numpy()
+    # seen as (N, S, 3 S): a row, x-major and channel-minor as decoded, is an index (`src[image, y]`), not a
+    # reshape in the compiled code, where numba's reshape goes through a C helper (~160 ns a row)
+    src = src.reshape(src.shape[0], src.shape[1], 3 * src.shape[2])
     scale, shift = settings.affine(uint8)
     masks, half_lut = plan.masks, np.zeros(1, np.float32)
     if masks is None or not masks.numel():
