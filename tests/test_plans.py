@@ -122,3 +122,44 @@ def test_parse_grid_and_create_mixer():
 def test_appended_mask_mix_with_no_mixed_image_is_the_identity():
     plan = CutMix(append=True).plan(3, 32, np.random.default_rng(0))  # int(3 * 0.25) = 0 mixed images
     assert plan.num_outputs == 3 and plan.num_regular == 3 and (plan.partner == -1).all()
+
+
+def _good(**change):
+    """A valid plan on 4 inputs of 8 x 8 (a regular row, a 1x2 grid, a box mix, a dense mask, a resized box), with
+    `change` applied to its fields: one bad value each in the test below."""
+    from dataclasses import replace
+
+    from mlic_pipe.mix import MixPlan
+
+    plan = MixPlan.build(num_regular=1, cells=[[0, -1], [1, 2], [3, -1], [2, -1], [1, -1]],
+                         grid=[[1, 1], [1, 2], [1, 1], [1, 1], [1, 1]], partner=[-1, -1, 0, 1, 2],
+                         mask_mode=[0, 0, 1, 2, 4], box=[[0, 0, 0, 0], [0, 0, 0, 0], [1, 1, 4, 4], [0, 0, 0, 0],
+                                                         [2, 2, 6, 5]],
+                         mask_index=[-1, -1, -1, 0, -1], masks=torch.full((1, 8, 8), 0.5, dtype=torch.float16))
+    plan = plan.with_erase(boxes=np.zeros((5, 1, 4)) + [0, 0, 2, 2], kinds=np.ones((5, 1)))
+    return replace(plan, **{name: value(plan) for name, value in change.items()})
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(grid=lambda p: p.grid[:4]), "plan tensors disagree"),
+    (dict(num_regular=lambda p: 6), "num_regular=6 is outside"),
+    (dict(grid=lambda p: p.grid * 0), "grid sizes must be within 1..8"),
+    (dict(grid=lambda p: p.grid * 9), "grid sizes must be within 1..8"),
+    (dict(grid=lambda p: p.grid + 1), "more cells than"),
+    (dict(cells=lambda p: p.cells + 4 * (p.cells >= 3)), "cells refers to input rows outside 0..3"),
+    (dict(cells=lambda p: p.cells - 2 * (p.cells < 0)), "cells refers to input rows"),
+    (dict(partner=lambda p: p.partner.clone().index_fill_(0, torch.tensor([2]), 4)), "partner refers"),
+    (dict(mask_mode=lambda p: p.mask_mode.clone().index_fill_(0, torch.tensor([2]), 7)), "mask_mode must be"),
+    (dict(partner=lambda p: p.partner.clone().index_fill_(0, torch.tensor([2]), -1)), "needs a partner"),
+    (dict(box=lambda p: p.box.clone().index_fill_(0, torch.tensor([4]), 3)), "non-empty box"),
+    (dict(masks=lambda p: p.masks[:, :4]), "dense-mask outputs need masks"),
+    (dict(mask_index=lambda p: p.mask_index + 1), "mask_index refers"),
+    (dict(erase=lambda p: p.erase.long()), "erase must be int32"),
+    (dict(erase=lambda p: p.erase.clone().index_fill_(2, torch.tensor([4]), 9)), "erase kinds must be"),
+    (dict(erase=lambda p: p.erase.clone().index_fill_(2, torch.tensor([3]), 9)), "erase boxes must lie"),
+    (dict(erase=lambda p: p.erase.clone().index_fill_(2, torch.tensor([8]), -3)), "erase seeds"),
+])
+def test_validate_names_each_bad_plan(change, message):
+    _good().validate(4, 8)  # the plan before the change passes
+    with pytest.raises(ValueError, match=message):
+        _good(**change).validate(4, 8)
