@@ -80,17 +80,20 @@ def test_label_index_holds_csr_and_refuses_a_huge_dense_table(monkeypatch):
         big.targets
 
 
-def test_rows_on_device_equal_the_dense_rows():
-    from mlic_pipe.loading.row_source import rows_on_device
+@pytest.mark.parametrize("build", ["rows_on_device", "_rows_from_pairs"])
+def test_rows_on_device_equal_the_dense_rows(build):
+    """Both ways of building a batch's rows (numpy on the CPU, pairs filled in on a device; the latter run here on
+    the CPU) against rows of the dense table."""
+    from mlic_pipe.loading import row_source
 
+    build = getattr(row_source, build)
     table = _table(seed=6)
     labels = SparseLabels.from_dense(table)
     rows = np.array([4, 4, 0, 17])
-    out = rows_on_device(labels, rows, torch.device("cpu"), torch.float32)
+    out = build(labels, rows, torch.device("cpu"), torch.float32)
     assert out.dtype == torch.float32 and torch.equal(out, torch.from_numpy(table[rows]).float())
     complement = SparseLabels(labels.indptr, labels.indices, 13, complement=True)
-    assert torch.equal(rows_on_device(complement, rows, torch.device("cpu"), torch.bool),
-                       torch.from_numpy(table[rows] == 0))
+    assert torch.equal(build(complement, rows, torch.device("cpu"), torch.bool), torch.from_numpy(table[rows] == 0))
 
 
 def test_cache_round_trip_keeps_csr_complement_and_class_ids(tmp_path, monkeypatch):
