@@ -5,7 +5,8 @@ output image is computed once from the uint8 taps it needs (its cell's source, a
 partner), normalized with one multiply-add, blended and written once, in the output's dtype and
 memory format. A resampled cell is split in two: a vertical blend of whole source rows, channels
 still interleaved as decoded, into a row that stays in L1 (contiguous, so it vectorizes), then the
-horizontal taps from it, read at a literal stride where a cell is 1/2 or 1/3 of the source.
+horizontal taps from it, read at a literal stride where a cell is as wide as the source, or 1/2 or
+1/3 of it. The per-row functions run without numba's reference counting (`_ROW`).
 Rows go to the cores in runs of consecutive rows handed out as threads come free, so the cheap
 regular rows and the costlier spliced rows of a batch keep every core busy. The bytes moved are about one read of
 the sources and one write of the result: the benchmarks measure the render against a float32
@@ -280,6 +281,7 @@ if AVAILABLE:
             low_x[x], up_x[x], frac_x[x] = _box_tap(x, x1 - x0, size, nearest, align_corners)
         y_lo, y_hi, fy = _box_tap(y - y0, y1 - y0, size, nearest, align_corners)
         _vertical(src, partner, y_lo, y_hi, fy, False, line)
+        # step 0: any box size, so the taps are gathered one by one and no runs are read (`up_x` fills the slot)
         _horizontal(line, low_x[:x1 - x0], up_x[:x1 - x0], frac_x[:x1 - x0], up_x[:x1 - x0], 0, False, 1, scale,
                     shift, target, t, ty, x0, x1)
 
