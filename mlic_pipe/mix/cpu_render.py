@@ -183,20 +183,18 @@ if AVAILABLE:
         width = src.shape[2]
         row = line[:width]
         first = src[image, y_lo]
-        if area:
-            for j in range(width):
-                row[j] = np.float32(first[j])
-            for iy in range(y_lo + 1, y_hi):
-                more = src[image, iy]
-                for j in range(width):
-                    row[j] += np.float32(more[j])
-        elif fy == 0.0:  # a cell as tall as the source (1 x C grids): the row itself, the same values
-            for j in range(width):
-                row[j] = np.float32(first[j])
-        else:
+        if not area and fy != 0.0:
             second, wy = src[image, y_hi], np.float32(1.0) - fy
             for j in range(width):
                 row[j] = wy * np.float32(first[j]) + fy * np.float32(second[j])
+        else:  # area, or a cell as tall as the source (1 x C grids: weight 0 on the second row, the row itself)
+            for j in range(width):
+                row[j] = np.float32(first[j])
+            if area:
+                for iy in range(y_lo + 1, y_hi):
+                    more = src[image, iy]
+                    for j in range(width):
+                        row[j] += np.float32(more[j])
         for c in range(3):  # element by element: a slice copy within one array may allocate a temporary
             line[width + c] = line[width - 3 + c]
 
