@@ -13,12 +13,9 @@ rounded to uint8 before the vertical one (Pillow's ``src/libImaging/Resample.c``
 vertical pass first when the height shrinks much more than the width, which moves near-ties by one level; this
 keeps the horizontal-first order of every earlier Pillow, the one the papers ran.)
 
-How it runs: DALI's numba operator (``nvidia.dali.plugin.numba``) calls a compiled C function for each
-sample on DALI's own threads, without the GIL. DALI's wrapper compiles its C functions again whenever a
-pipeline is built (seconds, and the loader builds one per epoch), so this module compiles them once, with
-numba's disk cache (``cache=True``: ~2-5 s the first time on a machine, ~0.4 s to load afterwards), and hands
-DALI their addresses (`_PrecompiledNumbaFunction`). The output size lives in the shape function, one small
-C function per size, compiled once per process (~0.1 s).
+How it runs: DALI's numba operator calls the compiled C function for each sample on DALI's own threads,
+without the GIL (`mlic_pipe.loading.numba_operator`: compiled once, with numba's disk cache, ~2-5 s the first
+time on a machine, ~0.4 s to load afterwards; the output size lives in a small shape function per size).
 
 Where it is used: the CPU pipeline with ``antialias=True`` and ``resize="auto"`` (the defaults). The GPU pipeline
 keeps DALI's resize (fast there); ``antialias=False`` keeps DALI's plain bilinear one; ``resize="dali"`` DALI's
@@ -33,15 +30,14 @@ import warnings
 
 import numpy as np
 
-try:
+from mlic_pipe.loading import numba_operator
+from mlic_pipe.loading.numba_operator import IMPORT_ERROR
+
+if IMPORT_ERROR is None:
     import numba
-    from numba import carray, cfunc, njit
-    from numba import types as nbt
-    from nvidia.dali.plugin.numba import NumbaFunction
-    IMPORT_ERROR: str | None = None
-except Exception as error:  # noqa: BLE001 - any failure to import means DALI's resize instead
+    from numba import cfunc, njit
+else:
     numba = None
-    IMPORT_ERROR = f"{type(error).__name__}: {error}"
 
 __all__ = ["IMPORT_ERROR", "available", "compile_seconds", "pil_resize", "resize_into"]
 
@@ -51,12 +47,12 @@ _compile_seconds: dict[str, float] = {}
 
 def compile_seconds() -> dict[str, float]:
     """Seconds this process spent compiling or loading the operator's C functions, by function."""
-    return dict(_compile_seconds)
+    return {**_compile_seconds, **numba_operator.compile_seconds()}
 
 
 if numba is not None:
     _started = time.perf_counter()
-    _JIT = dict(cache=True, nogil=True)
+    _JIT = numba_operator.JIT
 
     @njit(**_JIT)
     def _coefficients(in_size, out_size):
@@ -188,62 +184,11 @@ if numba is not None:
             for i in range(n_out):
                 target[i] = _clip8(total[i])
 
-    @numba.extending.intrinsic
-    def _pointer(typingctx, address):
-        """An integer address as a void pointer, for `carray` over memory DALI owns."""
-        from numba.core import cgutils
-
-        def codegen(context, builder, signature, args):
-            return builder.inttoptr(args[0], cgutils.voidptr_t)
-        return nbt.voidptr(address), codegen
-
-    # DALI's C signatures for the numba operator's per-sample run and its batch shape function
-    _RUN_SIGNATURE = nbt.void(nbt.uint64, nbt.uint64, nbt.uint64, nbt.int32, nbt.uint64, nbt.uint64, nbt.uint64,
-                              nbt.int32)
-    _SETUP_SIGNATURE = nbt.void(nbt.uint64, nbt.uint64, nbt.int32, nbt.uint64, nbt.uint64, nbt.int32, nbt.int32)
-
-    @njit(**_JIT)
-    def _image(data_ptr, shapes_ptr):
-        """The first tensor of a per-sample call: its data address and its shape, read from DALI's arrays."""
-        data = carray(_pointer(data_ptr), 1, dtype=np.int64)
-        shape = carray(_pointer(carray(_pointer(shapes_ptr), 1, dtype=np.int64)[0]), 3, dtype=np.int64)
-        return carray(_pointer(data[0]), (shape[0], shape[1], shape[2]), dtype=np.uint8)
-
-    @cfunc(_RUN_SIGNATURE, nopython=True, cache=True)
+    @cfunc(numba_operator.RUN_SIGNATURE, nopython=True, cache=True)
     def _run(out_ptr, out_shapes_ptr, out_ndims_ptr, num_outs, in_ptr, in_shapes_ptr, in_ndims_ptr, num_ins):
-        resize_into(_image(out_ptr, out_shapes_ptr), _image(in_ptr, in_shapes_ptr))
+        resize_into(numba_operator.image_at(out_ptr, out_shapes_ptr), numba_operator.image_at(in_ptr, in_shapes_ptr))
 
     _compile_seconds["run"] = time.perf_counter() - _started
-
-    class _PrecompiledNumbaFunction(NumbaFunction):
-        """DALI's numba operator given C functions compiled beforehand (its own constructor compiles them).
-
-        Sets the attributes the plugin's ``__call__`` passes to the backend: one uint8 HWC input, one output.
-        """
-
-        def __init__(self, run_address: int, setup_address: int, **kwargs):
-            from nvidia.dali import types
-
-            super(NumbaFunction, self).__init__(device="cpu", **kwargs)
-            self.run_fn, self.setup_fn = run_address, setup_address
-            self.out_types, self.in_types, self.outs_ndim, self.ins_ndim = [types.UINT8], [types.UINT8], [3], [3]
-            self.num_outputs, self.batch_processing, self._preserve = 1, False, True
-            self.blocks = self.threads_per_block = None
-
-
-@functools.lru_cache(maxsize=None)
-def _setup_address(size: int) -> int:
-    """The address of a shape function making every sample `size` x `size` x 3 (compiled once per size)."""
-    started = time.perf_counter()
-
-    @cfunc(_SETUP_SIGNATURE, nopython=True)
-    def setup(out_shapes_ptr, out_ndims_ptr, num_outs, in_shapes_ptr, in_ndims_ptr, num_ins, num_samples):
-        shapes = carray(_pointer(out_shapes_ptr), num_samples, dtype=np.int64)
-        for sample in range(num_samples):
-            shape = carray(_pointer(shapes[sample]), 3, dtype=np.int64)
-            shape[0], shape[1], shape[2] = size, size, 3
-    _compile_seconds[f"shape {size}"] = time.perf_counter() - started
-    return setup.address
 
 
 @functools.lru_cache(maxsize=1)
@@ -251,11 +196,7 @@ def available() -> str | None:
     """None when the operator can be built; else why not (and DALI's resize is used, with one warning)."""
     if IMPORT_ERROR is not None:
         return IMPORT_ERROR
-    try:
-        _PrecompiledNumbaFunction(_run.address, _setup_address(1))
-    except Exception as error:  # noqa: BLE001 - a DALI release whose numba plugin changed shape
-        return f"{type(error).__name__}: {error}"
-    return None
+    return numba_operator.available(_run.address)
 
 
 def pil_resize(images, size: int):
@@ -267,10 +208,7 @@ def pil_resize(images, size: int):
     if reason is not None:
         _warn_once(reason)
         return None
-    import nvidia.dali.fn as fn
-
-    resized = _PrecompiledNumbaFunction(_run.address, _setup_address(size))(images)
-    return fn.reshape(resized, layout="HWC")  # the numba operator leaves the layout empty; DALI's ops name it
+    return numba_operator.square_images(_run.address, images, size)
 
 
 @functools.lru_cache(maxsize=1)
