@@ -345,7 +345,7 @@ def _profile_parser(commands) -> None:
                          "(default float32)")
     profile.add_argument("--steps", type=_at_least(1), default=20, help="steps timed (default 20)")
     profile.add_argument("--auto-augment", metavar="POLICY", help="add auto-augment (rand-m9-n2-mstd0.5, trivial, "
-                         "auto) and time it apart")
+                         "auto, mldecoder, randaugment-pypi) and time it apart")
     profile.add_argument("--warmup", type=_at_least(0), default=2, help="untimed steps first (default 2)")
     profile.add_argument("--model", help="also time a timm model's forward + backward, e.g. resnet50 (random init)")
     profile.add_argument("--threads", type=_at_least(1), help="DALI CPU threads (default: CPU count, at most 8)")
@@ -415,7 +415,7 @@ def _other_parsers(commands) -> None:
     preview.add_argument("--size", type=_at_least(16), default=224, help="image size S (default 224)")
     preview.add_argument("--seed", type=int, default=0, help="seed of the images picked and of the plan")
     preview.add_argument("--crop", default="random", choices=list(CROPS), help="crop mode (default random)")
-    preview.add_argument("--auto-augment", metavar="POLICY", help="e.g. rand-m9-n2-mstd0.5, trivial, auto")
+    preview.add_argument("--auto-augment", metavar="POLICY", help="e.g. rand-m9-n2-mstd0.5, trivial, auto, mldecoder")
     preview.add_argument("--cutout", type=float, default=0.0, metavar="FACTOR", help="ML-Decoder's Cutout (e.g. 0.5)")
     preview.add_argument("--reprob", type=float, default=0.0, help="timm's random erasing probability")
     preview.add_argument("--remode", default="pixel", choices=list(ERASE_MODES), help="random erasing fill")

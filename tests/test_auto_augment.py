@@ -27,7 +27,13 @@ def test_timm_policy_strings_parse_to_their_settings():
     assert parse_auto_augment("rand-m7-n3-mmax8-p1").magnitude_max == 8 and parse_auto_augment("rand-m7-n3-p1").prob == 1
     assert parse_auto_augment("trivial") == AutoAugment("trivial") and parse_auto_augment("auto").layers == 2
     assert parse_auto_augment(None) is None and parse_auto_augment("none") is None
-    for bad in ("randaug", "rand-q9", "rand-m12", "rand-n0", "augmix-m5"):
+    mldecoder = parse_auto_augment("mldecoder")
+    assert (mldecoder.kind, mldecoder.cutout, mldecoder.layers, str(mldecoder)) == \
+        ("pypi", 0.5, 2, "randaugment-pypi-cutout0.5")
+    assert parse_auto_augment(str(mldecoder)) == mldecoder and parse_auto_augment("randaugment-pypi").cutout == 0
+    assert parse_auto_augment("randaugment-pypi").draws == 12 and mldecoder.draws == 17
+    for bad in ("randaug", "rand-q9", "rand-m12", "rand-n0", "augmix-m5", "randaugment-pypi-cutout0",
+                "randaugment-pypi-cutout1.5", "randaugment-pypi-m9"):
         with pytest.raises(ConfigError, match="auto_augment"):
             parse_auto_augment(bad)
 
@@ -82,8 +88,8 @@ def test_a_resumed_epoch_augments_its_rest_as_the_uninterrupted_one():
     assert len(head + rest) == len(whole) and all(torch.equal(a, b) for a, b in zip(head + rest, whole))
 
 
-@pytest.mark.slow  # ~25 s: six loaders' graphs with conditionals (CI runs it)
-@pytest.mark.parametrize("policy", ["rand-m9-n2-mstd0.5", "trivial", "auto"])
+@pytest.mark.slow  # ~35 s: eight loaders' graphs with conditionals (CI runs it)
+@pytest.mark.parametrize("policy", ["rand-m9-n2-mstd0.5", "trivial", "auto", "mldecoder"])
 def test_a_rows_augmented_pixels_are_the_same_on_one_rank_and_in_another_process_on_two(policy, tmp_path):
     """One rank here; ranks 0 and 1 of 2 in a separate process (another pipeline, other batch positions)."""
     index = _subset(16)

@@ -4,7 +4,10 @@ Users bring timm's policy strings: ``rand-m9-n2-mstd0.5`` (n ops per image, magn
 spread of mstd, each op applied with probability 0.5 as timm's `rand_augment_ops`), ``-inc1`` (the increasing
 magnitude variants), ``-mmax`` (the magnitude's upper clip); ``trivial`` (TrivialAugment Wide: one op, a uniform
 magnitude of 31 bins) and ``auto`` (AutoAugment's ImageNet policy: one of 25 sub-policies of two ops, each applied
-with its probability at its magnitude).
+with its probability at its magnitude). ``randaugment-pypi`` is the PyPI ``randaugment`` package's RandAugment(),
+which ML-Decoder and ASL train with, op for op as PIL computes it (`mlic_pipe.loading.pypi_randaugment`);
+``-cutoutF`` paints ML-Decoder's CutoutPIL(F) before it, and ``mldecoder`` is ``randaugment-pypi-cutout0.5``,
+ML-Decoder's whole training transform after the resize.
 
 The ops are DALI's own (`nvidia.dali.auto_aug.augmentations`, run on the GPU after 'mixed' decoding and on the CPU
 otherwise), but not DALI's random choice of them: DALI draws from its pipeline's history, which a resumed or
@@ -13,7 +16,7 @@ computed in the graph from the sample's own uniforms, which the file source draw
 row's pixels are the same on any rank, any world size and after a resume. Each layer of ops is a `select`
 (DALI conditionals) over the candidates plus `identity` for "not applied".
 
-Departures from timm, all in DALI's op suite: timm's RandAugment also has Invert and SolarizeAdd and no Identity;
+Departures from timm (not from the package's RandAugment), all in DALI's op suite: timm's RandAugment also has Invert and SolarizeAdd and no Identity;
 DALI's suite has Identity and neither of those; translations are relative to the image (0.45 of it at full
 magnitude, timm's `translate_pct`); the fill is grey 128.
 """
@@ -27,7 +30,8 @@ from mlic_pipe.errors import ConfigError
 
 __all__ = ["AUTO_AUGMENT_EXAMPLES", "AutoAugment", "apply_auto_augment", "parse_auto_augment"]
 
-AUTO_AUGMENT_EXAMPLES = ("rand-m9-n2-mstd0.5", "rand-m9-mstd0.5-inc1", "trivial", "auto")
+AUTO_AUGMENT_EXAMPLES = ("rand-m9-n2-mstd0.5", "rand-m9-mstd0.5-inc1", "trivial", "auto", "mldecoder",
+                         "randaugment-pypi")
 _LEVEL_DENOM = 10  # timm's magnitude scale: m9 is 9 / 10 of each op's range
 _RAND_BINS = 101  # RandAugment magnitudes in steps of 0.1 on timm's scale (so mstd's spread is kept)
 _TRIVIAL_BINS = 31  # TrivialAugment Wide's 31 magnitude bins
@@ -37,24 +41,32 @@ _TRIVIAL_BINS = 31  # TrivialAugment Wide's 31 magnitude bins
 class AutoAugment:
     """A parsed policy (see the module docstring). `layers` ops are applied one after another."""
 
-    kind: str  # "rand", "trivial" or "auto"
+    kind: str  # "rand", "trivial", "auto" or "pypi" (the randaugment package's)
     num_ops: int = 2
     magnitude: float = 9.0
     magnitude_std: float = 0.0
     magnitude_max: float = 10.0
     increasing: bool = False
     prob: float = 0.5
+    cutout: float = 0.0  # "pypi": ML-Decoder's CutoutPIL factor, painted before the ops (0: none)
 
     @property
     def layers(self) -> int:
-        return {"rand": self.num_ops, "trivial": 1, "auto": 2}[self.kind]
+        return {"rand": self.num_ops, "trivial": 1, "auto": 2, "pypi": 2}[self.kind]
 
     @property
     def draws(self) -> int:
-        """Uniforms per sample: per layer which op, whether it applies, the sign, two for a Gaussian magnitude."""
+        """Uniforms per sample: per layer which op, whether it applies, the sign, two for a Gaussian magnitude
+        (the package's policy: `pypi_randaugment.draws`)."""
+        if self.kind == "pypi":
+            from mlic_pipe.loading.pypi_randaugment import draws
+
+            return draws(self.cutout)
         return 5 * self.layers
 
     def __str__(self) -> str:
+        if self.kind == "pypi":
+            return "randaugment-pypi" + (f"-cutout{self.cutout:g}" if self.cutout else "")
         if self.kind != "rand":
             return self.kind
         text = f"rand-m{self.magnitude:g}-n{self.num_ops}"
@@ -75,6 +87,10 @@ def parse_auto_augment(spec: str | AutoAugment | None) -> AutoAugment | None:
         return AutoAugment("trivial")
     if text in ("auto", "autoaugment", "v0", "original"):
         return AutoAugment("auto")
+    if text == "mldecoder":
+        return AutoAugment("pypi", cutout=0.5)
+    if text.startswith("randaugment-pypi"):
+        return _parse_pypi(spec, text[len("randaugment-pypi"):])
     parts = text.split("-")
     if parts[0] != "rand":
         raise ConfigError(f"{{auto_augment}} takes timm's RandAugment strings, 'trivial' or 'auto' (e.g. "
@@ -94,6 +110,17 @@ def parse_auto_augment(spec: str | AutoAugment | None) -> AutoAugment | None:
     return policy
 
 
+def _parse_pypi(spec: str, rest: str) -> AutoAugment:
+    """``randaugment-pypi`` with an optional ``-cutoutF`` (0 < F <= 1)."""
+    match = re.fullmatch(r"(?:-cutout([0-9.]+))?", rest)
+    factor = float(match.group(1)) if match and match.group(1) else 0.0
+    if match is None or not 0 <= factor <= 1 or (match.group(1) and factor == 0):
+        raise ConfigError(f"{{auto_augment}} {spec!r}: the randaugment package's policy is 'randaugment-pypi', "
+                          "optionally with ML-Decoder's Cutout before it as '-cutoutF', 0 < F <= 1 (e.g. "
+                          "randaugment-pypi-cutout0.5, which 'mldecoder' names)")
+    return AutoAugment("pypi", cutout=factor)
+
+
 def apply_auto_augment(images, uniforms, policy: AutoAugment, image_size: int):
     """`images` (uint8 HWC, S x S, a DALI node) after the policy's layers, decided by `uniforms` (`policy.draws`).
 
@@ -106,7 +133,10 @@ def apply_auto_augment(images, uniforms, policy: AutoAugment, image_size: int):
     from nvidia.dali.auto_aug.core import select, signed_bin
 
     from mlic_pipe.loading.graph_draws import table_lookup, uniform_index
+    from mlic_pipe.loading.pypi_randaugment import pypi_rand_augment
 
+    if policy.kind == "pypi":
+        return pypi_rand_augment(images, uniforms, image_size, policy.cutout)
     extra = dict(shape=[image_size, image_size], fill_value=128)
     for layer in range(policy.layers):
         u = [uniforms[5 * layer + k] for k in range(5)]

@@ -97,8 +97,10 @@ class TrainConfig:
                              "images (ML-Decoder, ASL)")
     tta: str = option("none", "evaluation: flip averages the scores of each image and its mirror", choices=TTA_MODES)
     auto_augment: str | None = option(None, "auto-augment in the DALI graph: timm's RandAugment string (e.g. "
-                                      "rand-m9-n2-mstd0.5, rand-m9-mstd0.5-inc1), trivial (TrivialAugment Wide) or "
-                                      "auto (AutoAugment ImageNet)", metavar="POLICY")
+                                      "rand-m9-n2-mstd0.5, rand-m9-mstd0.5-inc1), trivial (TrivialAugment Wide), "
+                                      "auto (AutoAugment ImageNet), randaugment-pypi (the randaugment package's, "
+                                      "as PIL computes it) or mldecoder (ML-Decoder's CutoutPIL(0.5) then that)",
+                                      metavar="POLICY")
     cutout: float = option(0.0, "ML-Decoder's Cutout: one box of side FACTOR x S of a random colour per training image "
                            "(0.5 as published; 0 = off)", metavar="FACTOR")
     reprob: float = option(0.0, "timm's random erasing: probability per training image (0 = off)")
