@@ -441,6 +441,9 @@ def test_list_recipes_prints_each_with_its_source(capsys):
     for name in ("splicemix-coco", "splicemix-cl-coco", "csra-coco", "mldecoder-asl-coco", "mldecoder-aam-coco"):
         assert f"{name}:" in out
     assert "zuiran/SpliceMix" in out and "Kevinz-code/CSRA" in out and "ML_Decoder" in out
+    gaps = [line for line in out.splitlines() if line.strip().startswith("not reproduced:")]
+    for word in ("augment", "cutout", "crop", "weight decay", "warm"):  # issue 27: all of these are reproduced
+        assert not any(word in line.lower() for line in gaps), (word, gaps)
 
 
 def test_resume_reads_the_checkpoint_on_the_cpu_whatever_the_training_device(tmp_path):

@@ -65,20 +65,20 @@ RECIPES.register("csra-coco", lambda: Recipe(
     "CSRA, 6 heads, ResNet-101 at 448 on MS-COCO")
 _MLDECODER = dict(backbone="tresnet_l", pretrained=True, image_size=448, head="mldecoder",
                   head_kwargs={"embed_dim": 768}, mix="none",  # queries: min(C, 100), one per COCO class weight_decay=1e-4,
-                  backbone_lr_mult=1.0, schedule="onecycle", ema=0.9997, cutout=0.5,  # CutoutPIL(cutout_factor=0.5)
-                  crop="squash", eval_crop="squash", hflip=0.0, normalize=False, auto_augment="rand-m9-n2-mstd0.5")
+                  backbone_lr_mult=1.0, schedule="onecycle", ema=0.9997,
+                  # CutoutPIL(cutout_factor=0.5) + the randaugment package's RandAugment(), in that order
+                  crop="squash", eval_crop="squash", hflip=0.0, normalize=False, auto_augment="mldecoder")
 RECIPES.register("mldecoder-asl-coco", lambda: Recipe(
     dict(_MLDECODER, loss="asl", loss_kwargs={"gamma_neg": 4, "gamma_pos": 0, "clip": 0.05}, epochs=40,
          filter_bias_and_bn=True,
          batch_size=56, optimizer="adam", lr=1e-4, warmup_epochs=8.0, amp="fp16"),
     "Alibaba-MIIL/ML_Decoder: train.py (TResNet-L, S 448, batch 56, full decoding: one query per class, embedding "
     "768, Adam lr 1e-4 with wd 1e-4, OneCycleLR pct_start 0.2 over 40 epochs, EMA 0.9997, ASL gamma_neg 4 "
-    "gamma_pos 0 clip 0.05 with the focusing weight detached, AMP; training images Resize(448) + "
-    "CutoutPIL(cutout_factor=0.5) + RandAugment, no flip, no normalization; add_weight_decay: no decay on "
-    "biases and 1-D weights)",
-    "the published RandAugment() (the `randaugment` package's) runs as DALI's RandAugment ops under timm's "
-    "rand-m9-n2-mstd0.5 policy: a close op set and magnitudes, not the same; Cutout is painted after it, in the "
-    "render, instead of before it",
+    "gamma_pos 0 clip 0.05 with the focusing weight detached, AMP; training images Resize((448, 448)) + "
+    "CutoutPIL(cutout_factor=0.5) + RandAugment() of the PyPI randaugment 1.0.2 package "
+    "(jizongFox/pytorch-randaugment), no flip, no normalization; add_weight_decay: no decay on biases and 1-D "
+    "weights)",
+    "",
     "ML-Decoder (Ridnik et al.)"),
     "ML-Decoder with ASL, TResNet-L at 448 on MS-COCO")
 RECIPES.register("mldecoder-aam-coco", lambda: Recipe(
@@ -89,8 +89,8 @@ RECIPES.register("mldecoder-aam-coco", lambda: Recipe(
     "(2022-08-03: a plain sum over the batch, the lr below tuned for it); the COCO ML-Decoder "
     "loss setting s 23, m 0, k 0.7, gammas 0; configs/ote_custom_classification/*/main_model_multilabel.yaml "
     "(SAM rho 0.05, lr 0.007, OneCycle pct_start 0.1, 80 epochs, early stopping patience 5, EMA 0.9997, wd 1e-4, "
-    "batch 48, no mixed precision)",
-    "RandAugment as DALI's ops under timm's rand-m9-n2-mstd0.5 (ML-Decoder's transform); Cutout painted after it; "
+    "batch 48, no mixed precision); training images as ML-Decoder's train.py (CutoutPIL(0.5) + the randaugment "
+    "package's RandAugment())",
     "SAM's base is our SGD (momentum 0.9, Nesterov)",
     "Combining Metric Learning and Attention Heads (Prokofiev & Sovrasov), ML-Decoder + AAM"),
     "ML-Decoder with the AAM loss, SAM and early stopping, TResNet-L at 448 on MS-COCO")
