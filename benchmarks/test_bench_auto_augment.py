@@ -2,7 +2,8 @@
 
 Contenders (one group per size and device): ``dali-crop`` (the baseline: the loader's DALI graph, decode +
 random crop + resize + flip, uint8 out) and the same graph with ``rand-m9-n2-mstd0.5``, ``rand-m9-mstd0.5-inc1``,
-``trivial`` and ``auto`` after the flip (`mlic_pipe.loading.auto_augment`). A round is one epoch of the demo
+``trivial``, ``auto`` and ``mldecoder`` (CutoutPIL + the randaugment package's RandAugment, as PIL computes them)
+after the flip (`mlic_pipe.loading.auto_augment`). A round is one epoch of the demo
 data, the pipeline build included (the loader builds one per epoch; conditionals make it longer), so
 ``ratio`` reads as what the stage costs a run. There is no competitor here: this is the stage's own cost, which
 `mlic-pipe profile --auto-augment` reports too.
@@ -21,7 +22,7 @@ from mlic_pipe.pipeline import DecodeSettings, build_pipeline
 from benchmarks.common import demo_images, devices, preset, record, synchronizer
 from benchmarks.test_bench_loader import cpu_budget
 
-POLICIES = ["dali-crop", "rand-m9-n2-mstd0.5", "rand-m9-mstd0.5-inc1", "trivial", "auto"]
+POLICIES = ["dali-crop", "rand-m9-n2-mstd0.5", "rand-m9-mstd0.5-inc1", "trivial", "auto", "mldecoder"]
 
 
 @functools.cache
