@@ -212,13 +212,18 @@ def decode_augment(encoded, uniforms, settings: DecodeSettings, gpu: bool, polic
 def build_decode(pipe: Pipeline, settings: DecodeSettings, gpu: bool) -> None:
     """Build `pipe`, a graph of `decode_augment`: on the CPU, its threads below the caller's priority.
 
-    What the graph's CPU resize needs is imported and compiled first: importing numba and DALI's numba plugin
-    starts threads of their own, which a build would otherwise take for DALI's (`mlic_pipe.loading.thread_priority`).
+    What the graph's compiled CPU operators need (the resize, the randaugment package's policy) is imported and
+    compiled first: importing numba and DALI's numba plugin starts threads of their own, which a build would
+    otherwise take for DALI's (`mlic_pipe.loading.thread_priority`).
     """
     if settings.resizes_with_pil(gpu):
         from mlic_pipe.loading import pil_resize
 
         pil_resize.available()  # cached: only a process's first call does work
+    if not gpu and settings.policy is not None and settings.policy.kind == "pypi":
+        from mlic_pipe.loading import pil_randaugment
+
+        pil_randaugment.available()
     build_at_lower_priority(pipe, 0 if gpu else settings.decode_nice)
 
 

@@ -133,10 +133,9 @@ def apply_auto_augment(images, uniforms, policy: AutoAugment, image_size: int):
     from nvidia.dali.auto_aug.core import select, signed_bin
 
     from mlic_pipe.loading.graph_draws import table_lookup, uniform_index
-    from mlic_pipe.loading.pypi_randaugment import pypi_rand_augment
 
     if policy.kind == "pypi":
-        return pypi_rand_augment(images, uniforms, image_size, policy.cutout)
+        return _pypi_policy(images, uniforms, policy, image_size)
     extra = dict(shape=[image_size, image_size], fill_value=128)
     for layer in range(policy.layers):
         u = [uniforms[5 * layer + k] for k in range(5)]
@@ -167,6 +166,20 @@ def apply_auto_augment(images, uniforms, policy: AutoAugment, image_size: int):
         images = select(candidates, op, images, magnitude_bin=signed_bin(magnitude_bin, sign),
                         num_magnitude_bins=num_bins, **extra)
     return images
+
+
+def _pypi_policy(images, uniforms, policy: AutoAugment, image_size: int):
+    """The randaugment package's policy: on the CPU its compiled operator (`pil_randaugment`), else (the GPU, or
+    no numba) DALI's operators (`pypi_randaugment`); the same decisions and pixels either way."""
+    from mlic_pipe.loading.pypi_randaugment import pypi_rand_augment
+
+    if images.device == "cpu":
+        from mlic_pipe.loading import pil_randaugment
+
+        augmented = pil_randaugment.pil_randaugment(images, uniforms, image_size, policy.cutout)
+        if augmented is not None:
+            return augmented
+    return pypi_rand_augment(images, uniforms, image_size, policy.cutout)
 
 
 def _equalize(data, _):

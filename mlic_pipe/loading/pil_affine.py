@@ -1,10 +1,9 @@
-"""`pil_affine`: PIL's bicubic ``Image.transform(size, AFFINE, matrix, BICUBIC, fillcolor)`` bit for bit, as a
-DALI operator compiled by numba (the CPU graph's shears).
+"""`affine_into`: PIL's bicubic ``Image.transform(size, AFFINE, matrix, BICUBIC, fillcolor)`` bit for bit (numba).
 
-Why: the `randaugment` package shears with PIL's bicubic affine transform (`mlic_pipe.loading.pypi_randaugment`),
-which DALI's warp does not offer (its CPU warp has no cubic filter, and PIL's cubic is its own: a = -1). The
-graph's portable form builds it from nearest warps (`pypi_randaugment.shear_in_graph`): ~120 ms per 448 x 448
-image on a CPU core, fine on a GPU. Here, ~5-10 ms.
+Why: the `randaugment` package shears with PIL's bicubic affine transform, which DALI's warp does not offer (its
+CPU warp has no cubic filter, and PIL's cubic is its own: a = -1). The compiled CPU policy
+(`mlic_pipe.loading.pil_randaugment`) shears with this (~8-16 ms a 448 x 448 image on a core); the GPU graph
+builds the same arithmetic from nearest warps (`pypi_randaugment.shear_in_graph`).
 
 PIL's arithmetic (Pillow's ``Geometry.c``: ``affine_transform``, ``BICUBIC_HEAD``, ``BICUBIC_BODY``), in
 float64 as there: the source point of output pixel (x, y) is ``a0 (x + 0.5) + a1 (y + 0.5) + a2`` (and the
@@ -15,7 +14,6 @@ columns clamped to the image, rows past the edges repeating the last row read; t
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -23,10 +21,10 @@ import numpy as np
 from mlic_pipe.loading import numba_operator
 from mlic_pipe.loading.numba_operator import IMPORT_ERROR
 
-__all__ = ["affine_into", "available", "pil_affine"]
+__all__ = ["affine_into"]
 
 if IMPORT_ERROR is None:
-    from numba import cfunc, njit
+    from numba import njit
 
     @njit(**numba_operator.JIT)
     def _cubic(v1, v2, v3, v4, d):
@@ -70,25 +68,3 @@ if IMPORT_ERROR is None:
                 for band in range(3):
                     value = _sample(image, x0 - 1, y0 - 1, dx, dy, band)
                     out[y, x, band] = 0 if value <= 0.0 else (255 if value >= 255.0 else np.uint8(value))
-
-    @cfunc(numba_operator.RUN_SIGNATURE, nopython=True, cache=True)
-    def _run(out_ptr, out_shapes_ptr, out_ndims_ptr, num_outs, in_ptr, in_shapes_ptr, in_ndims_ptr, num_ins):
-        parameters = numba_operator.vector_at(in_ptr, in_shapes_ptr)
-        affine_into(numba_operator.image_at(out_ptr, out_shapes_ptr), numba_operator.image_at(in_ptr, in_shapes_ptr),
-                    parameters[:6], np.uint8(parameters[6]))
-
-
-@functools.lru_cache(maxsize=1)
-def available() -> str | None:
-    """None when the operator can be built; else why not (the graph then shears with its portable form)."""
-    if IMPORT_ERROR is not None:
-        return IMPORT_ERROR
-    return numba_operator.available(_run.address)
-
-
-def pil_affine(images, parameters, size: int):
-    """`images` (uint8 `size` x `size` x 3 CPU DataNodes) through PIL's bicubic affine transform; `parameters`
-    (float64, per sample): the matrix a0..a5, then the fill. None if the operator cannot be built."""
-    if available() is not None:
-        return None
-    return numba_operator.square_images(_run.address, images, size, parameters)

@@ -15,14 +15,18 @@ with ``from randaugment import RandAugment``: the PyPI package ``randaugment`` 1
 - Its own Cutout: a box of ``round(linspace(0, 20, 10))[index]`` pixels around a uniform centre, half-open
   (``clip(c -+ size // 2)``), painted (125, 122, 113).
 
-Every op here computes PIL's arithmetic, pixel for pixel (the tests hold each to Pillow at every magnitude and
-sign): the blends truncate as ``Image.blend`` in float32, the grey of Color and Contrast is PIL's integer luma,
-AutoContrast's and Equalize's lookup tables are ImageOps', translations are PIL's nearest scale-affine, rotation
-its 16.16 fixed-point nearest affine, shears its float64 bicubic. Two ops have no DALI operator: on the CPU they
-are compiled operators (`mlic_pipe.loading.pil_affine`, `mlic_pipe.loading.pil_equalize`), elsewhere (the GPU)
-`shear_in_graph` and `equalize_in_graph` build the same arithmetic from DALI's operators (slower, and Equalize's
-histogram holds ~0.6 GB for a moment per 448 x 448 image; cheap on a GPU). On this project's 2-core CPU the
-whole policy costs about what timm's RandAugment does in DALI (`benchmarks/test_bench_auto_augment.py`).
+Two forms, both PIL's arithmetic and held to Pillow by the tests at every magnitude and sign:
+
+- On the CPU, one compiled operator runs the whole policy per sample (`mlic_pipe.loading.pil_randaugment`):
+  ~2 ms a 448 x 448 image on this project's 2-core CPU (DALI's 2 threads; Pillow's own ops take ~2.4 ms on one
+  core), where the graph below took ~11 ms.
+- Elsewhere (the GPU, or a CPU without numba), DALI's operators under conditionals (`select`, here): the blends
+  truncate as ``Image.blend`` in float32, the grey of Color and Contrast is PIL's integer luma, AutoContrast's
+  and Equalize's tables are ImageOps' (Equalize's histogram as a comparison with the 256 levels: ~0.6 GB for a
+  moment per 448 x 448 image, cheap on a GPU), shears PIL's float64 bicubic from nearest warps
+  (`shear_in_graph`). One op is exact only up to 256 pixels: rotation, PIL's 16.16 fixed point given to DALI's
+  float32 warp, where beyond 256 pixels a position's 16 fractional bits no longer fit (at 448: ~0.1% of a
+  rotated image's pixels, each on a rounding edge, take their neighbour's value).
 
 ML-Decoder's CutoutPIL runs first, before the ops (``cutout``), as the published transform runs it; the policy
 string ``mldecoder`` is that pair. Every decision (the ops, whether each applies, signs, magnitudes, box centres,
@@ -35,7 +39,7 @@ import math
 import numpy as np
 
 __all__ = ["OPS", "apply_op", "draws", "equalize_in_graph", "magnitude_table", "pypi_rand_augment",
-           "shear_in_graph"]
+           "rotation_fixed", "shear_in_graph"]
 
 OPS = ("invert", "cutout", "sharpness", "autocontrast", "posterize", "shear_x", "translate_x", "translate_y",
        "shear_y", "rotate", "equalize", "contrast", "color", "solarize", "brightness")  # get_trans_list's order
@@ -68,7 +72,9 @@ def magnitude_table(op: str) -> np.ndarray:
 def pypi_rand_augment(images, uniforms, image_size: int, cutout: float = 0.0):
     """`images` (uint8 S x S x 3, a DALI node) after CutoutPIL(`cutout`, if set) and the package's RandAugment.
 
-    `uniforms` holds `draws(cutout)` per sample. Needs a pipeline built with ``enable_conditionals=True``.
+    `uniforms` holds `draws(cutout)` per sample. DALI's operators under conditionals: the pipeline must be built
+    with ``enable_conditionals=True``. (On the CPU, `apply_auto_augment` runs the compiled form instead,
+    `mlic_pipe.loading.pil_randaugment`: the same decisions and pixels.)
     """
     import nvidia.dali.fn as fn
     import nvidia.dali.types as types
@@ -81,7 +87,7 @@ def pypi_rand_augment(images, uniforms, image_size: int, cutout: float = 0.0):
     if cutout:
         images = _cutout_pil(images, [uniforms[k] for k in range(CUTOUT_DRAWS)], image_size, cutout)
         first = CUTOUT_DRAWS
-    ops = [do_not_convert(_OP_FUNCTIONS[name]) for name in OPS] + [do_not_convert(_identity)]
+    ops = [do_not_convert(_laid_out(_OP_FUNCTIONS[name])) for name in OPS] + [do_not_convert(_identity)]
     for layer in range(LAYERS):
         u = [uniforms[first + LAYER_DRAWS * layer + k] for k in range(LAYER_DRAWS)]
         pick = uniform_index(u[0], len(OPS))
@@ -96,7 +102,8 @@ def pypi_rand_augment(images, uniforms, image_size: int, cutout: float = 0.0):
 def apply_op(images, op: str, index, sign, centre_y, centre_x, size: int):
     """One op of `OPS` with its decisions given as per-sample nodes: magnitude `index` (int32, 1..9), `sign`
     (float, +-1), Cutout's centre (uniforms in [0, 1)). What each layer of `pypi_rand_augment` selects among."""
-    return _OP_FUNCTIONS[op](images, index=index, sign=sign, centre_y=centre_y, centre_x=centre_x, size=size)
+    return _laid_out(_OP_FUNCTIONS[op])(images, index=index, sign=sign, centre_y=centre_y, centre_x=centre_x,
+                                        size=size)
 
 
 # ---- the ops: (images, index, sign, centre_y, centre_x, size) -> images, each PIL's formula ----
@@ -104,6 +111,19 @@ def apply_op(images, op: str, index, sign, centre_y, centre_x, size: int):
 
 def _identity(images, **_):
     return images
+
+
+def _laid_out(op):
+    """`op` with its output named HWC: arithmetic over broadcast constants and reductions leave the layout empty,
+    and the conditionals merge only branches whose layouts agree."""
+    import functools
+
+    @functools.wraps(op)
+    def named(images, **kwargs):
+        import nvidia.dali.fn as fn
+
+        return fn.reshape(op(images, **kwargs), layout="HWC")
+    return named
 
 
 def _here(images, node):
@@ -269,13 +289,12 @@ def _translate_y(images, index, sign, size, **_):
     return _translate(images, index, sign, size, 0)
 
 
-def _rotation_matrices(size: int) -> np.ndarray:
-    """PIL's ``Image.rotate(angle)`` at each magnitude index as DALI's warp matrix.
+def rotation_fixed(size: int) -> np.ndarray:
+    """PIL's ``Image.rotate(angle)`` of a `size` x `size` image at each magnitude index, as ``affine_fixed`` runs
+    it: the entries (a0, a1, a2, a3, a4, a5) in 16.16 fixed point (int64, 10 x 6), a2 and a5 at pixel (0, 0)'s
+    centre; the source of output (x, y) is ``((a2 + x a0 + y a1) >> 16, (a5 + x a3 + y a4) >> 16)``.
 
-    PIL's matrix: the angle's cos and sin rounded to 15 places, about the centre (size / 2, size / 2). PIL's
-    nearest affine runs in 16.16 fixed point (``affine_fixed``: source ``(A2 + x A0 + y A1) >> 16``, the entries
-    and the half-pixel offset rounded to 1 / 65536), so the warp gets those rounded entries: the same source
-    pixels, but where float32 cannot hold a coordinate's 16 fractional bits (beyond 256 pixels).
+    PIL's matrix: the angle's cos and sin rounded to 15 places, about the centre (size / 2, size / 2).
     """
     fix = lambda value: math.floor(value * 65536.0 + 0.5)
     rows = []
@@ -285,10 +304,14 @@ def _rotation_matrices(size: int) -> np.ndarray:
         d, e = round(-math.sin(radians), 15), round(math.cos(radians), 15)
         centre = size / 2.0
         c, f = a * -centre + b * -centre + centre, d * -centre + e * -centre + centre
-        a0, a1, a3, a4 = fix(a), fix(b), fix(d), fix(e)
-        a2, a5 = fix(c + a * 0.5 + b * 0.5), fix(f + d * 0.5 + e * 0.5)  # the matrix at pixel (0, 0)'s centre
-        rows.append([v / 65536.0 for v in (a0, a1, a2 - (a0 + a1) / 2, a3, a4, a5 - (a3 + a4) / 2)])
-    return np.array(rows)
+        rows.append([fix(a), fix(b), fix(c + a * 0.5 + b * 0.5), fix(d), fix(e), fix(f + d * 0.5 + e * 0.5)])
+    return np.array(rows, dtype=np.int64)
+
+
+def _rotation_matrices(size: int) -> np.ndarray:
+    """`rotation_fixed` as DALI's warp matrices (source of the pixel centre, so the half pixel comes off)."""
+    a0, a1, a2, a3, a4, a5 = (column for column in rotation_fixed(size).T.astype(np.float64))
+    return np.stack([a0, a1, a2 - (a0 + a1) / 2, a3, a4, a5 - (a3 + a4) / 2], axis=1) / 65536.0
 
 
 def _rotate(images, index, size, **_):
@@ -310,18 +333,6 @@ def _shear_y(images, index, sign, size, **_):
 
 
 def _shear(images, shear, size: int, axis: int):
-    """PIL's bicubic shear: on the CPU the compiled operator (`mlic_pipe.loading.pil_affine`), elsewhere (or
-    without numba) `shear_in_graph`."""
-    if images.device == "cpu":
-        import nvidia.dali.fn as fn
-
-        from mlic_pipe.loading.pil_affine import pil_affine
-
-        zero, one = shear * 0.0, shear * 0.0 + 1.0
-        matrix = (one, shear, zero, zero, one, zero) if axis == 1 else (one, zero, zero, shear, one, zero)
-        sheared = pil_affine(images, fn.stack(*matrix, zero + float(FILL)), size)
-        if sheared is not None:
-            return sheared
     return shear_in_graph(images, shear, size, axis)
 
 
@@ -417,15 +428,7 @@ def _shear_taps(images, shear, size: int, axis: int):
     return taps, reads
 
 
-def _equalize(images, size, **_):
-    """ImageOps.equalize: on the CPU the compiled operator (`mlic_pipe.loading.pil_equalize`), elsewhere (or
-    without numba) `equalize_in_graph`."""
-    if images.device == "cpu":
-        from mlic_pipe.loading.pil_equalize import pil_equalize
-
-        equalized = pil_equalize(images, size)
-        if equalized is not None:
-            return equalized
+def _equalize(images, **_):
     return equalize_in_graph(images)
 
 
