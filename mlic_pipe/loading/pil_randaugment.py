@@ -28,6 +28,10 @@ from mlic_pipe.loading.pypi_randaugment import CUTOUT_COLOUR, CUTOUT_DRAWS, FILL
 __all__ = ["apply_op_into", "available", "pil_randaugment", "policy_into"]
 
 _TABLES = np.stack([magnitude_table(op) for op in OPS])  # (15, 10) float64, the package's magnitudes
+(INVERT, CUTOUT, SHARPNESS, AUTOCONTRAST, POSTERIZE, SHEAR_X, TRANSLATE_X, TRANSLATE_Y, SHEAR_Y, ROTATE, EQUALIZE,
+ CONTRAST, COLOR, SOLARIZE, BRIGHTNESS) = (OPS.index(name) for name in (
+    "invert", "cutout", "sharpness", "autocontrast", "posterize", "shear_x", "translate_x", "translate_y", "shear_y",
+    "rotate", "equalize", "contrast", "color", "solarize", "brightness"))  # op ids, as `OPS` orders them
 _ROTATION_ENTRIES = 60  # rotation_fixed's 10 x 6, carried in each sample's parameters (they depend on the size)
 
 if IMPORT_ERROR is None:
@@ -54,10 +58,11 @@ if IMPORT_ERROR is None:
 
     @njit(**_JIT)
     def _enhance(out, image, op, alpha):
-        """Brightness (grey 0), Color (per-pixel luma), Contrast (the mean luma) and Sharpness (SMOOTH) blends."""
+        """The blends: Brightness with 0, Color with each pixel's luma, Contrast with the mean luma, Sharpness with
+        SMOOTH's average."""
         height, width = image.shape[0], image.shape[1]
         grey = 0
-        if op == 11:  # contrast
+        if op == CONTRAST:
             total = 0
             for y in range(height):
                 for x in range(width):
@@ -65,11 +70,11 @@ if IMPORT_ERROR is None:
             grey = int(total / (height * width) + 0.5)
         for y in range(height):
             for x in range(width):
-                if op == 12:  # color
+                if op == COLOR:
                     grey = _luma(image[y, x, 0], image[y, x, 1], image[y, x, 2])
                 for c in range(3):
                     low = grey
-                    if op == 2:  # sharpness: the smoothed pixel, the border as it was
+                    if op == SHARPNESS:  # the smoothed pixel, the border as it was
                         if 0 < y < height - 1 and 0 < x < width - 1:
                             total = 4 * np.int64(image[y, x, c])
                             for dy in range(-1, 2):
@@ -103,7 +108,7 @@ if IMPORT_ERROR is None:
         lut = np.empty(256, dtype=np.uint8)
         mask = 255 ^ ((1 << (8 - int(magnitude))) - 1)
         for v in range(256):
-            lut[v] = 255 - v if op == 0 else (v & mask if op == 4 else (v if v < magnitude else 255 - v))
+            lut[v] = 255 - v if op == INVERT else (v & mask if op == POSTERIZE else (v if v < magnitude else 255 - v))
         for y in range(image.shape[0]):
             for x in range(image.shape[1]):
                 for c in range(3):
@@ -155,21 +160,22 @@ if IMPORT_ERROR is None:
     def apply_op_into(out, image, op, index, sign, centre_y, centre_x, tables, rotations):
         """`out` = op `op` (its position in `OPS`) of `image` at magnitude `index`, `sign` +-1, Cutout's centre."""
         magnitude = tables[op, index]
-        if op in (0, 4, 13):
+        if op == INVERT or op == POSTERIZE or op == SOLARIZE:
             _point(out, image, op, magnitude)
-        elif op == 1:
+        elif op == CUTOUT:
             _cutout(out, image, magnitude, centre_y, centre_x)
-        elif op in (2, 11, 12, 14):
+        elif op == SHARPNESS or op == CONTRAST or op == COLOR or op == BRIGHTNESS:
             _enhance(out, image, op, np.float32(1.0 + magnitude * sign))
-        elif op == 3:
+        elif op == AUTOCONTRAST:
             _autocontrast(out, image)
-        elif op in (5, 8):
+        elif op == SHEAR_X or op == SHEAR_Y:
             shear = magnitude * sign
-            matrix = np.array([1.0, shear, 0.0, 0.0, 1.0, 0.0]) if op == 5 else np.array([1.0, 0.0, 0.0, shear, 1.0, 0.0])
+            matrix = np.array([1.0, shear, 0.0, 0.0, 1.0, 0.0]) if op == SHEAR_X else \
+                np.array([1.0, 0.0, 0.0, shear, 1.0, 0.0])
             affine_into(out, image, matrix, np.uint8(FILL))
-        elif op in (6, 7):
-            _translate(out, image, magnitude * image.shape[1] * sign, 1 if op == 6 else 0)
-        elif op == 9:
+        elif op == TRANSLATE_X or op == TRANSLATE_Y:
+            _translate(out, image, magnitude * image.shape[1] * sign, 1 if op == TRANSLATE_X else 0)
+        elif op == ROTATE:
             _rotate(out, image, rotations[index])
         else:
             equalize_into(out, image)
