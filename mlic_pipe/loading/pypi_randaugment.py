@@ -132,6 +132,14 @@ def _here(images, node):
     return node.gpu() if images.device == "gpu" else node
 
 
+def _zeros_like(images):
+    """A uint8 zero image per sample, shaped as `images` (what `fn.erase` paints masks into)."""
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+
+    return fn.cast(images * types.Constant(0, dtype=types.UINT8), dtype=types.UINT8)
+
+
 def _constant(images, array):
     """A constant array on `images`' device."""
     import nvidia.dali.types as types
@@ -220,8 +228,7 @@ def _sharpness(images, index, sign, size, **_):
     kernel = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], dtype=np.float32) / 13
     smooth = fn.cast(dmath.floor(fn.filter(images, _constant(images, kernel), dtype=types.FLOAT) + 0.5),
                      dtype=types.UINT8)
-    zeros = fn.cast(images * types.Constant(0, dtype=types.UINT8), dtype=types.UINT8)
-    inner = fn.erase(zeros, anchor=[1, 1], shape=[size - 2, size - 2], axis_names="HW", fill_value=1)
+    inner = fn.erase(_zeros_like(images), anchor=[1, 1], shape=[size - 2, size - 2], axis_names="HW", fill_value=1)
     degenerate = smooth * inner + images * (types.Constant(1, dtype=types.UINT8) - inner)
     return _blend(degenerate, images, _here(images, _enhance_factor("sharpness", index, sign)))
 
@@ -453,19 +460,18 @@ def equalize_in_graph(images):
     safe = step + 1 - valid
     identity = _constant(images, np.arange(256, dtype=np.int32).reshape(1, 256))
     lut = ((safe // 2 + under) // safe) * valid + identity * (1 - valid)
-    return _apply_lut(wide, lut)
+    return _apply_lut(wide, levels, lut)
 
 
-def _apply_lut(wide, lut):
+def _apply_lut(wide, levels, lut):
     """``lut[c, v]`` at each pixel of value v in channel c, as the sum of the table's increments over levels <= v
-    (the table never decreases; capped at 255 as ``Image.point`` stores it)."""
+    (the table never decreases; capped at 255 as ``Image.point`` stores it); `levels`: the histogram's 0..255."""
     import nvidia.dali.fn as fn
     import nvidia.dali.math as dmath
     import nvidia.dali.types as types
 
     lut = dmath.min(lut, 255)
     increments = fn.cast(lut - fn.cat(lut[:, 0:1] * 0, lut[:, 0:255], axis=1), dtype=types.UINT8)
-    levels = _constant(wide, np.arange(256, dtype=np.uint8).reshape(1, 1, 1, 256))
     reached = fn.cast(wide >= levels, dtype=types.UINT8)
     value = fn.reductions.sum(reached * fn.expand_dims(increments, axes=[0, 1]), axes=[3], dtype=types.UINT64)
     return fn.cast(value, dtype=types.UINT8)
@@ -501,8 +507,7 @@ def _cutout_pil(images, u, size: int, factor: float):
     y0, x0 = dmath.max(y - half, 0.0), dmath.max(x - half, 0.0)
     y1, x1 = (dmath.min(dmath.min(c + half, float(size)) + 1.0, float(size)) for c in (y, x))
     colour = fn.cast(fn.stack(*[uniform_index(v, 256) for v in u[2:5]]), dtype=types.UINT8)
-    zeros = fn.cast(images * types.Constant(0, dtype=types.UINT8), dtype=types.UINT8)
-    box = fn.erase(zeros, anchor=fn.stack(y0, x0), shape=fn.stack(y1 - y0, x1 - x0), axis_names="HW",
+    box = fn.erase(_zeros_like(images), anchor=fn.stack(y0, x0), shape=fn.stack(y1 - y0, x1 - x0), axis_names="HW",
                    fill_value=1)
     colour = _here(images, fn.reshape(colour, shape=[1, 1, 3]))
     return images * (types.Constant(1, dtype=types.UINT8) - box) + colour * box
