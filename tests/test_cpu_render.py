@@ -153,11 +153,31 @@ def test_bad_arguments_raise_clearly():
         render_cpu(images.permute(0, 3, 1, 2), MixPlan.identity(2))
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_any_thread_count_renders_the_reference(threads):
+    """`threads` chooses who renders (the calling thread alone, or numba's pool), never what is rendered."""
+    images = random_images(6, 64, seed=40 + threads, device="cpu")
+    plan = fuzz_plan(6, 64, seed=threads, max_grid=3, modes=6, erase=1)
+    out = poisoned((plan.num_outputs, 3, 64, 64), torch.float32, "cpu", False)
+    got = render_cpu(images, plan, out=out, threads=threads)
+    torch.testing.assert_close(got, render_reference(images, plan), **TOLERANCE[torch.float32])
+    assert torch.equal(got, render_cpu(images, plan, threads=None))
+    assert cpu_render.numba.get_num_threads() == cpu_render.numba.config.NUMBA_NUM_THREADS  # restored after
+
+
+def test_bad_thread_counts_raise_clearly():
+    images = random_images(2, 16, seed=18, device="cpu")
+    for threads in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="threads must be a positive integer"):
+            render_cpu(images, MixPlan.identity(2), threads=threads)
+
+
 def test_render_picks_the_compiled_renderer_for_cpu_tensors_and_falls_back_with_one_warning(monkeypatch):
     images = random_images(8, 20, seed=20, device="cpu")
     plan = SpliceMix().plan(8, 20, np.random.default_rng(0))
     calls = []
-    monkeypatch.setattr(cpu_render, "render_cpu", lambda *a, **k: calls.append(a) or render_reference(*a, **k))
+    monkeypatch.setattr(cpu_render, "render_cpu",
+                        lambda *a, threads=None, **k: calls.append(a) or render_reference(*a, **k))
     render(images, plan)
     assert len(calls) == 1
     render(images, plan, backend="reference")

@@ -329,6 +329,22 @@ def test_bad_settings_raise_clearly(demo):
         MLICLoader(demo, 4, on_error="ignore")
     with pytest.raises(ValueError, match="scale"):
         MLICLoader(demo, 4, scale=(0.0, 1.0))
+    for threads in (0, 1.5, True):
+        with pytest.raises(ValueError, match="render_threads"):
+            MLICLoader(demo, 4, render_threads=threads)
+
+
+def test_the_cpu_render_takes_the_cores_dali_leaves(demo, monkeypatch):
+    """DALI's decode threads hold their cores while a batch renders: the render gets the rest, at least one."""
+    cores = os.cpu_count() or 1
+    assert MLICLoader(demo, 4, num_threads=cores, device="cpu").render_threads == 1
+    assert MLICLoader(demo, 4, num_threads=1, device="cpu").render_threads == max(1, cores - 1)
+    loader = MLICLoader(first(demo, 16), 8, image_size=32, mix="splicemix", num_threads=1, render_threads=3,
+                        device="cpu")
+    asked = []
+    real = loader_module.render
+    monkeypatch.setattr(loader_module, "render", lambda *a, **k: asked.append(k["threads"]) or real(*a, **k))
+    assert len(list(loader)) == 2 and asked == [3, 3]
 
 
 _RSS_PROBE = """

@@ -8,7 +8,8 @@ still interleaved as decoded, into a row that stays in L1 (contiguous, so it vec
 horizontal taps from it, read at a literal stride where a cell is as wide as the source, or 1/2 or
 1/3 of it. The per-row functions run without numba's reference counting (`_ROW`).
 Rows go to the cores in runs of consecutive rows handed out as threads come free, so the cheap
-regular rows and the costlier spliced rows of a batch keep every core busy. The bytes moved are about one read of
+regular rows and the costlier spliced rows of a batch keep every core busy; ``threads=1`` renders
+on the calling thread alone, as the loader does where DALI's decode threads hold the other cores. The bytes moved are about one read of
 the sources and one write of the result: the benchmarks measure the render against a float32
 copy of its output (``cpu-copy`` in ``benchmarks/test_bench_render.py``).
 
@@ -487,8 +488,11 @@ def _arrays(images: torch.Tensor, plan: MixPlan, settings: RenderSettings, out: 
 
 
 def render_cpu(images: torch.Tensor, plan: MixPlan, settings: RenderSettings | None = None, *,
-               out: torch.Tensor | None = None, **options) -> torch.Tensor:
+               out: torch.Tensor | None = None, threads: int | None = None, **options) -> torch.Tensor:
     """Render `plan` from CPU `images` with the compiled one-pass kernel; the arguments of `mlic_pipe.mix.render`.
+
+    `threads`: how many cores render (default: torch's thread count); 1 renders on the calling thread alone,
+    which the loader asks for when DALI's decode threads already hold the other cores (see `MLICLoader`).
 
     Raises:
         RuntimeError: numba cannot be imported (`render` checks `AVAILABLE` and falls back instead).
@@ -500,6 +504,8 @@ def render_cpu(images: torch.Tensor, plan: MixPlan, settings: RenderSettings | N
     size, _ = check_render_call(images, plan, settings, out)
     if images.device.type != "cpu":
         raise ValueError(f"render_cpu renders CPU tensors, got images on {images.device}")
+    if threads is not None and (isinstance(threads, bool) or int(threads) != threads or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
     out = settings.empty(plan.num_outputs, size, "cpu") if out is None else out
     if plan.num_outputs == 0:
         return out
@@ -509,7 +515,8 @@ def render_cpu(images: torch.Tensor, plan: MixPlan, settings: RenderSettings | N
     lines = plan.num_outputs * size
     # runs of >= 16 consecutive rows, 16 per thread, handed out as threads come free (numba's chunk size 1):
     # balances the cheap regular rows and the costlier spliced ones, and cores shared with DALI's threads
-    workers = max(1, min(torch.get_num_threads(), lines // 16))  # 1: render on this thread alone
+    wanted = torch.get_num_threads() if threads is None else int(threads)
+    workers = max(1, min(wanted, lines // 16))  # 1: render on this thread alone
     blocks = max(1, min(lines // 16, 16 * workers))
     erase = (COL_CELLS + int(plan.cells.shape[1]), 0 if plan.erase is None else int(plan.erase.shape[1]),
              np.asarray(settings.affine(True)[0], np.float32))
@@ -521,10 +528,12 @@ def render_cpu(images: torch.Tensor, plan: MixPlan, settings: RenderSettings | N
         _render_rows(*args, 0, 1, blocks)
     else:
         with _ONE_AT_A_TIME:  # numba's workqueue threads (its fallback layer) cannot be entered twice at once
-            previous = numba.set_parallel_chunksize(1)
+            previous, cores = numba.set_parallel_chunksize(1), numba.get_num_threads()
+            numba.set_num_threads(min(workers, numba.config.NUMBA_NUM_THREADS))
             try:
                 _render_parallel(*args, blocks)
             finally:
                 numba.set_parallel_chunksize(previous)
+                numba.set_num_threads(cores)
     _compile_seconds.setdefault(key, time.perf_counter() - started)
     return out

@@ -42,7 +42,8 @@ def _warn_once(key: str, message: str) -> None:
 
 
 def render(images: torch.Tensor, plan: MixPlan, settings: RenderSettings | None = None, *,
-           out: torch.Tensor | None = None, backend: str = "auto", **options) -> torch.Tensor:
+           out: torch.Tensor | None = None, backend: str = "auto", threads: int | None = None,
+           **options) -> torch.Tensor:
     """Render the (N_out, 3, S, S) batch that `plan` describes from decoded `images`.
 
     Args:
@@ -56,6 +57,7 @@ def render(images: torch.Tensor, plan: MixPlan, settings: RenderSettings | None 
             tensors, the reference where neither can run), "reference" to force the torch
             reference, "cpu" to force the compiled CPU renderer, or "triton" (also runs CPU tensors
             when ``TRITON_INTERPRET=1``, which is how the tests check the kernel without a GPU).
+        threads: the compiled CPU renderer's thread count (default: torch's); the others ignore it.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -69,7 +71,7 @@ def render(images: torch.Tensor, plan: MixPlan, settings: RenderSettings | None 
         raise RuntimeError(f"the Triton render kernel cannot run: {why}; use backend='reference' or 'auto'")
     if backend == "cpu" or (backend == "auto" and images.device.type == "cpu"):
         if cpu_render.AVAILABLE:
-            return cpu_render.render_cpu(images, plan, settings, out=out)
+            return cpu_render.render_cpu(images, plan, settings, out=out, threads=threads)
         if backend == "cpu":
             raise RuntimeError(f"the compiled CPU renderer needs numba ({cpu_render.NUMBA_IMPORT_ERROR}): "
                                "pip install numba, or use backend='reference'")
