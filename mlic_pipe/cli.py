@@ -26,7 +26,7 @@ DATA_HELP = ("dataset: 'demo' (built-in), a COCO .json or root, a VOCdevkit, a N
 # How library option names read on this command line, where they differ from --name-with-dashes NAME.
 FLAGS = {"image_dir": "--images DIR", "head_kwargs": "--head-arg KEY=VALUE", "loss_kwargs": "--loss-arg KEY=VALUE",
          "val_data": "--val-data DATA",
-         "out_dir": "--out-dir DIR", "resume": "--resume PATH", "ema": "--ema DECAY", "num_threads": "--threads N",
+         "out_dir": "--out-dir DIR", "resume": "--resume PATH", "ema": "--ema DECAY", "num_threads": "--threads N", "render_threads": "--render-threads N",
          "split": "--split SPLIT", "shard_root": "--shard-root URL", "classes": "--classes FILE", "label_key": "--label-key EXT[:FIELD]",
          "samples_per_shard": "--samples-per-shard N", "shard_bytes": "--shard-bytes SIZE", "missing": "--missing drop|raise", "on_error": "--on-error skip|raise"}
 
@@ -126,7 +126,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     report = profile_pipeline(index, data=args.data, batch_size=args.batch_size, image_size=args.image_size,
                               mix=args.mix, device=args.device, steps=args.steps, warmup=args.warmup,
                               model=args.model, dtype=_dtypes()[args.dtype], num_threads=args.threads,
-                              on_error=args.on_error, progress=not args.quiet, auto_augment=args.auto_augment)
+                              on_error=args.on_error, progress=not args.quiet, auto_augment=args.auto_augment,
+                              render_threads=args.render_threads)
     print(report.format())
     if args.json:
         Path(args.json).write_text(report.to_json())
@@ -349,6 +350,8 @@ def _profile_parser(commands) -> None:
     profile.add_argument("--warmup", type=_at_least(0), default=2, help="untimed steps first (default 2)")
     profile.add_argument("--model", help="also time a timm model's forward + backward, e.g. resnet50 (random init)")
     profile.add_argument("--threads", type=_at_least(1), help="DALI CPU threads (default: CPU count, at most 8)")
+    profile.add_argument("--render-threads", type=_at_least(1), metavar="N",
+                         help="CPU render threads (default: the cores DALI's threads leave, at least 1)")
     profile.add_argument("--on-error", default="raise", choices=ON_ERROR,
                          help="undecodable images: raise (default), or skip and report")
     profile.add_argument("--json", help="also write the numbers to this JSON file")

@@ -145,7 +145,8 @@ def _timed_steps(stream, steps: int, train_step, sync, progress: bool) -> tuple[
 def profile_pipeline(index: LabelIndex, *, data: str = "demo", batch_size: int = 32, image_size: int = 448,
                      mix="splicemix", device="auto", steps: int = 20, warmup: int = 2, model: str | None = None,
                      dtype: torch.dtype = torch.float32, num_threads: int | None = None, seed: int = 0,
-                     on_error: str = "raise", progress: bool = True, auto_augment: str | None = None) -> ProfileReport:
+                     on_error: str = "raise", progress: bool = True, auto_augment: str | None = None,
+                     render_threads: int | None = None) -> ProfileReport:
     """Time `steps` training steps (after `warmup` untimed ones) of the loader, optionally with a model.
 
     The loader cycles over epochs until enough steps ran, so small datasets work with any `steps`. With
@@ -154,7 +155,8 @@ def profile_pipeline(index: LabelIndex, *, data: str = "demo", batch_size: int =
     if steps < 1 or warmup < 0:
         raise ValueError(f"steps must be >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
     loader = MLICLoader(index, batch_size, image_size=image_size, mix=mix, device=device, dtype=dtype,
-                        num_threads=num_threads, seed=seed, on_error=on_error, auto_augment=auto_augment)
+                        num_threads=num_threads, seed=seed, on_error=on_error, auto_augment=auto_augment,
+                        render_threads=render_threads)
     if len(loader) == 0:
         raise ValueError(f"the dataset has {len(index)} images, fewer than one batch of {batch_size}")
     train_step = model_train_step(model, index.num_classes, loader.device, dtype) if model else None
@@ -182,7 +184,7 @@ def profile_pipeline(index: LabelIndex, *, data: str = "demo", batch_size: int =
     if train_step:
         stage_ms["model"] = 1000 * float(np.mean(model_seconds))
     mixer = loader.mixer
-    renderer, first_call = _renderer(loader.device)
+    renderer, first_call = _renderer(loader)
     resize = _resize(loader.device, loader.settings)
     policy = loader.settings.auto_augment
     policy_ms = None if policy is None else _stage_cost(index, loader, steps)
@@ -227,17 +229,21 @@ def _stage_cost(index: LabelIndex, loader: MLICLoader, steps: int) -> tuple[floa
     return per_batch[0], per_batch[1]
 
 
-def _renderer(device: torch.device) -> tuple[str, float | None]:
-    """Which renderer `render` used on `device`, and what the compiled CPU renderer's first call cost."""
+def _renderer(loader: MLICLoader) -> tuple[str, float | None]:
+    """Which renderer `render` used for `loader`, on how many threads, and what the compiled CPU renderer's first
+    call cost."""
     from mlic_pipe.mix import cpu_render
     from mlic_pipe.mix.dispatch import kernels
 
+    device = loader.device
     if device.type == "cuda":
         return ("the fused Triton kernel" if kernels is not None else "the torch reference (triton missing)"), None
     if not cpu_render.AVAILABLE:
         return "the torch reference (numba missing: pip install numba for the compiled renderer)", None
     first = max(cpu_render.compile_seconds().values(), default=None)
-    return "the compiled one-pass CPU renderer (numba)", first
+    threads = loader.render_threads
+    return (f"the compiled one-pass CPU renderer (numba), on {threads} thread{'s' if threads > 1 else ''} "
+            "(the cores DALI's threads leave, or --render-threads)"), first
 
 
 def _resize(device: torch.device, settings) -> str:

@@ -97,8 +97,9 @@ def test_console_script_help_lists_subcommands():
 def test_profile_times_every_stage_and_the_model(demo_root, capsys, tmp_path):
     out = tmp_path / "profile.json"
     assert main(["profile", "--steps", "3", "--warmup", "1", "--batch-size", "8", "--image-size", "32",
-                 "--model", "resnet18", "-q", "--json", str(out)]) == 0
+                 "--model", "resnet18", "--render-threads", "2", "-q", "--json", str(out)]) == 0
     table = capsys.readouterr().out
+    assert "compiled one-pass CPU renderer (numba), on 2 threads" in table  # --render-threads reached the loader
     assert "400 images, 11 classes" in table and "B=8 (+2 mixed)" in table
     for stage in ("read + decode + crop", "plan", "render", "targets", "model forward + backward (resnet18)"):
         assert stage in table

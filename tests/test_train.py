@@ -156,6 +156,8 @@ def test_crop_flip_and_normalize_flags_reach_both_loaders(tmp_path):
     torch.testing.assert_close(plain, normalized * std + mean, atol=1e-5, rtol=0)
     random_loader, _ = _loaders(small(tmp_path, crop_scale="0.2,0.4"), index, None, "cpu")
     assert random_loader.settings.cropping.scale == (0.2, 0.4)
+    threaded, threaded_val = _loaders(small(tmp_path, render_threads=3), index, index, "cpu")  # --render-threads
+    assert threaded.render_threads == threaded_val.render_threads == 3
     for bad in ("0.5", "0,1", "0.9,0.5"):
         with pytest.raises(ConfigError, match="crop_scale"):
             small(tmp_path, crop_scale=bad).validate()

@@ -144,6 +144,8 @@ class TrainConfig:
     channels_last: bool = option(False, "channels_last images and model")
     device: str = option("auto", "auto (CUDA when present), cpu or cuda[:N]")
     threads: int | None = option(None, "DALI CPU threads (default: CPU count, at most 8)")
+    render_threads: int | None = option(None, "CPU render threads (default: the cores DALI's threads leave, at "
+                                              "least 1)", metavar="N")
     seed: int = option(0, "fixes init, order, crops and plans")
     out_dir: str = option("runs/mlic", "where log.jsonl, last.pt and best.pt go", metavar="DIR")
     resume: str | None = option(None, "continue from a checkpoint, or 'auto' for OUT_DIR/last.pt (mid-epoch too)",
@@ -159,7 +161,7 @@ class TrainConfig:
 
     def _check_ranges(self) -> None:
         """Each number within what can work (a flag of 0 or -1 is refused here, not deep in a library)."""
-        least = {"epochs": 1, "batch_size": 1, "image_size": 16, "threads": 1, "step_size": 1,
+        least = {"epochs": 1, "batch_size": 1, "image_size": 16, "threads": 1, "render_threads": 1, "step_size": 1,
                  "limit_train_batches": 1, "weight_decay": 0, "warmup_epochs": 0, "cl_weight": 0, "sumix_gamma": 0,
                  "backbone_lr_mult": 0, "momentum": 0, "step_gamma": 0, "cutout": 0, "reprob": 0, "recount": 1,
                  "hflip": 0, "crop_pct": 0.05}

@@ -95,7 +95,8 @@ def _mixer_options(config: TrainConfig, name: str) -> dict:
 
 def _loaders(config: TrainConfig, train_index: LabelIndex, val_index: LabelIndex | None, device: str):
     mixers = [create_mixer(name, **_mixer_options(config, name)) for name in config.mix_names()]
-    common = dict(image_size=config.image_size, device=device, num_threads=config.threads, seed=config.seed,
+    common = dict(image_size=config.image_size, device=device, num_threads=config.threads,
+                  render_threads=config.render_threads, seed=config.seed,
                   channels_last=config.channels_last, on_error=config.on_error, normalize=config.normalize,
                   crop_pct=config.crop_pct)
     erase = erasers(config.cutout, config.reprob, config.remode, config.recount)
