@@ -62,7 +62,8 @@ def test_saliencymix_plan():
 @pytest.mark.parametrize("align_corners", [True, False])
 def test_strided_runs_rebuild_every_bilinear_tap(size, align_corners):
     """`_axis_tables`' runs against the taps they stand for: within a run starting at x, tap x + m is
-    tap x + step * m; and the SpliceMix grids' columns (S, S/2, S/3) at 224 and 448 take the stride."""
+    tap x + step * m; and the SpliceMix grids' columns of S and S/2 at 224 and 448 take the stride (S/3's are
+    read one by one: a stride of 3 compiles to slow gathers)."""
     low, _, _, run, step = cpu_render._tables(size, 4, align_corners, False)
     for parts in range(1, 5):
         for cell in range(parts):
@@ -78,7 +79,7 @@ def test_strided_runs_rebuild_every_bilinear_tap(size, align_corners):
                 np.testing.assert_array_equal(low[parts, x:x + length].astype(np.int64), expected)
                 x += length
     if size in (224, 448):
-        assert step[1, 0] == 1 and list(step[2, :2]) == [2, 2] and list(step[3, :3]) == [3, 3, 3]
+        assert step[1, 0] == 1 and list(step[2, :2]) == [2, 2] and not step[3, :3].any()
     assert not cpu_render._tables(size, 3, align_corners, True)[4].any()  # area windows: summed, no stride
 
 

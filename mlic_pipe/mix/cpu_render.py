@@ -5,8 +5,8 @@ output image is computed once from the uint8 taps it needs (its cell's source, a
 partner), normalized with one multiply-add, blended and written once, in the output's dtype and
 memory format. A resampled cell is split in two: a vertical blend of whole source rows, channels
 still interleaved as decoded, into a row that stays in L1 (contiguous, so it vectorizes), then the
-horizontal taps from it, read at a literal stride where a cell is as wide as the source, or 1/2 or
-1/3 of it. The per-row functions run without numba's reference counting (`_ROW`).
+horizontal taps from it, read at a literal stride where a cell is as wide as the source, or 1/2 of
+it, and one by one through a table otherwise. The per-row functions run without numba's reference counting (`_ROW`).
 Rows go to the cores in runs of consecutive rows handed out as threads come free, so the cheap
 regular rows and the costlier spliced rows of a batch keep every core busy; ``threads=1`` renders
 on the calling thread alone, as the loader does where DALI's decode threads hold the other cores. The bytes moved are about one read of
@@ -126,10 +126,12 @@ if AVAILABLE:
         """Per grid size p <= max_parts and coordinate x: its taps in its cell (`_cell_taps`), and for bilinear
         cells the runs `_horizontal` reads at a fixed stride.
 
-        ``step[p, cell]`` is 1, 2 or 3 when the cell's lower taps advance by that many pixels per output pixel
-        except at a few jumps (a cell as wide as the source, or 1/2 or 1/3 of it: every SpliceMix grid at 224
-        and 448), else 0 (taps gathered one by one); ``run[p, x]`` is how many outputs from x on keep
-        ``low - step * x``.
+        ``step[p, cell]`` is 1 or 2 when the cell's lower taps advance by that many pixels per output pixel
+        except at a few jumps (a cell as wide as the source, or 1/2 of it: the 1 and 2 column SpliceMix grids at
+        224 and 448), else 0 (taps read one by one); ``run[p, x]`` is how many outputs from x on keep
+        ``low - step * x``. Not 3 (a third of the source): the compiler vectorizes that stride (9 floats with the
+        channels interleaved) as hardware gathers, which measured 1.5x slower than the one-by-one reads on an
+        AMD EPYC (Zen 4), where gathers are slow; strides 1 and 2 become shuffles.
         """
         low = np.zeros((max_parts + 1, size), np.uint32)  # unsigned: indexing with them skips wraparound
         up = np.zeros((max_parts + 1, size), np.uint32)
@@ -149,7 +151,7 @@ if AVAILABLE:
                         run[parts, x] = run[parts, x + 1] + 1
                     else:
                         runs += 1
-                if not area and 1 <= k <= 3 and 8 * runs <= end - start:
+                if not area and 1 <= k <= 2 and 8 * runs <= end - start:
                     step[parts, cell] = k
         return low, up, frac, run, step
 
@@ -214,8 +216,8 @@ if AVAILABLE:
 
         Bilinear: ``(1 - frac) * pixel low + frac * pixel low + 1`` (the pixel past the end repeats the last one,
         so this is the table's upper tap), then normalized. Where the cell's taps advance at a fixed `step` of
-        1, 2 or 3 pixels (`_axis_tables`), each run of them is read at that literal stride, which the compiler
-        turns into vector loads and shuffles; otherwise the taps are gathered one at a time. Area: the mean of
+        1 or 2 pixels (`_axis_tables`), each run of them is read at that literal stride, which the compiler
+        turns into vector loads and shuffles; otherwise the taps are read one at a time. Area: the mean of
         pixels low .. up - 1 of the `rows` rows `line` sums.
         """
         r0, r1, r2 = (target[t, 0, ty][x_start:x_end], target[t, 1, ty][x_start:x_end],
@@ -244,12 +246,9 @@ if AVAILABLE:
                 if step == 1:
                     for m in range(end - i):
                         _tap_pair(part, 3 * m, f[m], affine, o0, o1, o2, m)
-                elif step == 2:
-                    for m in range(end - i):
-                        _tap_pair(part, 6 * m, f[m], affine, o0, o1, o2, m)
                 else:
                     for m in range(end - i):
-                        _tap_pair(part, 9 * m, f[m], affine, o0, o1, o2, m)
+                        _tap_pair(part, 6 * m, f[m], affine, o0, o1, o2, m)
                 i = end
 
     @njit(**_ROW)
