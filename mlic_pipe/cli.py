@@ -26,7 +26,8 @@ DATA_HELP = ("dataset: 'demo' (built-in), a COCO .json or root, a VOCdevkit, a N
 # How library option names read on this command line, where they differ from --name-with-dashes NAME.
 FLAGS = {"image_dir": "--images DIR", "head_kwargs": "--head-arg KEY=VALUE", "loss_kwargs": "--loss-arg KEY=VALUE",
          "val_data": "--val-data DATA",
-         "out_dir": "--out-dir DIR", "resume": "--resume PATH", "ema": "--ema DECAY", "num_threads": "--threads N", "render_threads": "--render-threads N",
+         "out_dir": "--out-dir DIR", "resume": "--resume PATH", "ema": "--ema DECAY", "num_threads": "--threads N",
+         "render_threads": "--render-threads N",
          "split": "--split SPLIT", "shard_root": "--shard-root URL", "classes": "--classes FILE", "label_key": "--label-key EXT[:FIELD]",
          "samples_per_shard": "--samples-per-shard N", "shard_bytes": "--shard-bytes SIZE", "missing": "--missing drop|raise", "on_error": "--on-error skip|raise"}
 

@@ -75,8 +75,9 @@ class MLICLoader:
         render_threads: cores the CPU render uses (default: those DALI's threads leave, at least 1). DALI decodes
             the next batches while this one renders, so on a CPU the render's second thread takes a core from the
             decode, and the pair's hand-off (OpenMP threads spinning for the next parallel region) costs more than
-            it saves: measured on 2 cores, an epoch at S=448 took ~22% over bare DALI with two render threads and
-            ~7-14% with one. Ignored on CUDA.
+            it saves: measured on 2 cores, an epoch at S=448 took 35% over bare DALI with two render threads and
+            19-25% with one (benchmarks/results/2026-12-07-cpu-loader-render-threads-before-after.md). Ignored on
+            CUDA.
         seed: with the epoch, rank and row, fixes the order, crops, flips and plans.
         shuffle, drop_last: default to `train`. ``drop_last=False`` pads the last round by wrapping
             around (as DistributedSampler), marking the repeats in ``batch.padded``.

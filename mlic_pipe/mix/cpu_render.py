@@ -6,12 +6,13 @@ partner), normalized with one multiply-add, blended and written once, in the out
 memory format. A resampled cell is split in two: a vertical blend of whole source rows, channels
 still interleaved as decoded, into a row that stays in L1 (contiguous, so it vectorizes), then the
 horizontal taps from it, read at a literal stride where a cell is as wide as the source, or 1/2 of
-it, and one by one through a table otherwise. The per-row functions run without numba's reference counting (`_ROW`).
-Rows go to the cores in runs of consecutive rows handed out as threads come free, so the cheap
-regular rows and the costlier spliced rows of a batch keep every core busy; ``threads=1`` renders
-on the calling thread alone, as the loader does where DALI's decode threads hold the other cores. The bytes moved are about one read of
-the sources and one write of the result: the benchmarks measure the render against a float32
-copy of its output (``cpu-copy`` in ``benchmarks/test_bench_render.py``).
+it, and one by one through a table otherwise. The per-row functions run without numba's reference
+counting (`_ROW`). Rows go to the cores in runs of consecutive rows handed out as threads come free,
+so the cheap regular rows and the costlier spliced rows of a batch keep every core busy;
+``threads=1`` renders on the calling thread alone, as the loader does where DALI's decode threads
+hold the other cores. The bytes moved are about one read of the sources and one write of the
+result: the benchmarks measure the render against a float32 copy of its output (``cpu-copy`` in
+``benchmarks/test_bench_render.py``).
 
 Why numba: its wheel ships LLVM, so nothing needs a C compiler, at install or at run time;
 ``parallel=True`` spreads the rows over the cores; ``cache=True`` keeps the machine code on disk
