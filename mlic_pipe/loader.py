@@ -327,7 +327,7 @@ def _render_threads(render_threads, dali_threads) -> int:
     """The CPU render's thread count: as given, or the cores DALI's decode threads leave (at least 1)."""
     if render_threads is None:
         return max(1, (os.cpu_count() or 1) - int(dali_threads))
-    if isinstance(render_threads, bool) or int(render_threads) != render_threads or render_threads < 1:
+    if not _positive_integer(render_threads):
         raise ConfigError(f"{{render_threads}} must be a positive integer, got {render_threads!r}")
     return int(render_threads)
 
@@ -351,13 +351,18 @@ def _erasers(erase) -> list:
     return erasers
 
 
+def _positive_integer(value) -> bool:
+    """Whether `value` is a whole number >= 1 (an int, or a float or numpy number equal to one; not a bool)."""
+    return not isinstance(value, bool) and int(value) == value and value >= 1
+
+
 def _check_arguments(index: LabelIndex, batch_size, image_size, on_error) -> None:
     if len(index) == 0:
         raise MLICDataError(None, "the dataset index has no images",
                             "check the annotation file and the image directory it points to")
-    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+    if not _positive_integer(batch_size):
         raise ConfigError(f"{{batch_size}} must be a positive integer, got {batch_size!r}")
-    if isinstance(image_size, bool) or int(image_size) != image_size or image_size < 1:
+    if not _positive_integer(image_size):
         raise ConfigError(f"{{image_size}} must be a positive integer, got {image_size!r}")
     if on_error not in ON_ERROR:
         raise ConfigError(f"{{on_error}} must be one of {', '.join(ON_ERROR)}, got {on_error!r}")

@@ -2,8 +2,9 @@
 
 Why: DALI's numba operator (``nvidia.dali.plugin.numba``) calls a C function for each sample on DALI's own
 threads, without the GIL, but its wrapper compiles its C functions again whenever a pipeline is built (seconds,
-and the loader builds one per epoch). The ops here (`mlic_pipe.loading.pil_resize`, `mlic_pipe.loading.pil_equalize`)
-compile theirs once with numba's disk cache and hand DALI the addresses (`square_images`). Each op takes one
+and the loader builds one per epoch). The ops built on this (`mlic_pipe.loading.pil_resize`,
+`mlic_pipe.loading.pil_randaugment`) compile theirs once with numba's disk cache and hand DALI the addresses
+(`square_images`). Each op takes one
 uint8 HWC image per sample, optionally a float64 vector of parameters (`vector_at`), and writes one uint8
 ``size x size x 3`` image.
 """
