@@ -131,11 +131,13 @@ def test_fmix_masks_keep_lambda_and_are_low_frequency(max_soft):
     torch.testing.assert_close(realized, masks.float().mean(dim=(1, 2)))
     if max_soft == 0:
         assert set(masks.unique().tolist()) <= {0.0, 1.0}
-    # low frequency: most of the (non-DC) spectral energy within a radius of S/8 of the origin
+    # low frequency: most of the (non-DC) spectral energy within a radius of S/8 of the origin; not asked of
+    # lambda 0.99, whose 1% region is a small blob with a wide spectrum (below 0.75 for ~1 seed in 3, with the
+    # full-plane draws as with the half plane's: 200 seeds each, means 0.747 and 0.745)
     spectrum = np.abs(np.fft.fftshift(np.fft.fft2(masks.float().numpy() - lam[:, None, None]), axes=(1, 2))) ** 2
     yy, xx = np.mgrid[:size, :size] - size // 2
     near = np.hypot(yy, xx) <= size / 8
-    share = spectrum[:, near].sum(1) / spectrum.sum(axis=(1, 2))
+    share = (spectrum[:, near].sum(1) / spectrum.sum(axis=(1, 2)))[:-1]
     assert (share > 0.75).all() and share.mean() > 0.85, share
 
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from mlic_pipe.mix import rank_ramp
 from mlic_pipe.mix.calling import CallableMixer
 from mlic_pipe.mix.plan import MASK_BOX, MASK_CONSTANT, MASK_DENSE, MASK_RESIZED, MASK_RESIZED_NEAREST, MixPlan
 from mlic_pipe.mix.sampling import check_mix_ratio, check_probability, concatenated_permutations
 
-__all__ = ["CutMix", "FMix", "MixUp", "ResizeMix", "SaliencyMix", "fmix_masks"]
+__all__ = ["CutMix", "FMix", "MixUp", "ResizeMix", "SaliencyMix", "fmix_masks", "fmix_spectrum_weights"]
 
 
 RESIZE_GEOMETRIES = ("published", "inside")
@@ -226,15 +227,37 @@ class MixUp(_PairMix):
         return {"mask_mode": np.full(len(lam), MASK_CONSTANT), "lam": lam.astype(np.float32)}
 
 
+def fmix_spectrum_weights(image_size: int, decay: float, device=None) -> torch.Tensor:
+    """(S, S // 2 + 1) float32 weights of the half-plane spectrum `fmix_masks` draws: spread / f^decay.
+
+    The paper's grey image is the real part of the inverse FFT of a full-plane spectrum of complex
+    normals scaled by 1 / f^decay (f clamped at 1 / S). The same random image, in distribution, is the
+    inverse real FFT of half the plane (non-negative horizontal frequencies): a column whose mirror
+    column lies outside the half plane stands for the pair, so its parts have variance 1/2 (spread
+    sqrt(1/2)); the columns that are their own mirrors (frequency 0, and S / 2 for an even S) keep
+    variance 1. Half the normals and a real FFT: ~2x cheaper (the tests compare the covariances).
+    """
+    freq_y = torch.fft.fftfreq(image_size, device=device, dtype=torch.float32)
+    freq_x = torch.fft.rfftfreq(image_size, device=device, dtype=torch.float32)
+    magnitude = torch.sqrt(freq_y[:, None] ** 2 + freq_x[None, :] ** 2).clamp_min(1.0 / image_size)
+    spread = torch.full((freq_x.numel(),), 0.5 ** 0.5, device=device, dtype=torch.float32)
+    spread[0] = 1.0
+    if image_size % 2 == 0:
+        spread[-1] = 1.0
+    return spread / magnitude**decay
+
+
 def fmix_masks(lam, image_size: int, *, decay: float = 3.0, max_soft: float = 0.0, seed: int = 0,
                device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample FMix masks, generated on `device`.
 
     For each lambda: a random complex spectrum over the *full* 2D frequency plane scaled by
-    1 / f^decay, an inverse FFT, and the top round(lambda * S^2) pixels set to 1 (the primary's
-    share). The public FMix code builds a degenerate one-row spectrum; this follows the paper.
-    With ``max_soft > 0`` the edge is a linear ramp over the ranks within +- soft * S^2 of the
-    threshold (soft = min(max_soft, lambda, 1 - lambda)), as in the paper.
+    1 / f^decay, an inverse FFT (drawn as the equivalent half plane: `fmix_spectrum_weights`), and
+    the top round(lambda * S^2) pixels set to 1 (the primary's share), ties ranked by position. The
+    public FMix code builds a degenerate one-row spectrum; this follows the paper. With
+    ``max_soft > 0`` the edge is a linear ramp over the ranks within +- soft * S^2 of the threshold
+    (soft = min(max_soft, lambda, 1 - lambda)), as in the paper. The ranks come from a sort of each
+    row on a GPU, and from a histogram and a sort of the rows' threshold bins on a CPU (`rank_ramp`).
 
     Returns:
         masks: (K, S, S) float16 in [0, 1]; realized: (K,) float32, each mask's mean.
@@ -244,22 +267,26 @@ def fmix_masks(lam, image_size: int, *, decay: float = 3.0, max_soft: float = 0.
     count, pixels = lam.numel(), image_size * image_size
     generator = torch.Generator(device=device).manual_seed(int(seed))
     # float32 / complex64: the grey image only ranks pixels, and float64 doubled the cost (mostly randn)
-    freqs = torch.fft.fftfreq(image_size, device=device, dtype=torch.float32)
-    magnitude = torch.sqrt(freqs[:, None] ** 2 + freqs[None, :] ** 2).clamp_min(1.0 / image_size)
-    spectrum = torch.randn((count, image_size, image_size, 2), generator=generator, device=device,
-                           dtype=torch.float32)
-    spectrum = torch.view_as_complex(spectrum) / magnitude**decay
-    grey = torch.fft.ifft2(spectrum).real.reshape(count, pixels)
+    weights = fmix_spectrum_weights(image_size, decay, device)
+    draws = torch.randn((count, *weights.shape, 2), generator=generator, device=device, dtype=torch.float32)
+    grey = torch.fft.irfft2(torch.view_as_complex(draws) * weights, s=(image_size, image_size))
+    grey = grey.reshape(count, pixels)
 
-    order = torch.argsort(grey, dim=1, descending=True)  # rank 0 = largest value
-    ranks = torch.empty_like(order)
-    ranks.scatter_(1, order, torch.arange(pixels, device=device).expand(count, pixels))
     keep = torch.round(lam * pixels)
     soft = torch.minimum(torch.full_like(lam, max_soft), torch.minimum(lam, 1.0 - lam)).clamp_min(0.0)
     low = torch.floor(keep - soft * pixels)
     high = torch.floor(keep + soft * pixels)
-    ramp = (high[:, None] - ranks) / (high - low).clamp_min(1.0)[:, None]
-    masks = ramp.clamp(0.0, 1.0).to(torch.float16).reshape(count, image_size, image_size)
+    if device.type == "cpu" and rank_ramp.AVAILABLE:
+        hard = bool((high <= low).all())  # 0 and 1 only: float32 holds them; a ramp is rounded from float64
+        ramp = np.empty((count, pixels), np.float32 if hard else np.float64)
+        rank_ramp.rank_ramp(grey.numpy(), low.numpy().astype(np.int64), high.numpy().astype(np.int64), ramp)
+        ramp = torch.from_numpy(ramp)
+    else:
+        order = torch.argsort(grey, dim=1, descending=True, stable=True)  # rank 0 = largest value
+        ranks = torch.empty_like(order)
+        ranks.scatter_(1, order, torch.arange(pixels, device=device).expand(count, pixels))
+        ramp = ((high[:, None] - ranks) / (high - low).clamp_min(1.0)[:, None]).clamp(0.0, 1.0)
+    masks = ramp.to(torch.float16).reshape(count, image_size, image_size)
     return masks, masks.float().mean(dim=(1, 2))
 
 
