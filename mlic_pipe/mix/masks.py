@@ -180,7 +180,8 @@ class SaliencyMix(_PairMix):
     The box is ``[c - cut // 2, c + cut // 2)`` per axis around the peak c, clipped, with
     ``cut = int(S sqrt(1 - lambda))`` and lambda ~ Beta(alpha, alpha), as the published code; the
     peak is the argmax of OpenCV's fine-grained saliency of the partner (`saliency_peaks`, batched
-    on the images' device). The partner's pixels at the same place fill the box, as in CutMix.
+    on the images' device, compiled on a CPU). The partner's pixels at the same place fill the box,
+    as in CutMix.
     The published code draws one lambda and takes one peak (of the first partner) and one box for the
     whole batch; by default we draw them per output, so every mixed image gets its own partner's
     peak (a documented departure); ``per_batch=True`` is the published form.
@@ -204,8 +205,9 @@ class SaliencyMix(_PairMix):
         if self.per_batch:
             lam = np.full(len(lam), lam[0])
             peaks = np.repeat(saliency_peaks(images[int(partner[0])][None]).numpy(), len(lam), axis=0)
-        else:
-            peaks = saliency_peaks(images).numpy()[partner]
+        else:  # the maps of the partners only (a quarter of the batch with append=True)
+            partners, which = np.unique(partner, return_inverse=True)
+            peaks = saliency_peaks(images[torch.from_numpy(partners).to(images.device)]).numpy()[which]
         half = (image_size * np.sqrt(1.0 - lam)).astype(np.int64) // 2
         box = np.clip(np.stack([peaks[:, 0] - half, peaks[:, 1] - half, peaks[:, 0] + half, peaks[:, 1] + half],
                                axis=1), 0, image_size)
