@@ -46,6 +46,7 @@ class ProfileReport:
     renderer: str = ""
     render_first_call_s: float | None = None  # the compiled CPU renderer's first call: compile or cache load
     resize: str = ""  # the decode's resize (`_resize`)
+    plan_kernels: str = ""  # the compiled plan functions the mixer used on the CPU, and their first calls (`_plan_kernels`)
     auto_augment: str = ""
     auto_augment_ms: tuple[float, float] | None = None  # bare DALI ms per batch (with the policy, without it)
 
@@ -82,6 +83,8 @@ class ProfileReport:
             lines.append(f"  renderer: {self.renderer}{first}")
         if self.resize:
             lines.append(f"  resize: {self.resize}")
+        if self.plan_kernels:
+            lines.append(f"  plan: {self.plan_kernels}")
         if self.auto_augment_ms is not None:
             with_it, without = self.auto_augment_ms
             lines.append(f"  auto-augment {self.auto_augment}: +{with_it - without:.1f} ms per batch of DALI work "
@@ -193,7 +196,7 @@ def profile_pipeline(index: LabelIndex, *, data: str = "demo", batch_size: int =
                          outputs_per_step=float(np.mean(outputs)), image_size=image_size,
                          dtype=str(dtype).replace("torch.", ""), steps=steps, warmup=warmup, seconds=seconds,
                          model=model, stage_ms=stage_ms, renderer=renderer, render_first_call_s=first_call,
-                         resize=resize,
+                         resize=resize, plan_kernels=_plan_kernels(mixer),
                          auto_augment=str(policy or ""), auto_augment_ms=policy_ms)
 
 
@@ -244,6 +247,19 @@ def _renderer(loader: MLICLoader) -> tuple[str, float | None]:
     threads = loader.render_threads
     return (f"the compiled one-pass CPU renderer (numba), on {threads} thread{'s' if threads > 1 else ''} "
             "(the cores DALI's threads leave, or --render-threads)"), first
+
+
+def _plan_kernels(mixer) -> str:
+    """The compiled CPU plan functions `mixer` (or a schedule's mixers) runs, and their first calls in this process."""
+    from mlic_pipe.mix import FMix, SaliencyMix, cpu_saliency, rank_ramp
+
+    mixers = getattr(mixer, "mixers", [mixer])
+    used = [(name, sum(seconds.values())) for kind, name, seconds in (
+        (FMix, "FMix's ranks", rank_ramp.compile_seconds()),
+        (SaliencyMix, "SaliencyMix's saliency maps", cpu_saliency.compile_seconds()))
+        if seconds and any(isinstance(m, kind) for m in mixers)]
+    return "; ".join(f"{name} compiled (numba), first call {first:.1f} s (compiling once per machine, else loading it)"
+                     for name, first in used)
 
 
 def _resize(device: torch.device, settings) -> str:

@@ -112,6 +112,17 @@ def test_profile_times_every_stage_and_the_model(demo_root, capsys, tmp_path):
     assert numbers["auto_augment_ms"] is None and "auto-augment" not in table
     assert "resize: PIL's bilinear, bit for bit" in table and numbers["resize"].startswith("PIL's bilinear")
     assert "lower priority" in table  # the note on the decode's threads, on the CPU
+    assert "plan: " not in table  # SpliceMix plans without compiled functions
+
+
+@pytest.mark.parametrize("mix, name", [("fmix", "FMix's ranks"), ("saliencymix", "SaliencyMix's saliency maps")])
+def test_profile_names_the_compiled_plan_functions_and_their_first_call(demo_root, capsys, tmp_path, mix, name):
+    out = tmp_path / "profile.json"
+    assert main(["profile", "--steps", "2", "--warmup", "1", "--batch-size", "8", "--image-size", "32", "--mix", mix,
+                 "-q", "--json", str(out)]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("  plan: "))
+    assert f"{name} compiled (numba), first call" in line and " s (compiling once per machine" in line
+    assert json.loads(out.read_text())["plan_kernels"] == line[len("  plan: "):]
 
 
 def test_profile_times_auto_augment_apart(demo_root, capsys, tmp_path):

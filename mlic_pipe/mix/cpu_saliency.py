@@ -13,6 +13,8 @@ disk cache, like `mlic_pipe.mix.cpu_render`; without numba `saliency_maps` stays
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from mlic_pipe.mix.saliency import NEIGHBOURHOODS
@@ -24,9 +26,15 @@ try:
 except ImportError:  # no wheel for this platform: `saliency_maps` runs the torch form
     AVAILABLE = False
 
-__all__ = ["AVAILABLE", "saliency_maps_cpu"]
+__all__ = ["AVAILABLE", "compile_seconds", "saliency_maps_cpu"]
 
 _SCALES = np.asarray(NEIGHBOURHOODS, np.int64)
+_compile_seconds: dict[str, float] = {}
+
+
+def compile_seconds() -> dict[str, float]:
+    """Seconds each compiled variant's first call took in this process (compiling once per machine, else loading)."""
+    return dict(_compile_seconds)
 
 
 def saliency_maps_cpu(images: np.ndarray) -> np.ndarray:
@@ -41,7 +49,9 @@ def saliency_maps_cpu(images: np.ndarray) -> np.ndarray:
     maps = np.empty((count, height, width), np.uint8)
     sums = (np.zeros((height + 1, width + 1), exact), np.empty((height, width), exact),
             np.empty((height, width), exact), np.empty(width + 2 * int(_SCALES.max()) + 2, exact))
+    started = time.perf_counter()
     _maps(np.ascontiguousarray(images), _SCALES, maps, *sums)
+    _compile_seconds.setdefault(np.dtype(exact).name, time.perf_counter() - started)
     return maps
 
 

@@ -15,6 +15,8 @@ without numba, `fmix_masks` sorts on the CPU too.
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 try:
@@ -23,9 +25,15 @@ try:
 except ImportError:  # no wheel for this platform: `fmix_masks` sorts instead
     AVAILABLE = False
 
-__all__ = ["AVAILABLE", "rank_ramp"]
+__all__ = ["AVAILABLE", "compile_seconds", "rank_ramp"]
 
 _BINS = 4096  # a hard mask's threshold bin holds ~pixels / 4096 values (more near the mode): a tiny sort
+_compile_seconds: dict[str, float] = {}
+
+
+def compile_seconds() -> dict[str, float]:
+    """Seconds each compiled variant's first call took in this process (compiling once per machine, else loading)."""
+    return dict(_compile_seconds)
 
 
 def rank_ramp(grey: np.ndarray, low: np.ndarray, high: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -40,7 +48,9 @@ def rank_ramp(grey: np.ndarray, low: np.ndarray, high: np.ndarray, out: np.ndarr
     if grey.ndim != 2 or out.shape != grey.shape or low.shape != (grey.shape[0],) or high.shape != low.shape:
         raise ValueError(f"rank_ramp needs grey (K, P), low and high (K,) and out like grey, got {grey.shape}, "
                          f"{low.shape}, {high.shape}, {out.shape}")
+    started = time.perf_counter()
     _rows(grey, np.ascontiguousarray(low, np.int64), np.ascontiguousarray(high, np.int64), out)
+    _compile_seconds.setdefault(f"{grey.dtype} -> {out.dtype}", time.perf_counter() - started)
     return out
 
 
