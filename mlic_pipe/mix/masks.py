@@ -9,10 +9,12 @@ is always the *realized* fraction of the primary source (what the pixels show), 
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
-from mlic_pipe.mix import rank_ramp
+from mlic_pipe.mix import normals, rank_ramp
 from mlic_pipe.mix.calling import CallableMixer
 from mlic_pipe.mix.plan import MASK_BOX, MASK_CONSTANT, MASK_DENSE, MASK_RESIZED, MASK_RESIZED_NEAREST, MixPlan
 from mlic_pipe.mix.sampling import check_mix_ratio, check_probability, concatenated_permutations
@@ -267,10 +269,14 @@ def fmix_masks(lam, image_size: int, *, decay: float = 3.0, max_soft: float = 0.
     device = torch.device(device or "cpu")
     lam = torch.from_numpy(np.asarray(lam, dtype=np.float64)).to(device, non_blocking=True)  # no wait for the GPU
     count, pixels = lam.numel(), image_size * image_size
-    generator = torch.Generator(device=device).manual_seed(int(seed))
     # float32 / complex64: the grey image only ranks pixels, and float64 doubled the cost (mostly randn)
     weights = fmix_spectrum_weights(image_size, decay, device)
-    draws = torch.randn((count, *weights.shape, 2), generator=generator, device=device, dtype=torch.float32)
+    shape = (count, *weights.shape, 2)
+    if device.type == "cpu" and normals.AVAILABLE:  # ~6x torch.randn's speed on a CPU core
+        draws = torch.from_numpy(normals.standard_normals(math.prod(shape), int(seed))).reshape(shape)
+    else:
+        generator = torch.Generator(device=device).manual_seed(int(seed))
+        draws = torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
     grey = torch.fft.irfft2(torch.view_as_complex(draws) * weights, s=(image_size, image_size))
     grey = grey.reshape(count, pixels)
 
