@@ -5,7 +5,9 @@ registry of mixers), `splicemix` and `masks` (the mixers), `cells` (cell geometr
 SpliceMix-CL), `settings` (RenderSettings), `reference` (the torch renderer, the specification),
 `schedule` (MixSchedule: several mixers per batch, a probability, an off epoch),
 `dispatch` (`render`: kernel, compiled CPU renderer or reference), `cpu_render` (the compiled CPU
-renderer), `targets` (label mixing), `calling` (``mixer(images, targets)`` in one call, `mix_batch`).
+renderer), `targets` (label mixing), `calling` (``mixer(images, targets)`` in one call, `mix_batch`),
+`saliency` and `cpu_saliency` (SaliencyMix's maps, and their compiled CPU twin), `normals` and
+`rank_ramp` (FMix's spectra and threshold on the CPU, compiled).
 """
 from __future__ import annotations
 

@@ -125,14 +125,12 @@ if AVAILABLE:
                 n = scales[s]
                 y1, y2 = min(max(y - n + 1, 0), height), min(max(y + n + 1, 0), height)
                 top, bottom = integral[y1], integral[y2]
-                edge = bottom[0] - top[0]
-                for j in range(n):
-                    padded[j] = edge
+                # loops over slices from 0 (an index n + j kept the copy from vectorizing: 4.5x slower)
+                middle = padded[n:n + width + 1]
                 for j in range(width + 1):
-                    padded[n + j] = bottom[j] - top[j]
-                edge = bottom[width] - top[width]
-                for j in range(n):
-                    padded[n + width + 1 + j] = edge
+                    middle[j] = bottom[j] - top[j]
+                padded[:n] = middle[0]
+                padded[n + width + 1:2 * n + width + 1] = middle[width]
                 _contrast_row(padded[2 * n + 1:2 * n + 1 + width], padded[1:1 + width], grey[y], width_of[s],
                               y2 - y1, on[y], off[y], contrast)
 
