@@ -76,8 +76,9 @@ class MLICLoader:
             the next batches while this one renders, so on a CPU the render's second thread takes a core from the
             decode, and the pair's hand-off (OpenMP threads spinning for the next parallel region) costs more than
             it saves: measured on 2 cores, an epoch at S=448 took 35% over bare DALI with two render threads and
-            19-25% with one (benchmarks/results/2026-12-07-cpu-loader-render-threads-before-after.md). Ignored on
-            CUDA.
+            19-25% with one (benchmarks/results/2026-12-07-cpu-loader-render-threads-before-after.md). The plan's
+            torch ops (FMix's FFTs, SaliencyMix's gathers) run on as many of torch's threads, restored after:
+            FMix at S=448 went from ~300 to ~360 images/s on 2 cores. Ignored on CUDA.
         seed: with the epoch, rank and row, fixes the order, crops, flips and plans.
         shuffle, drop_last: default to `train`. ``drop_last=False`` pads the last round by wrapping
             around (as DistributedSampler), marking the repeats in ``batch.padded``.
@@ -249,7 +250,7 @@ class MLICLoader:
         """Plan, render and targets of one decoded batch (the mixing step)."""
         images, rows = read.images, read.rows
         count = len(images)
-        with self._stage("plan"):
+        with self._stage("plan"), _torch_threads(None if self.device.type == "cuda" else self.render_threads):
             rng = np.random.default_rng([self.seed, epoch, self.rank, 1, batch_index])
             if hasattr(self.mixer, "set_epoch"):  # a MixSchedule: off from some epoch
                 self.mixer.set_epoch(epoch)
@@ -321,6 +322,24 @@ def _mixer(mix, weights, prob: float, off_epoch: int | None):
     if mixers == [None]:
         return None  # "none" stays none whatever the schedule
     return MixSchedule(mixers, weights, prob, off_epoch)
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int | None):
+    """torch's intra-op thread count set to `count` for the block (None: as it is), then restored.
+
+    Why: on a CPU the plan runs while DALI's threads decode the next batches; torch's other threads would
+    take cores from the decode and spin on them between parallel regions, as the render's did.
+    """
+    previous = torch.get_num_threads()
+    if count is None or count == previous:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _render_threads(render_threads, dali_threads) -> int:

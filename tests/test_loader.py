@@ -347,6 +347,34 @@ def test_the_cpu_render_takes_the_cores_dali_leaves(demo, monkeypatch):
     assert len(list(loader)) == 2 and asked == [3, 3]
 
 
+def test_the_plan_runs_on_the_render_threads_and_torch_s_count_comes_back(demo):
+    """The plan's torch ops take as many threads as the render (DALI decodes beside them); the caller's count
+    is restored after each plan, and an error in the plan restores it too."""
+    from mlic_pipe.mix import CutMix
+
+    seen = []
+
+    class Watching(CutMix):
+        def plan(self, *args, **kwargs):
+            seen.append(torch.get_num_threads())
+            if len(seen) == 3:
+                raise RuntimeError("a plan that fails")
+            return super().plan(*args, **kwargs)
+
+    before = torch.get_num_threads()
+    wanted = 1 if before > 1 else 2
+    loader = MLICLoader(first(demo, 24), 8, image_size=32, mix=Watching(), num_threads=1, render_threads=wanted,
+                        device="cpu")
+    seen.clear()  # the constructor's check of the mixer plans once, outside any batch
+    batches = iter(loader)
+    for _ in range(2):
+        next(batches)
+        assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError, match="a plan that fails"):
+        next(batches)
+    assert seen == [wanted] * 3 and torch.get_num_threads() == before
+
+
 _RSS_PROBE = """
 import ctypes, json, sys
 import numpy as np
