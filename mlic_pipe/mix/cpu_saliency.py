@@ -47,8 +47,9 @@ def saliency_maps_cpu(images: np.ndarray) -> np.ndarray:
                          f"{images.shape} {images.dtype}")
     exact = np.int32 if 255 * height * width < 2**31 else np.int64  # the integral's type, as the torch form's
     maps = np.empty((count, height, width), np.uint8)
-    sums = (np.zeros((height + 1, width + 1), exact), np.empty((height, width), exact),
-            np.empty((height, width), exact), np.empty(width + 2 * int(_SCALES.max()) + 2, exact))
+    # on and off sum six truncated contrasts of at most 255: int16 holds them (the same values, less memory)
+    sums = (np.zeros((height + 1, width + 1), exact), np.empty((height, width), np.int16),
+            np.empty((height, width), np.int16), np.empty(width + 2 * int(_SCALES.max()) + 2, exact))
     started = time.perf_counter()
     _maps(np.ascontiguousarray(images), _SCALES, maps, *sums)
     _compile_seconds.setdefault(np.dtype(exact).name, time.perf_counter() - started)
@@ -100,9 +101,9 @@ if AVAILABLE:
             centre = centre_row[x]
             contrast[x] = np.float32(centre) - np.float32(upper[x] - lower[x] - centre) / contrast[x]
         for x in range(centre_row.shape[0]):
-            on_row[x] += np.int32(max(contrast[x], np.float32(0.0)))  # truncated, as the C cast
+            on_row[x] += np.int16(max(contrast[x], np.float32(0.0)))  # truncated, as the C cast
         for x in range(centre_row.shape[0]):
-            off_row[x] += np.int32(max(-contrast[x], np.float32(0.0)))
+            off_row[x] += np.int16(max(-contrast[x], np.float32(0.0)))
 
     @njit(**_JIT)
     def _contrasts(grey, integral, scales, on, off, padded, width_of, contrast):
@@ -147,10 +148,12 @@ if AVAILABLE:
     def _maps(images, scales, maps, integral, on, off, padded):
         """Each image's map into `maps`; `integral` (zeros), `on`, `off` and `padded` in the integral's type."""
         count, height, width = maps.shape
-        grey = np.empty((height, width), np.int32)
-        work = np.empty((height, width), np.int32)
-        on_scaled = np.empty((height, width), np.int64)
-        off_scaled = np.empty((height, width), np.int64)
+        # the narrowest types that hold each step's values (grey 0..255, a blurred row at most 1020, a scaled
+        # sum 0..255): the same numbers in a smaller working set, which the decode's threads leave less cache for
+        grey = np.empty((height, width), np.uint8)
+        work = np.empty((height, width), np.int16)
+        on_scaled = np.empty((height, width), np.int16)
+        off_scaled = np.empty((height, width), np.int16)
         width_of = np.empty((scales.shape[0], width), np.int64)
         contrast = np.empty(width, np.float32)
         for n in range(count):
