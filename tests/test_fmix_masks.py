@@ -94,5 +94,7 @@ def test_the_cpu_masks_equal_the_sorting_path(monkeypatch, size, max_soft):
     sorted_masks, sorted_realized = fmix_masks(lam, size, max_soft=max_soft, seed=11)
     assert torch.equal(masks, sorted_masks)
     assert torch.equal(realized, sorted_realized)
+    means = masks.float().mean(dim=(1, 2))  # realized: each mask's mean (counted, not summed, for hard masks)
+    assert torch.equal(realized, means) if max_soft == 0 else torch.allclose(realized, means, rtol=1e-6, atol=0)
     if max_soft == 0:
         np.testing.assert_array_equal(masks.float().sum(dim=(1, 2)).numpy(), np.round(lam * size * size))
