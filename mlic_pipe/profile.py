@@ -46,7 +46,7 @@ class ProfileReport:
     renderer: str = ""
     render_first_call_s: float | None = None  # the compiled CPU renderer's first call: compile or cache load
     resize: str = ""  # the decode's resize (`_resize`)
-    plan_kernels: str = ""  # the compiled plan functions the mixer used on the CPU, and their first calls (`_plan_kernels`)
+    plan_kernels: str = ""  # the compiled CPU plan functions the mixer ran, and their first calls (`_plan_kernels`)
     auto_augment: str = ""
     auto_augment_ms: tuple[float, float] | None = None  # bare DALI ms per batch (with the policy, without it)
 
@@ -251,11 +251,11 @@ def _renderer(loader: MLICLoader) -> tuple[str, float | None]:
 
 def _plan_kernels(mixer) -> str:
     """The compiled CPU plan functions `mixer` (or a schedule's mixers) runs, and their first calls in this process."""
-    from mlic_pipe.mix import FMix, SaliencyMix, cpu_saliency, rank_ramp
+    from mlic_pipe.mix import FMix, SaliencyMix, cpu_saliency, normals, rank_ramp
 
     mixers = getattr(mixer, "mixers", [mixer])
     used = [(name, sum(seconds.values())) for kind, name, seconds in (
-        (FMix, "FMix's ranks", rank_ramp.compile_seconds()),
+        (FMix, "FMix's normals and ranks", {**normals.compile_seconds(), **rank_ramp.compile_seconds()}),
         (SaliencyMix, "SaliencyMix's saliency maps", cpu_saliency.compile_seconds()))
         if seconds and any(isinstance(m, kind) for m in mixers)]
     return "; ".join(f"{name} compiled (numba), first call {first:.1f} s (compiling once per machine, else loading it)"

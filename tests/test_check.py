@@ -115,7 +115,8 @@ def test_profile_times_every_stage_and_the_model(demo_root, capsys, tmp_path):
     assert "plan: " not in table  # SpliceMix plans without compiled functions
 
 
-@pytest.mark.parametrize("mix, name", [("fmix", "FMix's ranks"), ("saliencymix", "SaliencyMix's saliency maps")])
+@pytest.mark.parametrize("mix, name", [("fmix", "FMix's normals and ranks"),
+                                       ("saliencymix", "SaliencyMix's saliency maps")])
 def test_profile_names_the_compiled_plan_functions_and_their_first_call(demo_root, capsys, tmp_path, mix, name):
     out = tmp_path / "profile.json"
     assert main(["profile", "--steps", "2", "--warmup", "1", "--batch-size", "8", "--image-size", "32", "--mix", mix,

@@ -17,6 +17,7 @@ Chunks of pairs small enough for L1, each pass over one a loop the compiler vect
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 
@@ -26,11 +27,17 @@ try:
 except ImportError:  # no wheel for this platform: `fmix_masks` draws with torch.randn
     AVAILABLE = False
 
-__all__ = ["AVAILABLE", "standard_normals", "uniform_pairs"]
+__all__ = ["AVAILABLE", "compile_seconds", "standard_normals", "uniform_pairs"]
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64's increment
 _MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _CHUNK = 512  # pairs per pass
+_compile_seconds: dict[str, float] = {}
+
+
+def compile_seconds() -> dict[str, float]:
+    """Seconds the compiled generator's first call took in this process (compiling once per machine, else loading)."""
+    return dict(_compile_seconds)
 
 
 def uniform_pairs(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +66,9 @@ def standard_normals(count: int, seed: int) -> np.ndarray:
     out = np.empty(count + (count & 1), np.float32)
     with np.errstate(over="ignore"):
         key = _splitmix_numpy(np.asarray([int(seed) % 2**64], np.uint64))[0]
+    started = time.perf_counter()
     _fill(out, key)
+    _compile_seconds.setdefault("float32", time.perf_counter() - started)
     return out[:count]
 
 
