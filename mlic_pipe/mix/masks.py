@@ -260,8 +260,10 @@ def fmix_masks(lam, image_size: int, *, decay: float = 3.0, max_soft: float = 0.
     the top round(lambda * S^2) pixels set to 1 (the primary's share), ties ranked by position. The
     public FMix code builds a degenerate one-row spectrum; this follows the paper. With
     ``max_soft > 0`` the edge is a linear ramp over the ranks within +- soft * S^2 of the threshold
-    (soft = min(max_soft, lambda, 1 - lambda)), as in the paper. The ranks come from a sort of each
-    row on a GPU, and from a histogram and a sort of the rows' threshold bins on a CPU (`rank_ramp`).
+    (soft = min(max_soft, lambda, 1 - lambda)), as in the paper. On a GPU: torch.randn, torch's FFT and
+    a sort of each row for the ranks. On a CPU, where this was most of a data step: the compiled normals
+    (`mlic_pipe.mix.normals`), numpy's FFT, and a histogram with a sort of the threshold's bins only
+    (`mlic_pipe.mix.rank_ramp`); the same distribution, other draws for a seed than a GPU's.
 
     Returns:
         masks: (K, S, S) float16 in [0, 1]; realized: (K,) float32, each mask's mean.

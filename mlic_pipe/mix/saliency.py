@@ -69,8 +69,9 @@ def _scaled(total: torch.Tensor) -> torch.Tensor:
 def saliency_maps(images: torch.Tensor) -> torch.Tensor:
     """(N, H, W) uint8 fine-grained saliency of uint8 (N, H, W, 3) RGB images (see the module docstring).
 
-    CPU batches go through the compiled twin (`mlic_pipe.mix.cpu_saliency`: the same maps, ~14x faster
-    on 2 cores), others (and CPU ones without numba) through the tensor ops below.
+    CPU batches go through the compiled twin (`mlic_pipe.mix.cpu_saliency`: the same maps, 21x faster for
+    B=32 at S=448 on this project's 2-core machine), others (and CPU ones without numba) through the tensor
+    ops below.
     """
     from mlic_pipe.mix import cpu_saliency
 
