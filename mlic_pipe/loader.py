@@ -77,9 +77,9 @@ class MLICLoader:
             decode, and the pair's hand-off (OpenMP threads spinning for the next parallel region) costs more than
             it saves: measured on 2 cores, an epoch at S=448 took 35% over bare DALI with two render threads and
             19-25% with one (benchmarks/results/2026-12-07-cpu-loader-render-threads-before-after.md). The plan's
-            torch ops (SaliencyMix's gathers, FMix's on a GPU-less machine without numba) run on as many of
-            torch's threads, restored after: on 2 cores FMix's FFTs on torch's second thread took that core from
-            the decode (FMix at S=448: 302-316 -> 325-336 images/s in alternating runs). Ignored on CUDA.
+            torch ops (SaliencyMix's gathers, FMix's conversions) run on as many of torch's threads, restored
+            after: on 2 cores torch's second thread took that core from the decode (measured while FMix's FFT
+            was torch's: FMix at S=448, 302-316 -> 325-336 images/s in alternating runs). Ignored on CUDA.
         seed: with the epoch, rank and row, fixes the order, crops, flips and plans.
         shuffle, drop_last: default to `train`. ``drop_last=False`` pads the last round by wrapping
             around (as DistributedSampler), marking the repeats in ``batch.padded``.
