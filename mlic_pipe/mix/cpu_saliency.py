@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from mlic_pipe.mix.host_threads import over_parts
 from mlic_pipe.mix.saliency import NEIGHBOURHOODS
 
 try:
@@ -47,11 +48,15 @@ def saliency_maps_cpu(images: np.ndarray) -> np.ndarray:
                          f"{images.shape} {images.dtype}")
     exact = np.int32 if 255 * height * width < 2**31 else np.int64  # the integral's type, as the torch form's
     maps = np.empty((count, height, width), np.uint8)
-    # on and off sum six truncated contrasts of at most 255: int16 holds them (the same values, less memory)
-    sums = (np.zeros((height + 1, width + 1), exact), np.empty((height, width), np.int16),
-            np.empty((height, width), np.int16), np.empty(width + 2 * int(_SCALES.max()) + 2, exact))
+    images = np.ascontiguousarray(images)
+
+    def part(start: int, stop: int) -> None:  # images start .. stop - 1, with scratch of their own
+        # on and off sum six truncated contrasts of at most 255: int16 holds them (the same values, less memory)
+        sums = (np.zeros((height + 1, width + 1), exact), np.empty((height, width), np.int16),
+                np.empty((height, width), np.int16), np.empty(width + 2 * int(_SCALES.max()) + 2, exact))
+        _maps(images[start:stop], _SCALES, maps[start:stop], *sums)
     started = time.perf_counter()
-    _maps(np.ascontiguousarray(images), _SCALES, maps, *sums)
+    over_parts(part, count)  # images on torch's thread count (`over_parts`)
     _compile_seconds.setdefault(np.dtype(exact).name, time.perf_counter() - started)
     return maps
 

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import torch
 
-from mlic_pipe.mix import normals, rank_ramp
+from mlic_pipe.mix import host_threads, normals, rank_ramp
 from mlic_pipe.mix.calling import CallableMixer
 from mlic_pipe.mix.plan import MASK_BOX, MASK_CONSTANT, MASK_DENSE, MASK_RESIZED, MASK_RESIZED_NEAREST, MixPlan
 from mlic_pipe.mix.sampling import check_mix_ratio, check_probability, concatenated_permutations
@@ -279,7 +279,12 @@ def fmix_masks(lam, image_size: int, *, decay: float = 3.0, max_soft: float = 0.
         # weights as a real multiply, and numpy's float32 inverse FFT, ~1.7x torch's on one thread
         spectrum = normals.standard_normals(math.prod(shape), int(seed)).view(np.complex64).reshape(shape[:-1])
         spectrum *= weights.numpy()  # pairs of normals as complex64, contiguous: the FFT copies nothing in
-        grey = torch.from_numpy(np.fft.irfft2(spectrum, s=(image_size, image_size)).reshape(count, pixels))
+        grey = np.empty((count, image_size, image_size), np.float32)
+
+        def inverse(start: int, stop: int) -> None:  # numpy's FFT releases the GIL: masks on torch's threads
+            grey[start:stop] = np.fft.irfft2(spectrum[start:stop], s=(image_size, image_size))
+        host_threads.over_parts(inverse, count)
+        grey = torch.from_numpy(grey.reshape(count, pixels))
     else:
         generator = torch.Generator(device=device).manual_seed(int(seed))
         draws = torch.randn(shape, generator=generator, device=device, dtype=torch.float32)

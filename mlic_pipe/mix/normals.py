@@ -21,6 +21,8 @@ import time
 
 import numpy as np
 
+from mlic_pipe.mix.host_threads import over_parts
+
 try:
     from numba import njit
     AVAILABLE = True
@@ -58,7 +60,8 @@ def _splitmix_numpy(z: np.ndarray) -> np.ndarray:
 
 def standard_normals(count: int, seed: int) -> np.ndarray:
     """`count` float32 standard normals for `seed` (any integer; taken mod 2^64). Value 2j and 2j + 1 are pair
-    j's cos and sin normals, so a prefix of a longer draw is the shorter draw."""
+    j's cos and sin normals, so a prefix of a longer draw is the shorter draw, and any split of the pairs over
+    threads (torch's thread count: `over_parts`) draws the same values."""
     if not AVAILABLE:
         raise RuntimeError("standard_normals needs numba; fmix_masks draws with torch.randn where it is missing")
     if count < 0:
@@ -67,7 +70,7 @@ def standard_normals(count: int, seed: int) -> np.ndarray:
     with np.errstate(over="ignore"):
         key = _splitmix_numpy(np.asarray([int(seed) % 2**64], np.uint64))[0]
     started = time.perf_counter()
-    _fill(out, key)
+    over_parts(lambda start, stop: _fill(out[2 * start:2 * stop], key, start), len(out) // 2, grain=1 << 16)
     _compile_seconds.setdefault("float32", time.perf_counter() - started)
     return out[:count]
 
@@ -111,9 +114,9 @@ if AVAILABLE:
         return c, a * s
 
     @njit(**_JIT)
-    def _fill(out, key):
-        """Pairs of normals into `out` (2 P, flat: a 2-D store did not vectorize), chunk by chunk; separate
-        arrays per pass, so no two alias."""
+    def _fill(out, key, first):
+        """Pairs first, first + 1, ... of normals into `out` (2 P, flat: a 2-D store did not vectorize), chunk
+        by chunk; separate arrays per pass, so no two alias."""
         pairs = out.shape[0] // 2
         held = np.empty(_CHUNK, np.float64)  # u1 * 2^32: an integer in [1, 2^32]
         held_bits = held.view(np.int64)
@@ -124,7 +127,7 @@ if AVAILABLE:
         for start in range(0, pairs, _CHUNK):
             size = min(_CHUNK, pairs - start)
             for j in range(size):
-                z = _splitmix(key + np.uint64(start + j + 1) * _GOLDEN)
+                z = _splitmix(key + np.uint64(first + start + j + 1) * _GOLDEN)
                 held[j] = np.float64(z >> np.uint64(32)) + 1.0
                 angle[j] = np.float64(z & np.uint64(0xFFFFFFFF)) * 2.0**-30
             for j in range(size):  # the float64's exponent and mantissa (in [1, 2)), read from its bits

@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from mlic_pipe.mix.host_threads import over_parts
+
 try:
     from numba import njit
     AVAILABLE = True
@@ -49,7 +51,9 @@ def rank_ramp(grey: np.ndarray, low: np.ndarray, high: np.ndarray, out: np.ndarr
         raise ValueError(f"rank_ramp needs grey (K, P), low and high (K,) and out like grey, got {grey.shape}, "
                          f"{low.shape}, {high.shape}, {out.shape}")
     started = time.perf_counter()
-    _rows(grey, np.ascontiguousarray(low, np.int64), np.ascontiguousarray(high, np.int64), out)
+    low, high = np.ascontiguousarray(low, np.int64), np.ascontiguousarray(high, np.int64)
+    over_parts(lambda start, stop: _rows(grey[start:stop], low[start:stop], high[start:stop], out[start:stop]),
+               grey.shape[0])  # rows on torch's thread count (`over_parts`)
     _compile_seconds.setdefault(f"{grey.dtype} -> {out.dtype}", time.perf_counter() - started)
     return out
 
