@@ -10,7 +10,6 @@ the two terms linearly; for {0, 1} targets this is exactly the published form.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F

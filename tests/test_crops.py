@@ -7,7 +7,6 @@ pixels and compared with the window the published transform (or timm's) would cu
 from __future__ import annotations
 
 import itertools
-import random
 
 import numpy as np
 import pytest

@@ -1,6 +1,4 @@
 """Cutout and random erasing: the boxes against the published code run on the same draws, and in the loader."""
-import math
-import random
 
 import numpy as np
 import pytest

@@ -11,7 +11,7 @@ import torch
 import mlic_pipe.kernels
 from mlic_pipe.kernels import INTERPRETED, area_taps, index_bits, pack_plan
 from mlic_pipe.kernels import render as kernel_render
-from mlic_pipe.mix import MixPlan, MixUp, render, render_reference
+from mlic_pipe.mix import MixPlan, MixUp, SpliceMix, render, render_reference
 
 from render_cases import MIXERS, TOLERANCE, fuzz_plan, poisoned, random_images
 

@@ -8,7 +8,7 @@ import torch
 from mlic_pipe.errors import ConfigError
 from mlic_pipe.loader import MLICLoader
 from mlic_pipe.mix import CutMix, MixSchedule, MixUp, SpliceMix
-from mlic_pipe.mix.plan import MASK_BOX, MASK_CONSTANT, MASK_NONE
+from mlic_pipe.mix.plan import MASK_BOX, MASK_CONSTANT
 
 
 def _kind(plan) -> str:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from mlic_pipe.mix.calling import CallableMixer
 from mlic_pipe.mix.plan import MixPlan
