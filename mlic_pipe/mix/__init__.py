@@ -7,7 +7,8 @@ SpliceMix-CL), `settings` (RenderSettings), `reference` (the torch renderer, the
 `dispatch` (`render`: kernel, compiled CPU renderer or reference), `cpu_render` (the compiled CPU
 renderer), `targets` (label mixing), `calling` (``mixer(images, targets)`` in one call, `mix_batch`),
 `saliency` and `cpu_saliency` (SaliencyMix's maps, and their compiled CPU twin), `normals` and
-`rank_ramp` (FMix's spectra and threshold on the CPU, compiled).
+`rank_ramp` (FMix's spectra and threshold on the CPU, compiled), `host_threads` (those CPU plans on
+several threads).
 """
 from __future__ import annotations
 
