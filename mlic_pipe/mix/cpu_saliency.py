@@ -51,10 +51,8 @@ def saliency_maps_cpu(images: np.ndarray) -> np.ndarray:
     images = np.ascontiguousarray(images).reshape(count, height, 3 * width)
 
     def part(start: int, stop: int) -> None:  # images start .. stop - 1, with scratch of their own
-        # on and off sum six truncated contrasts of at most 255: int16 holds them (the same values, less memory)
-        sums = (np.zeros((height + 1, width + 1), exact), np.empty((height, width), np.int16),
-                np.empty((height, width), np.int16), np.empty(width + 2 * int(_SCALES.max()) + 2, exact))
-        _maps(images[start:stop], _SCALES, maps[start:stop], *sums)
+        integral, padded = np.zeros((height + 1, width + 1), exact), np.empty(width + 2 * int(_SCALES.max()) + 2, exact)
+        _maps(images[start:stop], _SCALES, maps[start:stop], integral, padded)
     started = time.perf_counter()
     over_parts(part, count)  # images on torch's thread count (`over_parts`)
     _compile_seconds.setdefault(np.dtype(exact).name, time.perf_counter() - started)
@@ -152,13 +150,16 @@ if AVAILABLE:
                 out[y, x] = np.int64(np.floor(255.0 * np.float64(ratio)))
 
     @njit(**_JIT)
-    def _maps(images, scales, maps, integral, on, off, padded):
-        """Each image's map into `maps`; `integral` (zeros), `on`, `off` and `padded` in the integral's type."""
+    def _maps(images, scales, maps, integral, padded):
+        """Each image's map into `maps`; `integral` (zeros) and `padded` scratch in the integral's type."""
         count, height, width = maps.shape
-        # the narrowest types that hold each step's values (grey 0..255, a blurred row at most 1020, a scaled
-        # sum 0..255): the same numbers in a smaller working set, which the decode's threads leave less cache for
+        # the narrowest types that hold each step's values (grey 0..255, a blurred row at most 1020, on and off
+        # six truncated contrasts of at most 255, a scaled sum 0..255): the same numbers in a smaller working
+        # set, which the decode's threads leave less cache for
         grey = np.empty((height, width), np.uint8)
         work = np.empty((height, width), np.int16)
+        on = np.empty((height, width), np.int16)
+        off = np.empty((height, width), np.int16)
         on_scaled = np.empty((height, width), np.int16)
         off_scaled = np.empty((height, width), np.int16)
         width_of = np.empty((scales.shape[0], width), np.int64)

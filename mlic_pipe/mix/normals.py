@@ -46,10 +46,15 @@ def uniform_pairs(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(u1, u2) of pairs 0 .. count - 1 for `seed`, in float64 (numpy): the generator's uniforms, written
     with numpy's own uint64 arithmetic (the tests' reference, and the definition)."""
     with np.errstate(over="ignore"):
-        key = _splitmix_numpy(np.asarray([int(seed) % 2**64], np.uint64))[0]
-        bits = _splitmix_numpy(key + (np.arange(count, dtype=np.uint64) + np.uint64(1)) * _GOLDEN)
+        bits = _splitmix_numpy(_key(seed) + (np.arange(count, dtype=np.uint64) + np.uint64(1)) * _GOLDEN)
     return ((bits >> np.uint64(32)).astype(np.float64) + 1.0) * 2.0**-32, \
         (bits & np.uint64(0xFFFFFFFF)).astype(np.float64) * 2.0**-32
+
+
+def _key(seed: int) -> np.uint64:
+    """The stream's key: SplitMix64's output for `seed` mod 2^64 (numbers of nearby seeds far apart)."""
+    with np.errstate(over="ignore"):
+        return _splitmix_numpy(np.asarray([int(seed) % 2**64], np.uint64))[0]
 
 
 def _splitmix_numpy(z: np.ndarray) -> np.ndarray:
@@ -67,8 +72,7 @@ def standard_normals(count: int, seed: int) -> np.ndarray:
     if count < 0:
         raise ValueError(f"count must be non-negative, got {count}")
     out = np.empty(count + (count & 1), np.float32)
-    with np.errstate(over="ignore"):
-        key = _splitmix_numpy(np.asarray([int(seed) % 2**64], np.uint64))[0]
+    key = _key(seed)
     started = time.perf_counter()
     over_parts(lambda start, stop: _fill(out[2 * start:2 * stop], key, start), len(out) // 2, grain=1 << 16)
     _compile_seconds.setdefault("float32", time.perf_counter() - started)

@@ -30,11 +30,15 @@ __all__ = ["NEIGHBOURHOODS", "saliency_maps", "saliency_maps_torch", "saliency_p
 NEIGHBOURHOODS = (12, 24, 48, 28, 56, 112)  # 3*4, 3*4*2, 3*4*2*2, 7*4, 7*4*2, 7*4*2*2, as OpenCV's
 
 
-def _grey(images: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) int32 grey of uint8 (N, H, W, 3) RGB images, OpenCV's fixed-point BGR2GRAY on RGB."""
+def _check_batch(images: torch.Tensor) -> None:
+    """ValueError unless `images` is a decoded uint8 (N, H, W, 3) RGB batch."""
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"saliency needs the decoded uint8 (N, H, W, 3) RGB batch, got {tuple(images.shape)} "
                          f"{images.dtype}")
+
+
+def _grey(images: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) int32 grey of uint8 (N, H, W, 3) RGB images, OpenCV's fixed-point BGR2GRAY on RGB."""
     rgb = images.to(torch.int32)
     return (rgb[..., 0] * 4899 + rgb[..., 1] * 9617 + rgb[..., 2] * 1868 + (1 << 13)) >> 14
 
@@ -75,9 +79,7 @@ def saliency_maps(images: torch.Tensor) -> torch.Tensor:
     """
     from mlic_pipe.mix import cpu_saliency
 
-    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"saliency needs the decoded uint8 (N, H, W, 3) RGB batch, got {tuple(images.shape)} "
-                         f"{images.dtype}")
+    _check_batch(images)
     if images.device.type == "cpu" and cpu_saliency.AVAILABLE and min(images.shape[1:3]) >= 2:
         return torch.from_numpy(cpu_saliency.saliency_maps_cpu(images.contiguous().numpy()))
     return saliency_maps_torch(images)
@@ -85,6 +87,7 @@ def saliency_maps(images: torch.Tensor) -> torch.Tensor:
 
 def saliency_maps_torch(images: torch.Tensor) -> torch.Tensor:
     """`saliency_maps` by whole-batch tensor ops, on the images' device (the GPU's path, and the CPU's reference)."""
+    _check_batch(images)
     grey = _blur(_blur(_grey(images)))
     exact = torch.int32 if 255 * grey.shape[1] * grey.shape[2] < 2**31 else torch.int64
     grey = grey.to(exact)
