@@ -1,4 +1,4 @@
-"""Small datasets in the real on-disk layouts, built by the tests themselves."""
+"""Small datasets in the real on-disk layouts, built by the tests themselves, and photographs to test images on."""
 from __future__ import annotations
 
 import io
@@ -92,3 +92,14 @@ def multi_hot(labels) -> np.ndarray:
     for k, row in enumerate(labels):
         table[k, row] = 1
     return table
+
+
+def photographs(size: int | None = None) -> list[np.ndarray]:
+    """scikit-image's bundled photographs (RGB uint8, several sizes, not square), optionally resized to size x size."""
+    from skimage import data
+
+    photos = []
+    for name in ("astronaut", "coffee", "chelsea", "rocket", "cat"):
+        image = np.ascontiguousarray(getattr(data, name)()[..., :3]).astype(np.uint8)
+        photos.append(np.array(Image.fromarray(image).resize((size, size))) if size else image)
+    return photos

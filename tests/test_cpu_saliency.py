@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+from builders import photographs
 
 from mlic_pipe.mix import SaliencyMix, cpu_saliency
 from mlic_pipe.mix.saliency import saliency_maps, saliency_maps_torch, saliency_peaks
@@ -9,20 +10,9 @@ from mlic_pipe.mix.saliency import saliency_maps, saliency_maps_torch, saliency_
 needs_numba = pytest.mark.skipif(not cpu_saliency.AVAILABLE, reason="numba is not installed")
 
 
-def _photos():
-    """scikit-image's photographs as they are (several sizes, not square) and a batch of them at 224."""
-    from PIL import Image
-    from skimage import data
-
-    photos = [np.ascontiguousarray(getattr(data, name)()[..., :3]).astype(np.uint8)
-              for name in ("astronaut", "coffee", "chelsea", "rocket")]
-    return photos, np.stack([np.array(Image.fromarray(photo).resize((224, 224))) for photo in photos])
-
-
 @needs_numba
 def test_the_compiled_maps_equal_the_tensor_form_on_photographs():
-    photos, batch = _photos()
-    for images in [photo[None] for photo in photos] + [batch]:
+    for images in [photo[None] for photo in photographs()] + [np.stack(photographs(224))]:
         images = torch.from_numpy(images)
         torch.testing.assert_close(saliency_maps(images), saliency_maps_torch(images), rtol=0, atol=0)
 
@@ -41,10 +31,9 @@ def test_the_compiled_maps_equal_the_tensor_form_on_noise_and_flat_images(shape)
 @needs_numba
 def test_the_compiled_maps_take_the_int64_integral_of_very_large_images():
     # 255 H W >= 2^31: the integral no longer fits int32 in either form
-    _, batch = _photos()
     from PIL import Image
 
-    image = torch.from_numpy(np.array(Image.fromarray(batch[0]).resize((2950, 2930))))[None]
+    image = torch.from_numpy(np.array(Image.fromarray(photographs(224)[0]).resize((2950, 2930))))[None]
     torch.testing.assert_close(saliency_maps(image), saliency_maps_torch(image), rtol=0, atol=0)
 
 
@@ -58,7 +47,7 @@ def test_saliency_rejects_what_is_not_a_decoded_batch():
 @pytest.mark.parametrize("append", [False, True])
 def test_saliencymix_takes_each_partners_own_peak(append):
     # the plan computes the maps of the partners only; each box is still centred on its own partner's peak
-    _, batch = _photos()
+    batch = np.stack(photographs(224))
     images = torch.from_numpy(np.concatenate([batch, batch[:, ::-1]]).copy())
     peaks = saliency_peaks(images).numpy()
     plan = SaliencyMix(append=append, mix_ratio=0.5).plan(len(images), 224, np.random.default_rng(3), images=images)

@@ -10,6 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from builders import photographs
+
 from mlic_pipe.kernels import INTERPRETED
 from mlic_pipe.kernels import render as kernel_render
 from mlic_pipe.mix import IMAGENET_MEAN, IMAGENET_STD, ResizeMix, SaliencyMix, create_mixer, render_reference
@@ -134,25 +136,13 @@ def test_saliencymix_centres_cutmix_boxes_on_the_partners_peak():
     assert y0 <= centre[0] < max(y1, y0 + 1) and x0 <= centre[1] < max(x1, x0 + 1)
 
 
-def _photos(size=None):
-    """scikit-image's bundled photographs (RGB uint8), optionally resized to size x size."""
-    from PIL import Image
-    from skimage import data
-
-    photos = []
-    for name in ("astronaut", "coffee", "chelsea", "rocket", "cat"):
-        image = np.ascontiguousarray(getattr(data, name)()[..., :3]).astype(np.uint8)
-        photos.append(np.array(Image.fromarray(image).resize((size, size))) if size else image)
-    return photos
-
-
 def test_the_saliency_map_and_peak_are_opencvs_fine_grained_ones_on_photographs():
     """OpenCV's StaticSaliencyFineGrained (opencv-contrib, a test-only dependency) on each photo, fed BGR as the
     published code feeds it; ours on the RGB batch. OpenCV 5 returns the uint8 map divided by 255."""
     cv2 = pytest.importorskip("cv2")
     if not hasattr(cv2, "saliency"):
         pytest.skip("OpenCV without the contrib saliency module (pip install opencv-contrib-python-headless)")
-    for image in _photos() + _photos(224):
+    for image in photographs() + photographs(224):
         ok, expected = cv2.saliency.StaticSaliencyFineGrained_create().computeSaliency(
             np.ascontiguousarray(image[..., ::-1]))
         expected = np.asarray(expected, dtype=np.float64)
