@@ -7,17 +7,20 @@ memory format. A resampled cell is split in two: a vertical blend of whole sourc
 still interleaved as decoded, into a row that stays in L1 (contiguous, so it vectorizes), then the
 horizontal taps from it, read at a literal stride where a cell is as wide as the source, or 1/2 of
 it, and one by one through a table otherwise. The per-row functions run without numba's reference
-counting (`_ROW`). Rows go to the cores in runs of consecutive rows handed out as threads come free,
-so the cheap regular rows and the costlier spliced rows of a batch keep every core busy;
-``threads=1`` renders on the calling thread alone, as the loader does where DALI's decode threads
-hold the other cores. The bytes moved are about one read of the sources and one write of the
+counting (`_ROW`). Rows go to the cores in runs of consecutive rows handed out as threads come free
+(one shared count, taken a step at a time atomically), so the cheap regular rows and the costlier
+spliced rows of a batch keep every core busy; the threads are plain ones (`mlic_pipe.mix.host_threads`,
+the calling thread and the pool's) rather than numba's ``parallel=True``, whose OpenMP threads spun
+between batches on the cores DALI's decode needed (on 2 cores, two plain threads gave the loader ~10%
+more images/s than one, OpenMP's two ~10% fewer); ``threads=1`` renders on the calling thread alone.
+The bytes moved are about one read of the sources and one write of the
 result: the benchmarks measure the render against a float32 copy of its output (``cpu-copy`` in
 ``benchmarks/test_bench_render.py``).
 
 Why numba: its wheel ships LLVM, so nothing needs a C compiler, at install or at run time;
-``parallel=True`` spreads the rows over the cores; ``cache=True`` keeps the machine code on disk
+``nogil`` lets plain threads share the rows; ``cache=True`` keeps the machine code on disk
 (beside this file, or in numba's user cache when that is read-only), so only the first call on a
-machine compiles: about 20 s for the usual variant (uint8 in, float32 out), under 1 s to load
+machine compiles: about 14 s for the usual variant (uint8 in, float32 out), under 1 s to load
 afterwards; `compile_seconds` reports what this process paid. Without numba (a platform without
 its wheel) `render` falls back to the reference with one warning.
 
@@ -30,20 +33,19 @@ rounded to nearest even from the float32 row, as ``Tensor.to`` rounds.
 from __future__ import annotations
 
 import functools
-import os
 import time
-import threading
 
 import numpy as np
 import torch
 
 from mlic_pipe.mix import plan as table
+from mlic_pipe.mix.host_threads import over_parts
 from mlic_pipe.mix.plan import COL_CELLS, MixPlan, pack_plan
 from mlic_pipe.mix.settings import RenderSettings, check_render_call
 
 try:
     import numba
-    from numba import njit, prange
+    from numba import njit
     NUMBA_IMPORT_ERROR: str | None = None
 except ImportError as error:  # no wheel for this platform: `render` falls back to the reference
     numba = None
@@ -54,8 +56,6 @@ __all__ = ["AVAILABLE", "NUMBA_IMPORT_ERROR", "compile_seconds", "render_cpu"]
 AVAILABLE = numba is not None
 _HALF_KIND = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _compile_seconds: dict[tuple, float] = {}
-_ONE_AT_A_TIME = threading.Lock()
-_IMPORT_PID = os.getpid()
 
 
 def compile_seconds() -> dict[tuple, float]:
@@ -401,13 +401,24 @@ if AVAILABLE:
         if mode != 0:
             _mix_row(src, plan_row, lam, masks, half_lut, y, size, align_corners, scale, shift, target, t, ty, work)
 
+    @numba.extending.intrinsic
+    def _take_run(typingctx, counter):
+        """``counter[0] += 1`` as one atomic step, returning the value before: the next run of rows for the
+        calling thread, so several threads share one count without a lock (numba has no CPU atomics)."""
+        def codegen(context, builder, signature, args):
+            from llvmlite import ir
+            array = context.make_array(signature.args[0])(context, builder, args[0])
+            return builder.atomic_rmw("add", array.data, ir.Constant(ir.IntType(64), 1), "monotonic")
+        return numba.types.int64(counter), codegen
+
     @njit(**_JIT)
     def _render_rows(src, plan_table, lam, masks, half_lut, target, final, strides, direct, half_kind, scale, shift,
-                     tables, erase, area, align_corners, worker, workers, blocks):
-        """Runs worker, worker + workers, ... of the output rows cut into `blocks` runs of consecutive rows.
+                     tables, erase, area, align_corners, counter, blocks):
+        """The output rows cut into `blocks` runs of consecutive rows: renders runs until none is left, taking
+        the next one from `counter` (int64, one element, shared by the threads rendering the batch).
 
-        `render_cpu` calls it once for every run on one thread (0, 1, blocks), and `_render_parallel`
-        once per run (block, blocks, blocks). With `direct` the rows are computed in place in `target`,
+        `render_cpu` calls it once on each thread rendering (the calling thread alone, or several), so
+        runs go to the threads as they come free. With `direct` the rows are computed in place in `target`,
         the float32 C-contiguous output; otherwise in a scratch row and stored into `final`, the
         output's flat storage, at its element `strides` in its dtype (`_store_row`). It keeps numba's
         reference counting, which the per-row functions go without: it allocates the scratch.
@@ -419,7 +430,8 @@ if AVAILABLE:
         # the scratch output row, the vertical blend (interleaved, one pixel of padding), ResizeMix's horizontal taps
         work = (np.empty((1, 3, 1, size), np.float32), np.empty(3 * size + 3, np.float32),
                 np.empty(size, np.uint32), np.empty(size, np.uint32), np.empty(size, np.float32))
-        for block in range(worker, blocks, workers):
+        block = _take_run(counter)
+        while block < blocks:
             for line in range(block * per_block, min(lines, (block + 1) * per_block)):
                 n, y = line // size, line % size
                 rows_in, t, ty = (target, n, y) if direct else (work[0], 0 * n, 0 * y)
@@ -429,18 +441,7 @@ if AVAILABLE:
                     _erase_row(plan_table[n], values[n], erase, y, size, shift, rows_in, t, ty)
                 if not direct:
                     _store_row(work[0][0, :, 0], final, strides, n, y, half_kind)
-
-    @njit(parallel=True, **_JIT)
-    def _render_parallel(src, plan_table, lam, masks, half_lut, target, final, strides, direct, half_kind, scale,
-                         shift, tables, erase, area, align_corners, blocks):
-        """`_render_rows` on numba's threads, a run of rows at a time, handed out as threads come free.
-
-        Dynamic hand-out (chunk size 1) matters when the cores are shared, as with DALI decoding the
-        next batch: a thread the OS parks does not hold up the batch with a fixed share.
-        """
-        for block in prange(blocks):  # `render_cpu` sets the chunk size to 1 around the call
-            _render_rows(src, plan_table, lam, masks, half_lut, target, final, strides, direct, half_kind, scale,
-                         shift, tables, erase, area, align_corners, block, blocks, blocks)
+            block = _take_run(counter)
 
 
 @functools.lru_cache(maxsize=16)
@@ -491,8 +492,8 @@ def render_cpu(images: torch.Tensor, plan: MixPlan, settings: RenderSettings | N
                out: torch.Tensor | None = None, threads: int | None = None, **options) -> torch.Tensor:
     """Render `plan` from CPU `images` with the compiled one-pass kernel; the arguments of `mlic_pipe.mix.render`.
 
-    `threads`: how many cores render (default: torch's thread count); 1 renders on the calling thread alone,
-    which the loader asks for when DALI's decode threads already hold the other cores (see `MLICLoader`).
+    `threads`: how many threads render (default: torch's thread count): the calling thread and up to
+    ``threads - 1`` of `mlic_pipe.mix.host_threads`' pool; 1 renders on the calling thread alone.
 
     Raises:
         RuntimeError: numba cannot be imported (`render` checks `AVAILABLE` and falls back instead).
@@ -513,8 +514,8 @@ def render_cpu(images: torch.Tensor, plan: MixPlan, settings: RenderSettings | N
     area = settings.resample == "area"
     tables = _tables(size, int(plan.grid[:, 1].max()), settings.align_corners, area)
     lines = plan.num_outputs * size
-    # runs of >= 16 consecutive rows, 16 per thread, handed out as threads come free (numba's chunk size 1):
-    # balances the cheap regular rows and the costlier spliced ones, and cores shared with DALI's threads
+    # runs of >= 16 consecutive rows, 16 per thread, handed out as threads come free (`_take_run`): balances
+    # the cheap regular rows and the costlier spliced ones, and cores shared with DALI's threads
     wanted = torch.get_num_threads() if threads is None else int(threads)
     workers = max(1, min(wanted, lines // 16))  # 1: render on this thread alone
     blocks = max(1, min(lines // 16, 16 * workers))
@@ -523,17 +524,7 @@ def render_cpu(images: torch.Tensor, plan: MixPlan, settings: RenderSettings | N
     args = (*arrays, tables, erase, area, settings.align_corners)
     key = (str(images.dtype), str(out.dtype), arrays[8], settings.resample, settings.align_corners)
     started = time.perf_counter()
-    if workers == 1 or os.getpid() != _IMPORT_PID:
-        # one thread; also in a forked child (a DataLoader worker), where OpenMP threads may never start
-        _render_rows(*args, 0, 1, blocks)
-    else:
-        with _ONE_AT_A_TIME:  # numba's workqueue threads (its fallback layer) cannot be entered twice at once
-            previous, cores = numba.set_parallel_chunksize(1), numba.get_num_threads()
-            numba.set_num_threads(min(workers, numba.config.NUMBA_NUM_THREADS))
-            try:
-                _render_parallel(*args, blocks)
-            finally:
-                numba.set_parallel_chunksize(previous)
-                numba.set_num_threads(cores)
+    counter = np.zeros(1, np.int64)  # the next run of rows, shared by the threads
+    over_parts(lambda first, stop: _render_rows(*args, counter, blocks), workers, threads=workers)
     _compile_seconds.setdefault(key, time.perf_counter() - started)
     return out

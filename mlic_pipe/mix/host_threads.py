@@ -1,10 +1,11 @@
-"""`over_parts`: a compiled plan function run over consecutive parts of a batch on several host threads.
+"""`over_parts`: a compiled function (a CPU plan's, the CPU render's) run over parts of a batch on several host threads.
 
 Why: the CPU plans of FMix (`normals`, `rank_ramp`, numpy's FFT) and SaliencyMix (`cpu_saliency`) are
 functions that release the GIL, and one core takes ~55 and ~42 ms for B=32 at S=448 on this project's
 machine: more than the batch's decode. Where the machine has cores to spare, the plan should use them:
-as many as torch's thread count during the call, which the loader sets to the cores DALI's threads
-leave (`MLICLoader.render_threads`: one on 2 cores, so nothing changes there).
+as many as torch's thread count during the call, which the loader sets to its render's thread count
+(`MLICLoader.render_threads`: torch's own count by default). The CPU render (`cpu_render`) shares the
+pool: its threads take runs of output rows from one atomic count.
 
 Plain threads rather than numba's ``parallel=True``: nothing spins between calls (OpenMP's threads did,
 on the cores the decode needed), one function serves both the serial and the split call, and a process
