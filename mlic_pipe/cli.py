@@ -352,7 +352,7 @@ def _profile_parser(commands) -> None:
     profile.add_argument("--model", help="also time a timm model's forward + backward, e.g. resnet50 (random init)")
     profile.add_argument("--threads", type=_at_least(1), help="DALI CPU threads (default: CPU count, at most 8)")
     profile.add_argument("--render-threads", type=_at_least(1), metavar="N",
-                         help="CPU render (and plan) threads (default: the cores DALI's threads leave, at least 1)")
+                         help="CPU render (and plan) threads (default: torch's thread count)")
     profile.add_argument("--on-error", default="raise", choices=ON_ERROR,
                          help="undecodable images: raise (default), or skip and report")
     profile.add_argument("--json", help="also write the numbers to this JSON file")

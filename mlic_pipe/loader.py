@@ -72,14 +72,17 @@ class MLICLoader:
         device: "auto" (CUDA when present), "cpu" or "cuda[:N]": where decoding (GPU: DALI 'mixed'),
             rendering and the returned tensors live.
         num_threads: DALI CPU threads (default: the CPU count, at most 8).
-        render_threads: cores the CPU render uses (default: those DALI's threads leave, at least 1). DALI decodes
-            the next batches while this one renders, so on a CPU the render's second thread takes a core from the
-            decode, and the pair's hand-off (OpenMP threads spinning for the next parallel region) costs more than
-            it saves: measured on 2 cores, an epoch at S=448 took 35% over bare DALI with two render threads and
-            19-25% with one (benchmarks/results/2026-12-07-cpu-loader-render-threads-before-after.md). The plan's
+        render_threads: threads the CPU render and plan use (default: torch's thread count, as the model's ops).
+            They run at normal priority, DALI's decode threads below it, so while a batch renders the decode of
+            the next ones yields the cores, and takes them back when the render is done: the step waits on the
+            render for less time and the cores stay busy. Plain threads (`mlic_pipe.mix.host_threads`): numba's
+            OpenMP threads spun between batches on the cores the decode needed, so an earlier default of one
+            render thread on 2 cores was faster than two of those; with plain ones, two measured on 2 cores at
+            S=448: augmentation 17-20% of a step instead of 27-29%, images/s within the runs' noise of one
+            thread, the epoch 15-19% over bare DALI instead of 19-27%; at S=224 13-15% instead of 16-20%, and
+            more images/s (benchmarks/results/2026-12-07-cpu-render-plain-threads-before-after.md). The plan's
             torch ops (SaliencyMix's gathers, FMix's conversions) run on as many of torch's threads, restored
-            after: on 2 cores torch's second thread took that core from the decode (measured while FMix's FFT
-            was torch's: FMix at S=448, 302-316 -> 325-336 images/s in alternating runs). Ignored on CUDA.
+            after. Ignored on CUDA.
         seed: with the epoch, rank and row, fixes the order, crops, flips and plans.
         shuffle, drop_last: default to `train`. ``drop_last=False`` pads the last round by wrapping
             around (as DistributedSampler), marking the repeats in ``batch.padded``.
@@ -132,7 +135,7 @@ class MLICLoader:
         self.render_settings = RenderSettings(mean=mean, std=std, out_dtype=dtype, resample=resample,
                                               align_corners=align_corners, channels_last=channels_last)
         threads = num_threads if num_threads is not None else min(os.cpu_count() or 1, 8)
-        self.render_threads = _render_threads(render_threads, threads)
+        self.render_threads = _render_threads(render_threads)
         crop = _crop_settings(crop, self.train, scale, ratio, crop_pct)
         self.settings = DecodeSettings(image_size=self.image_size, train=self.train, crop=crop, flip_prob=flip_prob,
                                        auto_augment=parse_auto_augment(auto_augment),
@@ -329,8 +332,9 @@ def _mixer(mix, weights, prob: float, off_epoch: int | None):
 def _torch_threads(count: int | None):
     """torch's intra-op thread count set to `count` for the block (None: as it is), then restored.
 
-    Why: on a CPU the plan runs while DALI's threads decode the next batches; torch's other threads would
-    take cores from the decode and spin on them between parallel regions, as the render's did.
+    Why: the plan's torch ops take the threads given to the render (`render_threads`), no more: on a CPU the
+    plan runs while DALI's threads decode the next batches, and torch's OpenMP threads spin between parallel
+    regions on the cores they hold.
     """
     previous = torch.get_num_threads()
     if count is None or count == previous:
@@ -343,10 +347,10 @@ def _torch_threads(count: int | None):
         torch.set_num_threads(previous)
 
 
-def _render_threads(render_threads, dali_threads) -> int:
-    """The CPU render's thread count: as given, or the cores DALI's decode threads leave (at least 1)."""
+def _render_threads(render_threads) -> int:
+    """The CPU render's thread count: as given, or torch's."""
     if render_threads is None:
-        return max(1, (os.cpu_count() or 1) - int(dali_threads))
+        return torch.get_num_threads()
     if not _positive_integer(render_threads):
         raise ConfigError(f"{{render_threads}} must be a positive integer, got {render_threads!r}")
     return int(render_threads)

@@ -246,7 +246,7 @@ def _renderer(loader: MLICLoader) -> tuple[str, float | None]:
     first = max(cpu_render.compile_seconds().values(), default=None)
     threads = loader.render_threads
     return (f"the compiled one-pass CPU renderer (numba), on {threads} thread{'s' if threads > 1 else ''} "
-            "(the cores DALI's threads leave, or --render-threads)"), first
+            "(torch's thread count, or --render-threads)"), first
 
 
 def _plan_kernels(mixer) -> str:

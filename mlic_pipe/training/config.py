@@ -144,8 +144,8 @@ class TrainConfig:
     channels_last: bool = option(False, "channels_last images and model")
     device: str = option("auto", "auto (CUDA when present), cpu or cuda[:N]")
     threads: int | None = option(None, "DALI CPU threads (default: CPU count, at most 8)")
-    render_threads: int | None = option(None, "CPU render (and plan) threads (default: the cores DALI's threads "
-                                              "leave, at least 1)", metavar="N")
+    render_threads: int | None = option(None, "CPU render (and plan) threads (default: torch's thread count)",
+                                       metavar="N")
     seed: int = option(0, "fixes init, order, crops and plans")
     out_dir: str = option("runs/mlic", "where log.jsonl, last.pt and best.pt go", metavar="DIR")
     resume: str | None = option(None, "continue from a checkpoint, or 'auto' for OUT_DIR/last.pt (mid-epoch too)",
