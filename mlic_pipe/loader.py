@@ -79,7 +79,7 @@ class MLICLoader:
             OpenMP threads spun between batches on the cores the decode needed, so an earlier default of one
             render thread on 2 cores was faster than two of those; with plain ones, two measured on 2 cores at
             S=448: augmentation 17-20% of a step instead of 27-29%, images/s within the runs' noise of one
-            thread, the epoch 15-19% over bare DALI instead of 19-27%; at S=224 13-15% instead of 16-20%, and
+            thread, the epoch 15-22% over bare DALI instead of 19-27%; at S=224 13-15% instead of 16-20%, and
             more images/s (benchmarks/results/2026-12-07-cpu-render-plain-threads-before-after.md). The plan's
             torch ops (SaliencyMix's gathers, FMix's conversions) run on as many of torch's threads, restored
             after. Ignored on CUDA.
