@@ -11,8 +11,10 @@ counting (`_ROW`). Rows go to the cores in runs of consecutive rows handed out a
 (one shared count, taken a step at a time atomically), so the cheap regular rows and the costlier
 spliced rows of a batch keep every core busy; the threads are plain ones (`mlic_pipe.mix.host_threads`,
 the calling thread and the pool's) rather than numba's ``parallel=True``, whose OpenMP threads spun
-between batches on the cores DALI's decode needed (on 2 cores, two plain threads gave the loader ~10%
-more images/s than one, OpenMP's two ~10% fewer); ``threads=1`` renders on the calling thread alone.
+between batches on the cores DALI's decode needed (on 2 cores at S=448, two of them cost the loader ~10%
+of its images/s against one; two plain ones match one, and the step waits on the render a third less:
+benchmarks/results/2026-12-07-cpu-render-plain-threads-before-after.md); ``threads=1`` renders on the
+calling thread alone.
 The bytes moved are about one read of the sources and one write of the
 result: the benchmarks measure the render against a float32 copy of its output (``cpu-copy`` in
 ``benchmarks/test_bench_render.py``).
