@@ -275,8 +275,8 @@ def fmix_masks(lam, image_size: int, *, decay: float = 3.0, max_soft: float = 0.
     weights = fmix_spectrum_weights(image_size, decay, device)
     shape = (count, *weights.shape, 2)
     if device.type == "cpu" and normals.AVAILABLE:
-        # on one core (the loader's plan runs beside the decode): the compiled normals, ~2.5x torch.randn, the
-        # weights as a real multiply, and numpy's float32 inverse FFT, ~1.7x torch's on one thread
+        # per core (the loader's plan shares the cores with the decode): the compiled normals, ~2.5x torch.randn,
+        # the weights as a real multiply, and numpy's float32 inverse FFT, ~1.7x torch's on one thread
         spectrum = normals.standard_normals(math.prod(shape), int(seed)).view(np.complex64).reshape(shape[:-1])
         spectrum *= weights.numpy()  # pairs of normals as complex64, contiguous: the FFT copies nothing in
         grey = np.empty((count, image_size, image_size), np.float32)
