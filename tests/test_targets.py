@@ -57,3 +57,18 @@ def test_dropped_cells_lose_their_labels():
     assert mix_targets(targets, plan).tolist() == [[1.0, 0.0, 1.0, 0.0]]
     with pytest.raises(ValueError, match="rule"):
         mix_targets(targets, plan, rule="max")
+
+
+@pytest.mark.parametrize("rule", ["union", "area"])
+@pytest.mark.parametrize("mixer", [SpliceMix(["2x3-3", "1x2-1"]), CutMix(append=True), MixUp(), FMix(append=True)])
+def test_cpu_labels_mix_in_numpy_to_the_same_bits_as_torch_s_ops(mixer, rule):
+    """CPU labels take a numpy path (cheaper cache-cold); labels that need gradients keep the torch ops."""
+    rng = np.random.default_rng(4)
+    targets = torch.from_numpy(rng.random((12, 9), dtype=np.float32))  # soft labels: every float op shows
+    for _ in range(4):
+        plan = mixer.plan(12, 32, rng)
+        host = mix_targets(targets, plan, rule=rule)
+        traced = mix_targets(targets.clone().requires_grad_(True), plan, rule=rule)
+        assert traced.requires_grad and not host.requires_grad
+        assert host.dtype == torch.float32 and host.is_contiguous()
+        assert torch.equal(host, traced.detach())

@@ -1,6 +1,7 @@
 """`mix_targets`: the labels of a mixed batch, derived from the same plan as its pixels."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from mlic_pipe.mix.plan import MixPlan
@@ -23,6 +24,8 @@ def mix_targets(targets: torch.Tensor, plan: MixPlan, rule: str = "union") -> to
         raise ValueError(f"rule must be one of {TARGET_RULES}, got {rule!r}")
     if targets.ndim != 2:
         raise ValueError(f"targets must be (N, C), got {tuple(targets.shape)}")
+    if targets.device.type == "cpu" and plan.cells.device.type == "cpu" and not targets.requires_grad:
+        return torch.from_numpy(_mix_on_host(targets.float().numpy(), plan, rule))
     plan = plan.on_device(targets.device)  # the upload the render made (one table per batch, no wait)
     labels = targets.float()
     cells = plan.cells.long()
@@ -36,6 +39,25 @@ def mix_targets(targets: torch.Tensor, plan: MixPlan, rule: str = "union") -> to
         lam = plan.lam.float()[:, None]
         mixed = lam * primary + (1.0 - lam) * other
     return torch.where((partner >= 0)[:, None], mixed, primary)
+
+
+def _mix_on_host(labels: np.ndarray, plan: MixPlan, rule: str) -> np.ndarray:
+    """`mix_targets` of CPU tensors in numpy, the same operations in the same order (so the same float32 values).
+
+    Why: the loader mixes a CPU batch's labels right after the render has streamed the batch through the
+    caches, where each torch op costs tens of microseconds of dispatch; these cost a few each, ~0.2 ms a
+    batch less (measured cache-cold: 0.32 -> ~0.1 ms for B=32 with SpliceMix).
+    """
+    cells, partner = plan.cells.numpy(), plan.partner.numpy()
+    gathered = labels[np.maximum(cells, 0)]  # (N_out, K, C)
+    primary = np.where((cells >= 0)[..., None], gathered, np.float32(0.0)).max(axis=1)
+    other = labels[np.maximum(partner, 0)]
+    if rule == "union":
+        mixed = np.maximum(primary, other)
+    else:
+        lam = plan.lam.numpy().astype(np.float32)[:, None]
+        mixed = lam * primary + (np.float32(1.0) - lam) * other
+    return np.ascontiguousarray(np.where((partner >= 0)[:, None], mixed, primary), dtype=np.float32)
 
 
 def mix_ignore(ignore: torch.Tensor | None, plan: MixPlan, targets: torch.Tensor) -> torch.Tensor | None:
