@@ -163,3 +163,28 @@ def test_validate_names_each_bad_plan(change, message):
     _good().validate(4, 8)  # the plan before the change passes
     with pytest.raises(ValueError, match=message):
         _good(**change).validate(4, 8)
+
+
+@pytest.mark.parametrize("name", ["splicemix", "cutmix", "fmix", "resizemix", "mixup"])
+@pytest.mark.parametrize("erased", [False, True])
+def test_a_host_plan_packs_in_numpy_to_the_table_torch_s_ops_pack(name, erased):
+    """The host packs a plan's table with numpy (cheaper cache-cold); the torch route a device plan takes is the
+    reference, and the table's columns read back as the plan's fields."""
+    from mlic_pipe.mix.plan import COL_CELLS, COL_LAM, COL_MODE, COL_PARTNER, _pack
+
+    rng = np.random.default_rng(5)
+    options = {} if name == "splicemix" else {"append": True}
+    plan = create_mixer(name, **options).plan(8, 32, rng)
+    if erased:
+        boxes = rng.integers(0, 32, (plan.num_outputs, 2, 4))
+        plan = plan.with_erase(boxes, rng.integers(0, 3, (plan.num_outputs, 2)), rng.random((plan.num_outputs, 2, 3)),
+                               rng.integers(0, 2**31, (plan.num_outputs, 2)))
+    table = _pack(plan, torch.device("cpu"))
+    assert table.dtype == torch.int32 and table.is_contiguous()
+    assert torch.equal(table, _pack(plan, torch.device("cpu"), numpy_on_host=False))
+    cells = plan.cells.shape[1]
+    assert torch.equal(table[:, COL_CELLS:COL_CELLS + cells], plan.cells)
+    assert torch.equal(table[:, COL_LAM].contiguous().view(torch.float32), plan.lam)
+    assert table[:, COL_PARTNER].tolist() == plan.partner.tolist()
+    assert table[:, COL_MODE].tolist() == plan.mask_mode.tolist()
+    assert table.shape[1] == COL_CELLS + cells + (plan.erase.shape[1] * plan.erase.shape[2] if erased else 0)

@@ -287,11 +287,12 @@ def _pack_on_host(plan: MixPlan, lam: torch.Tensor) -> np.ndarray:
     return table
 
 
-def _pack(plan: MixPlan, device: torch.device) -> torch.Tensor:
+def _pack(plan: MixPlan, device: torch.device, numpy_on_host: bool = True) -> torch.Tensor:
+    """`pack_plan`'s table: numpy's column writes for a plan on the host (`_pack_on_host`), torch's ops otherwise."""
     host = plan.cells.device
     lam = plan.lam.to(torch.float32)
     lam_here = lam.device == host
-    if host.type == "cpu" and lam_here:
+    if host.type == "cpu" and lam_here and numpy_on_host:
         table = torch.from_numpy(_pack_on_host(plan, lam))
         return table.to(device, non_blocking=True) if device.type != "cpu" else table
     columns = {
