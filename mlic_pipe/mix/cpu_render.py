@@ -481,13 +481,18 @@ def _arrays(images: torch.Tensor, plan: MixPlan, settings: RenderSettings, out: 
     else:
         masks_array = masks.detach().cpu().float().numpy()
     direct = out.dtype == torch.float32 and out.is_contiguous()
-    span = 1 + sum((dim - 1) * step for dim, step in zip(out.shape, out.stride()))
-    flat = torch.as_strided(out, (span,), (1,))
-    final = flat.numpy() if out.dtype == torch.float32 else flat.view(torch.int16).numpy()
-    target = out.numpy() if direct else np.zeros((1, 3, 1, 1), np.float32)
-    return (src, pack_plan(plan, torch.device("cpu")).numpy(), plan.lam.detach().to("cpu", torch.float32).numpy(),
-            masks_array, half_lut, target, final, np.asarray(out.stride(), np.int64), direct, _HALF_KIND[out.dtype],
-            np.asarray(scale, np.float32), np.asarray(shift, np.float32))
+    if direct:  # written in place: numpy views, no torch op (each costs tens of microseconds cache-cold)
+        target = out.numpy()
+        final = target.reshape(-1)
+    else:
+        span = 1 + sum((dim - 1) * step for dim, step in zip(out.shape, out.stride()))
+        flat = torch.as_strided(out, (span,), (1,))
+        final = flat.numpy() if out.dtype == torch.float32 else flat.view(torch.int16).numpy()
+        target = np.zeros((1, 3, 1, 1), np.float32)
+    packed = pack_plan(plan, torch.device("cpu")).numpy()
+    lam = np.ascontiguousarray(packed[:, table.COL_LAM]).view(np.float32)  # the plan's lam, as packed
+    return (src, packed, lam, masks_array, half_lut, target, final, np.asarray(out.stride(), np.int64), direct,
+            _HALF_KIND[out.dtype], np.asarray(scale, np.float32), np.asarray(shift, np.float32))
 
 
 def render_cpu(images: torch.Tensor, plan: MixPlan, settings: RenderSettings | None = None, *,
@@ -514,7 +519,7 @@ def render_cpu(images: torch.Tensor, plan: MixPlan, settings: RenderSettings | N
         return out
     arrays = _arrays(images, plan, settings, out)
     area = settings.resample == "area"
-    tables = _tables(size, int(plan.grid[:, 1].max()), settings.align_corners, area)
+    tables = _tables(size, int(arrays[1][:, table.COL_COLS].max()), settings.align_corners, area)
     lines = plan.num_outputs * size
     # runs of >= 16 consecutive rows, 16 per thread, handed out as threads come free (`_take_run`): balances
     # the cheap regular rows and the costlier spliced ones, and cores shared with DALI's threads
