@@ -83,17 +83,39 @@ def test_rank_ramp_rejects_mismatched_shapes():
         rank_ramp.rank_ramp(grey, np.zeros(3, np.int64), np.zeros(3, np.int64), np.zeros((2, 5)))
 
 
+def _batch_wide_masks(lam, size, max_soft, seed):
+    """The CPU's masks computed batch-wide, step by step as the paper's order has them: the seed's normals for the
+    whole batch, the weights, numpy's irfft2 of every spectrum at once, then each row ranked by a stable sort (the
+    GPU's `ramp_by_sorting`)."""
+    from mlic_pipe.mix import normals
+    from mlic_pipe.mix.masks import ramp_by_sorting
+
+    weights = fmix_spectrum_weights(size, 3.0).numpy()
+    spectrum = normals.standard_normals(len(lam) * weights.size * 2, seed).view(np.complex64)
+    grey = np.fft.irfft2(spectrum.reshape(len(lam), *weights.shape) * weights, s=(size, size))
+    lam = torch.from_numpy(np.asarray(lam, np.float64))
+    keep = torch.round(lam * size * size)
+    soft = torch.minimum(torch.full_like(lam, max_soft), torch.minimum(lam, 1.0 - lam)).clamp_min(0.0)
+    low, high = torch.floor(keep - soft * size * size), torch.floor(keep + soft * size * size)
+    return ramp_by_sorting(torch.from_numpy(grey.reshape(len(lam), -1)), low, high).reshape(-1, size, size)
+
+
 @pytest.mark.parametrize("size", [31, 64])
 @pytest.mark.parametrize("max_soft", [0.0, 0.2])
-def test_the_cpu_masks_equal_the_sorting_path(monkeypatch, size, max_soft):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_cpu_masks_equal_the_batch_wide_steps_and_the_sorting_path(size, max_soft, threads):
+    """Mask by mask on the host threads (`_host_masks`) = the batch-wide draws, FFT and sort, bit for bit."""
     if not rank_ramp.AVAILABLE:
         pytest.skip("numba is not installed")
     lam = np.array([0.0, 0.03, 0.37, 0.5, 0.81, 1.0])
-    masks, realized = fmix_masks(lam, size, max_soft=max_soft, seed=11)
-    monkeypatch.setattr(rank_ramp, "AVAILABLE", False)  # what a GPU (or a CPU without numba) runs
-    sorted_masks, sorted_realized = fmix_masks(lam, size, max_soft=max_soft, seed=11)
-    assert torch.equal(masks, sorted_masks)
-    assert torch.equal(realized, sorted_realized)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        masks, realized = fmix_masks(lam, size, max_soft=max_soft, seed=11)
+    finally:
+        torch.set_num_threads(previous)
+    assert masks.dtype == torch.float16 and masks.shape == (len(lam), size, size)
+    assert torch.equal(masks, _batch_wide_masks(lam, size, max_soft, 11))
     means = masks.float().mean(dim=(1, 2))  # realized: each mask's mean (counted, not summed, for hard masks)
     assert torch.equal(realized, means) if max_soft == 0 else torch.allclose(realized, means, rtol=1e-6, atol=0)
     if max_soft == 0:

@@ -44,3 +44,20 @@ def test_the_normals_are_standard_normal():
     cdf = 0.5 * (1 + np.vectorize(math.erf)(drawn / math.sqrt(2)))
     ks = max((np.arange(1, n + 1) / n - cdf).max(), (cdf - np.arange(n) / n).max())
     assert ks < 1.95 / math.sqrt(n)  # Kolmogorov-Smirnov at the 0.1% level
+
+
+@pytest.mark.parametrize("first, length", [(0, 2), (0, 10_000), (3, 8), (517, 2048), (100_000, 1_026)])
+def test_fill_normals_draws_any_run_of_pairs_of_the_stream(first, length):
+    """A mask's spectrum drawn alone (`fmix_masks`, mask by mask) = its slice of the batch's draw."""
+    out = np.full(length, np.nan, np.float32)
+    assert normals.fill_normals(out, 9, first) is out
+    np.testing.assert_array_equal(out, normals.standard_normals(2 * first + length, 9)[2 * first:])
+
+
+def test_fill_normals_names_a_bad_buffer():
+    with pytest.raises(ValueError, match="even length"):
+        normals.fill_normals(np.zeros(3, np.float32), 1, 0)
+    with pytest.raises(ValueError, match="float32"):
+        normals.fill_normals(np.zeros(4, np.float64), 1, 0)
+    with pytest.raises(ValueError, match="non-negative"):
+        normals.fill_normals(np.zeros(4, np.float32), 1, -1)

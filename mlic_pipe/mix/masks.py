@@ -261,9 +261,10 @@ def fmix_masks(lam, image_size: int, *, decay: float = 3.0, max_soft: float = 0.
     public FMix code builds a degenerate one-row spectrum; this follows the paper. With
     ``max_soft > 0`` the edge is a linear ramp over the ranks within +- soft * S^2 of the threshold
     (soft = min(max_soft, lambda, 1 - lambda)), as in the paper. On a GPU: torch.randn, torch's FFT and
-    a sort of each row for the ranks. On a CPU, where this was most of a data step: the compiled normals
-    (`mlic_pipe.mix.normals`), numpy's FFT, and a histogram with a sort of the threshold's bins only
-    (`mlic_pipe.mix.rank_ramp`); the same distribution, other draws for a seed than a GPU's.
+    a sort of each row for the ranks. On a CPU, where this was most of a data step: mask by mask on
+    torch's threads (`_host_masks`), the compiled normals (`mlic_pipe.mix.normals`), numpy's FFT, and a
+    histogram with a sort of the threshold's bins only (`mlic_pipe.mix.rank_ramp`); the same distribution,
+    other draws for a seed than a GPU's.
 
     Returns:
         masks: (K, S, S) float16 in [0, 1]; realized: (K,) float32, each mask's mean.
@@ -273,42 +274,63 @@ def fmix_masks(lam, image_size: int, *, decay: float = 3.0, max_soft: float = 0.
     count, pixels = lam.numel(), image_size * image_size
     # float32 / complex64: the grey image only ranks pixels, and float64 doubled the cost (mostly randn)
     weights = fmix_spectrum_weights(image_size, decay, device)
-    shape = (count, *weights.shape, 2)
-    if device.type == "cpu" and normals.AVAILABLE:
-        # per core (the loader's plan shares the cores with the decode): the compiled normals, ~2.5x torch.randn,
-        # the weights as a real multiply, and numpy's float32 inverse FFT, ~1.7x torch's on one thread
-        spectrum = normals.standard_normals(math.prod(shape), int(seed)).view(np.complex64).reshape(shape[:-1])
-        spectrum *= weights.numpy()  # pairs of normals as complex64, contiguous: the FFT copies nothing in
-        grey = np.empty((count, image_size, image_size), np.float32)
-
-        def inverse(start: int, stop: int) -> None:  # numpy's FFT releases the GIL: masks on torch's threads
-            grey[start:stop] = np.fft.irfft2(spectrum[start:stop], s=(image_size, image_size))
-        host_threads.over_parts(inverse, count)
-        grey = torch.from_numpy(grey.reshape(count, pixels))
-    else:
-        generator = torch.Generator(device=device).manual_seed(int(seed))
-        draws = torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
-        grey = torch.fft.irfft2(torch.view_as_complex(draws) * weights, s=(image_size, image_size))
-        grey = grey.reshape(count, pixels)
-
     keep = torch.round(lam * pixels)
     soft = torch.minimum(torch.full_like(lam, max_soft), torch.minimum(lam, 1.0 - lam)).clamp_min(0.0)
     low = torch.floor(keep - soft * pixels)
     high = torch.floor(keep + soft * pixels)
-    if device.type == "cpu" and rank_ramp.AVAILABLE:
-        # 0 and 1 only: float32 holds them; a ramp is rounded from float64
-        ramp = np.empty((count, pixels), np.float32 if max_soft == 0 else np.float64)
-        rank_ramp.rank_ramp(grey.numpy(), low.numpy().astype(np.int64), high.numpy().astype(np.int64), ramp)
-        ramp = torch.from_numpy(ramp)
+    if device.type == "cpu" and normals.AVAILABLE and rank_ramp.AVAILABLE:
+        masks = torch.from_numpy(_host_masks(image_size, weights.numpy(), int(seed), low.numpy().astype(np.int64),
+                                             high.numpy().astype(np.int64), max_soft != 0))
     else:
-        order = torch.argsort(grey, dim=1, descending=True, stable=True)  # rank 0 = largest value
-        ranks = torch.empty_like(order)
-        ranks.scatter_(1, order, torch.arange(pixels, device=device).expand(count, pixels))
-        ramp = ((high[:, None] - ranks) / (high - low).clamp_min(1.0)[:, None]).clamp(0.0, 1.0)
-    masks = ramp.to(torch.float16).reshape(count, image_size, image_size)
+        generator = torch.Generator(device=device).manual_seed(int(seed))
+        draws = torch.randn((count, *weights.shape, 2), generator=generator, device=device, dtype=torch.float32)
+        grey = torch.fft.irfft2(torch.view_as_complex(draws) * weights, s=(image_size, image_size))
+        masks = ramp_by_sorting(grey.reshape(count, pixels), low, high).reshape(count, image_size, image_size)
     if max_soft == 0:  # a hard mask's ones are its ranks below `high` (summing the masks took ~11 ms on a CPU core)
         return masks, high.clamp(0, pixels).float() / pixels
     return masks, masks.sum(dim=(1, 2), dtype=torch.float32) / pixels
+
+
+def ramp_by_sorting(grey: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """(K, P) float16 ``clamp((high - rank) / max(high - low, 1), 0, 1)`` of each row of `grey`, the ranks from a
+    stable sort by descending value (ties by position): what a GPU runs (`rank_ramp` is the CPU's twin)."""
+    count, pixels = grey.shape
+    order = torch.argsort(grey, dim=1, descending=True, stable=True)  # rank 0 = largest value
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(pixels, device=grey.device).expand(count, pixels))
+    return ((high[:, None] - ranks) / (high - low).clamp_min(1.0)[:, None]).clamp(0.0, 1.0).to(torch.float16)
+
+
+def _host_masks(image_size: int, weights: np.ndarray, seed: int, low: np.ndarray, high: np.ndarray,
+                soft: bool) -> np.ndarray:
+    """(K, S, S) float16 masks on the CPU, image by image on torch's threads: the draws, the inverse FFT, the ranks.
+
+    Each mask's steps run back to back while its spectrum and grey image are in the core's caches (batch-wide
+    steps streamed 32 of each through memory between steps: 1.5-2x slower at S=448). The values are those of
+    the batch-wide steps: mask k's spectrum is pairs k * (S (S / 2 + 1)) on of the seed's normals
+    (`normals.fill_normals`), times `weights`; numpy's float32 inverse real FFT; `rank_ramp`'s ranks.
+    """
+    count = len(low)
+    spectrum_shape = weights.shape
+    pairs = math.prod(spectrum_shape)  # complex values per mask: one pair of normals each
+    masks = np.empty((count, image_size, image_size), np.float16)
+
+    def part(start: int, stop: int) -> None:  # numba's and numpy's FFT release the GIL
+        spectrum, columns = np.empty(spectrum_shape, np.complex64), np.empty(spectrum_shape, np.complex64)
+        grey = np.empty((image_size, image_size), np.float32)
+        ramp = np.empty((1, image_size * image_size), np.float64 if soft else np.float32)
+        for k in range(start, stop):
+            normals.fill_normals(spectrum.reshape(-1).view(np.float32), seed, k * pairs)
+            spectrum *= weights
+            # irfft2 as its two passes, into kept arrays (np.fft.irfft2's own `out` gave wrong values, numpy 2.4)
+            np.fft.ifft(spectrum, axis=0, out=columns)
+            np.fft.irfft(columns, n=image_size, axis=1, out=grey)
+            rank_ramp.rank_ramp(grey.reshape(1, -1), low[k:k + 1], high[k:k + 1], ramp)
+            # rounded as `ramp_by_sorting`'s Tensor.to rounds, with no temporary (numpy's conversion to float16
+            # is scalar: ~100x torch's)
+            torch.from_numpy(masks[k].reshape(1, -1)).copy_(torch.from_numpy(ramp))
+    host_threads.over_parts(part, count)
+    return masks
 
 
 class FMix(_PairMix):

@@ -29,7 +29,7 @@ try:
 except ImportError:  # no wheel for this platform: `fmix_masks` draws with torch.randn
     AVAILABLE = False
 
-__all__ = ["AVAILABLE", "compile_seconds", "standard_normals", "uniform_pairs"]
+__all__ = ["AVAILABLE", "compile_seconds", "fill_normals", "standard_normals", "uniform_pairs"]
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64's increment
 _MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
@@ -77,6 +77,22 @@ def standard_normals(count: int, seed: int) -> np.ndarray:
     over_parts(lambda start, stop: _fill(out[2 * start:2 * stop], key, start), len(out) // 2, grain=1 << 16)
     _compile_seconds.setdefault("float32", time.perf_counter() - started)
     return out[:count]
+
+
+def fill_normals(out: np.ndarray, seed: int, first_pair: int) -> np.ndarray:
+    """Fill the float32 `out` (even length) with pairs ``first_pair`` on of `seed`'s normals, on the calling thread:
+    ``standard_normals(count, seed)[2 * first_pair:2 * first_pair + len(out)]``, without drawing the rest. For a
+    caller already on one of the host threads, drawing one mask's spectrum at a time (`fmix_masks`)."""
+    if not AVAILABLE:
+        raise RuntimeError("fill_normals needs numba; fmix_masks draws with torch.randn where it is missing")
+    if out.dtype != np.float32 or out.ndim != 1 or len(out) % 2 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a contiguous 1-D float32 array of even length, got {out.dtype} {out.shape}")
+    if first_pair < 0:
+        raise ValueError(f"first_pair must be non-negative, got {first_pair}")
+    started = time.perf_counter()
+    _fill(out, _key(seed), first_pair)
+    _compile_seconds.setdefault("float32", time.perf_counter() - started)
+    return out
 
 
 if AVAILABLE:
