@@ -24,7 +24,7 @@ def mix_targets(targets: torch.Tensor, plan: MixPlan, rule: str = "union") -> to
         raise ValueError(f"rule must be one of {TARGET_RULES}, got {rule!r}")
     if targets.ndim != 2:
         raise ValueError(f"targets must be (N, C), got {tuple(targets.shape)}")
-    if targets.device.type == "cpu" and plan.cells.device.type == "cpu" and not targets.requires_grad:
+    if targets.device.type == plan.cells.device.type == plan.lam.device.type == "cpu" and not targets.requires_grad:
         return torch.from_numpy(_mix_on_host(targets.float().numpy(), plan, rule))
     plan = plan.on_device(targets.device)  # the upload the render made (one table per batch, no wait)
     labels = targets.float()
@@ -46,7 +46,7 @@ def _mix_on_host(labels: np.ndarray, plan: MixPlan, rule: str) -> np.ndarray:
 
     Why: the loader mixes a CPU batch's labels right after the render has streamed the batch through the
     caches, where each torch op costs tens of microseconds of dispatch; these cost a few each, ~0.2 ms a
-    batch less (measured cache-cold: 0.32 -> ~0.1 ms for B=32 with SpliceMix).
+    batch less (measured cache-cold, B=32, SpliceMix: 0.32 -> 0.18 ms).
     """
     cells, partner = plan.cells.numpy(), plan.partner.numpy()
     gathered = labels[np.maximum(cells, 0)]  # (N_out, K, C)
