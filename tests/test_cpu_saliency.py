@@ -61,3 +61,20 @@ def test_saliencymix_takes_each_partners_own_peak(append):
             assert (y0 + y1) // 2 == y
         if 0 < x0 and x1 < 224:
             assert (x0 + x1) // 2 == x
+
+
+@needs_numba
+def test_maps_and_peaks_of_chosen_rows_are_those_of_the_gathered_images():
+    """SaliencyMix maps its partners in place: rows (repeated, out of order) = the same images gathered first,
+    on the compiled path and the torch form alike."""
+    images = torch.from_numpy(np.stack(photographs(64)))
+    rows = torch.tensor([3, 0, 3, len(images) - 1])
+    gathered = images[rows]
+    torch.testing.assert_close(saliency_maps(images, rows), saliency_maps_torch(gathered), rtol=0, atol=0)
+    torch.testing.assert_close(saliency_maps(images, rows), saliency_maps(gathered), rtol=0, atol=0)
+    maps = saliency_maps_torch(gathered).flatten(1)
+    flat = maps.argmax(1)  # torch's first maximum, the reference for the host's numpy argmax
+    assert torch.equal(saliency_peaks(images, rows=rows), torch.stack([flat // 64, flat % 64], 1))
+    assert saliency_maps(images, torch.zeros(0, dtype=torch.int64)).shape == (0, 64, 64)
+    with pytest.raises(ValueError, match="rows must index"):
+        saliency_maps(images, torch.tensor([len(images)]))

@@ -206,10 +206,10 @@ class SaliencyMix(_PairMix):
             raise ValueError("SaliencyMix needs the decoded batch: plan(..., images=images)")
         if self.per_batch:
             lam = np.full(len(lam), lam[0])
-            peaks = np.repeat(saliency_peaks(images[int(partner[0])][None]).numpy(), len(lam), axis=0)
-        else:  # the maps of the partners only (a quarter of the batch with append=True)
+            peaks = np.repeat(saliency_peaks(images, rows=torch.tensor([int(partner[0])])).numpy(), len(lam), axis=0)
+        else:  # the maps of the partners only (a quarter of the batch with append=True), read in place on a CPU
             partners, which = np.unique(partner, return_inverse=True)
-            peaks = saliency_peaks(images[torch.from_numpy(partners).to(images.device)]).numpy()[which]
+            peaks = saliency_peaks(images, rows=torch.from_numpy(partners)).numpy()[which]
         half = (image_size * np.sqrt(1.0 - lam)).astype(np.int64) // 2
         box = np.clip(np.stack([peaks[:, 0] - half, peaks[:, 1] - half, peaks[:, 0] + half, peaks[:, 1] + half],
                                axis=1), 0, image_size)
