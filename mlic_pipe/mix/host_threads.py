@@ -23,6 +23,7 @@ import torch
 
 __all__ = ["over_parts"]
 
+_CORES = os.cpu_count() or 1  # read once: os.cpu_count reads /sys on Linux (~7 us), and parts are split per call
 _pool: ThreadPoolExecutor | None = None
 _pool_pid: int | None = None
 _lock = threading.Lock()
@@ -33,7 +34,7 @@ def _executor() -> ThreadPoolExecutor:
     global _pool, _pool_pid
     with _lock:
         if _pool is None or _pool_pid != os.getpid():
-            _pool = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 1) - 1), thread_name_prefix="mlic-host")
+            _pool = ThreadPoolExecutor(max_workers=max(1, _CORES - 1), thread_name_prefix="mlic-host")
             _pool_pid = os.getpid()
         return _pool
 
@@ -46,7 +47,7 @@ def over_parts(run: Callable[[int, int], None], count: int, threads: int | None 
     An exception in any part is raised after all parts have finished (none is left writing into the
     caller's arrays).
     """
-    threads = max(1, min(int(threads or torch.get_num_threads()), count // max(1, grain), os.cpu_count() or 1))
+    threads = max(1, min(int(threads or torch.get_num_threads()), count // max(1, grain), _CORES))
     if threads == 1:
         if count:
             run(0, count)
