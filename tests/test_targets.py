@@ -72,4 +72,3 @@ def test_cpu_labels_mix_in_numpy_to_the_same_bits_as_torch_s_ops(mixer, rule):
         assert traced.requires_grad and not host.requires_grad
         assert host.dtype == torch.float32 and host.is_contiguous()
         assert torch.equal(host, traced.detach())
-
